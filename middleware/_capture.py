@@ -1,0 +1,133 @@
+"""What the request path hands to the writer: a captured exchange, a bounded queue, counters.
+
+The request path only appends to a deque and bumps integers, so the model never waits on the
+monitor. Each counter has one writing thread: the event loop counts what it samples and drops,
+the writer thread what it stores or fails to store.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["Capture", "CaptureCounters", "CaptureQueue"]
+
+
+class Capture:
+    """One sampled request and its response: body chunks as received, sizes and timings.
+
+    Bodies stay as the chunk lists the request path collected; the writer joins them.
+    """
+
+    __slots__ = (
+        "error",
+        "latency_s",
+        "method",
+        "path",
+        "request_body",
+        "request_bytes",
+        "request_content_type",
+        "request_id",
+        "request_truncated",
+        "response_body",
+        "response_bytes",
+        "response_content_type",
+        "response_truncated",
+        "route",
+        "status",
+        "ts",
+        "ttfb_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        ts: float,
+        request_id: str,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        latency_s: float,
+        ttfb_s: float | None,
+        request_body: list[bytes],
+        request_bytes: int,
+        request_truncated: bool,
+        request_content_type: str | None,
+        response_body: list[bytes],
+        response_bytes: int,
+        response_truncated: bool,
+        response_content_type: str | None,
+        error: str | None,
+    ) -> None:
+        self.ts = ts
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.route = route
+        self.status = status
+        self.latency_s = latency_s
+        self.ttfb_s = ttfb_s
+        self.request_body = request_body
+        self.request_bytes = request_bytes
+        self.request_truncated = request_truncated
+        self.request_content_type = request_content_type
+        self.response_body = response_body
+        self.response_bytes = response_bytes
+        self.response_truncated = response_truncated
+        self.response_content_type = response_content_type
+        self.error = error
+
+
+@dataclass(slots=True)
+class CaptureCounters:
+    """Monotonic counts of what happened to captured traffic; read by /health and /metrics."""
+
+    sampled: int = 0
+    dropped: int = 0
+    stored: int = 0
+    write_errors: int = 0
+    rows_stored: int = 0
+    parse_errors: int = 0
+    fields_capped: int = 0
+    fields_redacted: int = 0
+    names_capped: int = 0
+    rows_expired: int = 0
+    rows_evicted: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+class CaptureQueue:
+    """A bounded hand-over from the event loop to the writer thread that drops when full.
+
+    ``deque.append`` and ``popleft`` are atomic in CPython, so neither side takes a lock.
+    """
+
+    __slots__ = ("_items", "capacity", "counters")
+
+    def __init__(self, capacity: int, counters: CaptureCounters) -> None:
+        self._items: deque[Capture] = deque()
+        self.capacity = capacity
+        self.counters = counters
+
+    def put(self, capture: Capture) -> bool:
+        """Queue a capture, or count it as dropped when the writer has fallen behind."""
+        self.counters.sampled += 1
+        if len(self._items) >= self.capacity:
+            self.counters.dropped += 1
+            return False
+        self._items.append(capture)
+        return True
+
+    def take(self, limit: int) -> list[Capture]:
+        """Remove and return up to ``limit`` captures, oldest first."""
+        items = self._items
+        batch: list[Capture] = []
+        while items and len(batch) < limit:
+            batch.append(items.popleft())
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,51 @@
+"""The log store's tables: one place that says what is on disk.
+
+Times are UTC ``TIMESTAMP`` values. Feature values are stored in long form, one row per
+(request, instance, role, name), so that a value of an unexpected type keeps its own type and a
+schema change upstream never needs ``ALTER TABLE``. docs/store.md describes each column.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_VERSION", "STATEMENTS"]
+
+SCHEMA_VERSION = 1
+
+STATEMENTS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS inferwatch_meta (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS requests (
+        ts TIMESTAMP NOT NULL,
+        request_id VARCHAR NOT NULL,
+        method VARCHAR,
+        route VARCHAR,
+        status SMALLINT,
+        latency_ms DOUBLE,
+        ttfb_ms DOUBLE,
+        request_bytes BIGINT,
+        response_bytes BIGINT,
+        error VARCHAR,
+        input_status VARCHAR,
+        output_status VARCHAR,
+        input_rows INTEGER,
+        output_rows INTEGER
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS features (
+        ts TIMESTAMP NOT NULL,
+        request_id VARCHAR NOT NULL,
+        row_index INTEGER NOT NULL,
+        role VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        num DOUBLE,
+        str VARCHAR
+    )
+    """,
+)

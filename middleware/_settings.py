@@ -1,0 +1,247 @@
+"""One settings object, three spellings: keyword, command-line flag and environment variable.
+
+Precedence is keyword (or flag), then ``INFERWATCH_<NAME>``, then the default. Every field carries
+its kind and help text so that the CLI options and the README's settings table are generated
+from this one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import MonitorError
+
+__all__ = ["SETTING_FIELDS", "Settings", "parse_duration", "parse_size"]
+
+ENV_PREFIX = "INFERWATCH_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``90s``, ``5m``, ``1h``, ``7d``, ``250ms`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration such as 90s, 5m, 1h or 7d")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a duration of zero or more seconds")
+    return seconds
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``512KiB``, ``1MiB``, ``2GB`` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a size such as 512KiB, 1MiB or 2GB")
+        unit = (match.group(2) or "b").lower()
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 0:
+        raise ValueError(f"{value!r} is not a size of zero or more bytes")
+    return size
+
+
+def _parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _parse_names(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(name.strip() for name in value if name.strip())
+
+
+def _parse_fraction(value: str | float) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not between 0 and 1")
+    return number
+
+
+def _parse_positive_int(value: str | int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a whole number")
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
+def _parse_port(value: str | int) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{value!r} is not a port number")
+    return number
+
+
+def _parse_optional_str(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_pid(value: str | int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    return _parse_positive_int(value)
+
+
+_PARSERS = {
+    "duration": parse_duration,
+    "size": parse_size,
+    "bool": _parse_bool,
+    "names": _parse_names,
+    "fraction": _parse_fraction,
+    "count": _parse_positive_int,
+    "port": _parse_port,
+    "text": _parse_optional_str,
+    "pid": _parse_pid,
+    "float": float,
+}
+
+
+def _setting(default: Any, kind: str, help: str, *, modes: str = "all", secret: bool = False) -> Any:
+    return field(
+        default=default, metadata={"kind": kind, "help": help, "modes": modes, "secret": secret}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every inferwatch setting. Build it with :meth:`Settings.load`, never field by field."""
+
+    db: str = _setting("inferwatch.duckdb", "text", "DuckDB log store file.")
+    baseline: str | None = _setting(None, "text", "Baseline JSON file; none = no skew checks.")
+    sample_rate: float = _setting(
+        1.0, "fraction", "Share of requests whose payloads are stored (5xx always are)."
+    )
+    check_interval: float = _setting(60.0, "duration", "Time between skew checks.")
+    window: float = _setting(3600.0, "duration", "How much recent traffic a skew check reads.")
+    max_body_bytes: int = _setting(
+        1_048_576, "size", "Largest request or response body captured; larger ones are counted."
+    )
+    retention: float = _setting(7 * 86400.0, "duration", "Age after which logged rows are deleted.")
+    max_db_bytes: int = _setting(
+        2 * 2**30, "size", "Size of stored data above which the oldest rows are deleted."
+    )
+    admin_token: str | None = _setting(
+        None, "text", "Bearer token that POST endpoints and the dashboard require.", secret=True
+    )
+    redact: tuple[str, ...] = _setting((), "names", "Field names never stored (comma-separated).")
+    api_prefix: str = _setting("/monitor", "text", "Path of the monitor API.", modes="middleware")
+    queue_size: int = _setting(
+        10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
+    )
+    flush_interval: float = _setting(0.5, "duration", "Longest wait before captured rows are written.")
+    max_features: int = _setting(
+        1_000, "count", "Distinct feature names tracked per role; further names are counted."
+    )
+    max_fields_per_row: int = _setting(
+        1_000, "count", "Fields kept from one instance; further fields are counted."
+    )
+    max_routes: int = _setting(100, "count", "Distinct route labels tracked; the rest are 'other'.")
+    resource_interval: float = _setting(5.0, "duration", "Time between resource samples.")
+    model_pid: int | None = _setting(None, "pid", "Process whose CPU, memory and GPU are reported.")
+    model_process: str | None = _setting(
+        None, "text", "Command-line text that finds the model's process (shared PID namespace)."
+    )
+    upstream: str | None = _setting(None, "text", "Model server URL the sidecar forwards to.",
+                                    modes="sidecar")
+    host: str = _setting("0.0.0.0", "text", "Address the sidecar's proxy listens on.", modes="sidecar")
+    port: int = _setting(8000, "port", "Port of the sidecar's proxy.", modes="sidecar")
+    admin_host: str = _setting(
+        "0.0.0.0", "text", "Address of the sidecar's monitor API.", modes="sidecar"
+    )
+    admin_port: int = _setting(8001, "port", "Port of the sidecar's monitor API.", modes="sidecar")
+
+    @classmethod
+    def load(
+        cls, values: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build settings from keywords (or flags), then the environment, then defaults.
+
+        A bad value raises :class:`MonitorError` with one line naming the setting.
+        """
+        values = dict(values or {})
+        environ = os.environ if environ is None else environ
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MonitorError(f"Unknown setting {unknown[0]!r}.")
+        resolved: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            env_name = ENV_PREFIX + spec.name.upper()
+            if values.get(spec.name) is not None:
+                raw, source = values[spec.name], f"setting {spec.name}"
+            elif environ.get(env_name, "") != "":
+                raw, source = environ[env_name], env_name
+            else:
+                continue
+            try:
+                resolved[spec.name] = _PARSERS[spec.metadata["kind"]](raw)
+            except (TypeError, ValueError) as exc:
+                raise MonitorError(f"Bad value for {source}: {exc}.") from exc
+        settings = cls(**resolved)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if not self.api_prefix.startswith("/") or self.api_prefix.endswith("/"):
+            raise MonitorError(
+                f"Bad value for setting api_prefix: {self.api_prefix!r} must start with '/' and "
+                "not end with one."
+            )
+        if self.check_interval <= 0:
+            raise MonitorError("Bad value for setting check_interval: it must be above zero.")
+        if self.window <= 0:
+            raise MonitorError("Bad value for setting window: it must be above zero.")
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, with secrets masked."""
+        out: dict[str, Any] = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata["secret"] and value is not None:
+                value = "***"
+            out[spec.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)

@@ -1,0 +1,191 @@
+"""The DuckDB log store: opening the file, batch inserts, retention and the size cap.
+
+One :class:`Store` per process. The writer thread inserts through the store's own cursor;
+every reader asks :meth:`Store.cursor` for a cursor of its own and fetches results fully.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from ._errors import MonitorError
+from ._schema import SCHEMA_VERSION, STATEMENTS
+
+__all__ = ["Store"]
+
+_EXPORTABLE = frozenset({"requests", "features"})
+_INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
+# NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number is never NULL
+# otherwise, which lets the insert turn it back into NaN.
+_INSERT_FEATURES = """
+INSERT INTO features
+SELECT ts, request_id, row_index, role, name, type,
+       CASE WHEN type = 'number' AND num IS NULL THEN 'nan'::DOUBLE ELSE num END, str
+FROM feature_batch
+"""
+
+
+class Store:
+    """An open DuckDB log store file with the inferwatch tables in it."""
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        self.path = path
+        try:
+            if not read_only and os.path.dirname(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._root = duckdb.connect(path, read_only=read_only)
+            self._writer = self._root.cursor()
+            if not read_only:
+                for statement in STATEMENTS:
+                    self._writer.execute(statement)
+                self._writer.execute(
+                    "INSERT OR REPLACE INTO inferwatch_meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+        except (duckdb.Error, OSError) as exc:
+            raise MonitorError(f"Cannot open the log store {path!r}: {_first_line(exc)}") from exc
+        self._cursor_lock = threading.Lock()
+        self._closed = False
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one reader; close it when done."""
+        with self._cursor_lock:
+            if self._closed:
+                raise MonitorError("The log store is closed.")
+            return self._root.cursor()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read query on a fresh cursor and fetch every row."""
+        cursor = self.cursor()
+        try:
+            return cursor.execute(sql, params or []).fetchall()
+        finally:
+            cursor.close()
+
+    def insert(
+        self, request_batch: dict[str, Any], feature_batch: dict[str, Any] | None
+    ) -> None:
+        """Write one batch of request rows and feature rows in one transaction.
+
+        Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
+        them in place, which measured as fast as Arrow and needs no pyarrow.
+        """
+        cursor = self._writer
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            cursor.register("request_batch", request_batch)
+            cursor.execute(_INSERT_REQUESTS)
+            if feature_batch is not None:
+                cursor.register("feature_batch", feature_batch)
+                cursor.execute(_INSERT_FEATURES)
+            cursor.execute("COMMIT")
+        except BaseException:
+            try:
+                cursor.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        finally:
+            for name in ("request_batch", "feature_batch"):
+                try:
+                    cursor.unregister(name)
+                except duckdb.Error:
+                    pass
+
+    def known_names(self) -> list[tuple[str, str]]:
+        """Every (role, name) already in the store, to keep the distinct-name cap across restarts."""
+        return self._writer.execute("SELECT DISTINCT role, name FROM features").fetchall()
+
+    def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete requests and feature rows logged before ``cutoff``; return the feature rows."""
+        naive = _naive_utc(cutoff)
+        cursor = self._writer
+        deleted = cursor.execute("DELETE FROM features WHERE ts < ?", [naive]).fetchone()
+        cursor.execute("DELETE FROM requests WHERE ts < ?", [naive])
+        return int(deleted[0]) if deleted else 0
+
+    def data_bytes(self) -> int:
+        """Bytes of the file that hold data (DuckDB reuses freed blocks but never shrinks)."""
+        row = self._writer.execute(
+            "SELECT used_blocks * block_size FROM pragma_database_size()"
+        ).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def file_bytes(self) -> int:
+        """Bytes on disk: the database file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path + ".wal"):
+            try:
+                total += os.path.getsize(path)
+            except OSError:
+                pass
+        return total
+
+    def evict_oldest(self, share: float) -> int:
+        """Delete the oldest ``share`` of logged time; return the feature rows deleted."""
+        row = self._writer.execute("SELECT min(ts), max(ts) FROM requests").fetchone()
+        if not row or row[0] is None:
+            return 0
+        oldest, newest = row
+        span = max(newest - oldest, timedelta(microseconds=1))
+        cutoff = oldest + span * share
+        return self.delete_older_than(cutoff.replace(tzinfo=UTC))
+
+    def export_parquet(
+        self, table: str, path: str, since: datetime | None, until: datetime | None
+    ) -> int:
+        """Copy ``table``'s rows logged in [since, until) into a Parquet file; return the count."""
+        if table not in _EXPORTABLE:
+            raise MonitorError(f"No table {table!r} to export; choose one of {sorted(_EXPORTABLE)}.")
+        start = since or datetime(1970, 1, 1, tzinfo=UTC)
+        end = until or datetime(9999, 1, 1, tzinfo=UTC)
+        # COPY takes no bound parameters: the bounds go through a temporary view of this cursor.
+        cursor = self.cursor()
+        try:
+            cursor.execute(
+                "CREATE TEMP TABLE export_bounds AS SELECT ?::TIMESTAMP AS lo, ?::TIMESTAMP AS hi",
+                [_naive_utc(start), _naive_utc(end)],
+            )
+            quoted = path.replace("'", "''")
+            row = cursor.execute(
+                f"COPY (SELECT t.* FROM {table} t, export_bounds b "  # noqa: S608 - fixed names
+                "WHERE t.ts >= b.lo AND t.ts < b.hi ORDER BY t.ts) "
+                f"TO '{quoted}' (FORMAT parquet, COMPRESSION zstd)"
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise MonitorError(f"Exporting {table} failed: {_first_line(exc)}") from exc
+        finally:
+            cursor.close()
+        return int(row[0]) if row else 0
+
+    def checkpoint(self) -> None:
+        self._writer.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._cursor_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._writer.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass
+        finally:
+            self._writer.close()
+            self._root.close()
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".") + "."

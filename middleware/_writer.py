@@ -1,0 +1,305 @@
+"""The writer thread: parses captured bodies into feature rows and writes them in batches.
+
+It is the only thread that writes to the log store. Failures of the store (a broken, locked,
+read-only or full file) are counted and retried; they never reach the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from ._capture import Capture, CaptureCounters, CaptureQueue
+from ._errors import MonitorError
+from ._payload import ParseLimits, parse_request, parse_response
+from ._settings import Settings
+from ._store import Store
+
+__all__ = ["ColumnHints", "StoreWriter"]
+
+logger = logging.getLogger("inferwatch")
+
+_BATCH_CAPTURES = 2_000
+_REOPEN_EVERY_S = 10.0
+_MAINTAIN_EVERY_S = 30.0
+_EVICT_SHARE = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnHints:
+    """Feature names for positional payloads, taken from the baseline when it gives them."""
+
+    columns: Sequence[str] | None = None
+    tensor_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+class StoreWriter:
+    """Owns the log store and the thread that fills it from a :class:`CaptureQueue`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: CaptureQueue,
+        counters: CaptureCounters,
+        *,
+        hints: Callable[[], ColumnHints] = ColumnHints,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._counters = counters
+        self._hints = hints
+        self._limits = ParseLimits(
+            max_fields_per_row=settings.max_fields_per_row, redact=frozenset(settings.redact)
+        )
+        self._names: dict[str, set[str]] = {"input": set(), "output": set()}
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="inferwatch-writer", daemon=True)
+        self.last_error: str | None = None
+        self.db_bytes = 0
+
+    @property
+    def store(self) -> Store | None:
+        """The open store, or None while it cannot be opened."""
+        return self._store
+
+    def start(self) -> None:
+        self._open_store()
+        self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written; True when it was."""
+        deadline = time.monotonic() + timeout
+        while len(self._queue) or self._busy:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write every queued capture, then close the store."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.error("inferwatch writer did not finish within %.0f s", timeout)
+            return
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _open_store(self) -> None:
+        try:
+            store = Store(self._settings.db)
+            for role, name in store.known_names():
+                self._names.setdefault(role, set()).add(name)
+            self.db_bytes = store.file_bytes()
+        except MonitorError as exc:
+            self._report(str(exc))
+            return
+        with self._store_lock:
+            self._store = store
+        self.last_error = None
+
+    def _run(self) -> None:
+        next_open = next_maintenance = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            self._busy = True
+            batch = self._queue.take(_BATCH_CAPTURES)
+            if batch:
+                self._write(batch)
+            self._busy = False
+            now = time.monotonic()
+            if self._store is None and now >= next_open and not stopping:
+                next_open = now + _REOPEN_EVERY_S
+                self._open_store()
+            if now >= next_maintenance and self._store is not None:
+                next_maintenance = now + _MAINTAIN_EVERY_S
+                self._maintain()
+            if not batch:
+                if stopping:
+                    return
+                self._wake.wait(self._settings.flush_interval)
+                self._wake.clear()
+
+    def _write(self, captures: list[Capture]) -> None:
+        store = self._store
+        if store is None:
+            self._counters.write_errors += len(captures)
+            return
+        try:
+            requests, features = self._to_columns(captures)
+            store.insert(requests, features)
+        except duckdb.Error as exc:
+            self._counters.write_errors += len(captures)
+            self._report(f"Writing to the log store failed: {_first_line(exc)}")
+            if isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc):
+                with self._store_lock:
+                    self._store = None
+                try:
+                    store.close()
+                except duckdb.Error:
+                    pass
+            return
+        except Exception as exc:  # a bug in parsing must not stop the writer
+            self._counters.write_errors += len(captures)
+            self._report(f"Preparing captured rows failed: {exc!r}")
+            logger.exception("inferwatch writer failed on a batch")
+            return
+        self._counters.stored += len(captures)
+        self._counters.rows_stored += len(features["name"]) if features else 0
+        self.db_bytes = store.file_bytes()
+
+    def _to_columns(
+        self, captures: list[Capture]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        counters, limits, names = self._counters, self._limits, self._names
+        hints = self._hints()
+        max_names = self._settings.max_features
+        req_ts: list[int] = []
+        req_status: list[int] = []
+        in_status: list[str] = []
+        out_status: list[str] = []
+        in_rows: list[int] = []
+        out_rows: list[int] = []
+        owner: list[int] = []  # which capture a feature value came from
+        row_index: list[int] = []
+        role_col: list[str] = []
+        name_col: list[str] = []
+        type_col: list[str] = []
+        num_col: list[float | None] = []
+        str_col: list[str | None] = []
+        for position, capture in enumerate(captures):
+            req_ts.append(int(capture.ts * 1_000_000))
+            req_status.append(capture.status)
+            parsed_in = parse_request(
+                b"".join(capture.request_body),
+                path=capture.path,
+                content_type=capture.request_content_type,
+                truncated=capture.request_truncated,
+                columns=hints.columns,
+                tensor_columns=hints.tensor_columns,
+                limits=limits,
+            )
+            parsed_out = parse_response(
+                b"".join(capture.response_body),
+                path=capture.path,
+                content_type=capture.response_content_type,
+                truncated=capture.response_truncated,
+                tensor_columns=hints.tensor_columns,
+                limits=limits,
+            )
+            in_status.append(parsed_in.status)
+            out_status.append(parsed_out.status)
+            in_rows.append(len(parsed_in.rows))
+            out_rows.append(len(parsed_out.rows))
+            if parsed_in.status == "parse_error":
+                counters.parse_errors += 1
+            counters.fields_capped += parsed_in.capped + parsed_out.capped
+            counters.fields_redacted += parsed_in.redacted + parsed_out.redacted
+            for role, parsed in (("input", parsed_in), ("output", parsed_out)):
+                known = names[role]
+                for index, row in enumerate(parsed.rows):
+                    for name, value in row.items():
+                        if name not in known:
+                            if len(known) >= max_names:
+                                counters.names_capped += 1
+                                continue
+                            known.add(name)
+                        kind = type(value)
+                        if kind is str:
+                            type_col.append("string")
+                            num_col.append(None)
+                            str_col.append(value)  # type: ignore[arg-type]
+                        elif kind is bool:
+                            type_col.append("boolean")
+                            num_col.append(1.0 if value else 0.0)
+                            str_col.append(None)
+                        elif value is None:
+                            type_col.append("null")
+                            num_col.append(None)
+                            str_col.append(None)
+                        else:
+                            type_col.append("number")
+                            num_col.append(value)  # type: ignore[arg-type]
+                            str_col.append(None)
+                        owner.append(position)
+                        row_index.append(index)
+                        role_col.append(role)
+                        name_col.append(name)
+        ts = np.array(req_ts, dtype="datetime64[us]")
+        ids = np.array([c.request_id for c in captures], dtype=object)
+        requests = {
+            "ts": ts,
+            "request_id": ids,
+            "method": np.array([c.method for c in captures], dtype=object),
+            "route": np.array([c.route for c in captures], dtype=object),
+            "status": np.array(req_status, dtype=np.int16),
+            "latency_ms": np.array([c.latency_s * 1000.0 for c in captures], dtype=np.float64),
+            "ttfb_ms": np.array(
+                [None if c.ttfb_s is None else c.ttfb_s * 1000.0 for c in captures],
+                dtype=np.float64,
+            ),
+            "request_bytes": np.array([c.request_bytes for c in captures], dtype=np.int64),
+            "response_bytes": np.array([c.response_bytes for c in captures], dtype=np.int64),
+            "error": np.array([c.error for c in captures], dtype=object),
+            "input_status": np.array(in_status, dtype=object),
+            "output_status": np.array(out_status, dtype=object),
+            "input_rows": np.array(in_rows, dtype=np.int32),
+            "output_rows": np.array(out_rows, dtype=np.int32),
+        }
+        if not name_col:
+            return requests, None
+        take = np.array(owner, dtype=np.intp)
+        features = {
+            "ts": ts[take],
+            "request_id": ids[take],
+            "row_index": np.array(row_index, dtype=np.int32),
+            "role": np.array(role_col, dtype=object),
+            "name": np.array(name_col, dtype=object),
+            "type": np.array(type_col, dtype=object),
+            "num": np.array(num_col, dtype=np.float64),
+            "str": np.array(str_col, dtype=object),
+        }
+        return requests, features
+
+    def _maintain(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        settings, counters = self._settings, self._counters
+        try:
+            cutoff = datetime.now(UTC) - timedelta(seconds=settings.retention)
+            counters.rows_expired += store.delete_older_than(cutoff)
+            # Evicting a share at a time keeps one pass short; the next pass goes on if needed.
+            if store.data_bytes() > settings.max_db_bytes:
+                counters.rows_evicted += store.evict_oldest(_EVICT_SHARE)
+                store.checkpoint()
+            self.db_bytes = store.file_bytes()
+        except duckdb.Error as exc:
+            self._report(f"Log store maintenance failed: {_first_line(exc)}")
+
+    def _report(self, message: str) -> None:
+        if message != self.last_error:
+            logger.warning("inferwatch: %s", message)
+        self.last_error = message
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__).rstrip(".") + "."

@@ -1,0 +1,5 @@
+"""``python -m sidecar`` runs the ``inferwatch`` command line."""
+
+from ._cli import main
+
+main(prog_name="inferwatch")

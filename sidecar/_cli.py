@@ -1,0 +1,99 @@
+"""The ``inferwatch`` command line. It parses arguments and hands them over; nothing more."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+
+from middleware import MonitorError, Settings
+from middleware._settings import SETTING_FIELDS
+
+__all__ = ["main", "settings_options"]
+
+
+def settings_options(mode: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add one ``--flag`` per setting of ``mode`` (``all`` settings plus the mode's own)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for spec in reversed(SETTING_FIELDS):
+            if spec.metadata["modes"] not in {"all", mode}:
+                continue
+            flag = "--" + spec.name.replace("_", "-")
+            env = "INFERWATCH_" + spec.name.upper()
+            default = spec.default
+            shown = "none" if default is None else ",".join(default) if isinstance(
+                default, tuple
+            ) else default
+            command = click.option(
+                flag,
+                spec.name,
+                default=None,
+                metavar=spec.metadata["kind"].upper(),
+                help=f"{spec.metadata['help']} [env {env}; default {shown}]",
+            )(command)
+        return command
+
+    return decorate
+
+
+def load_settings(values: dict[str, Any]) -> Settings:
+    """Settings from parsed flags; a bad value ends the program with one line."""
+    known = {spec.name for spec in SETTING_FIELDS}
+    try:
+        return Settings.load({k: v for k, v in values.items() if k in known})
+    except MonitorError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="inferwatch")
+def main() -> None:
+    """inferwatch: monitoring for self-hosted model endpoints."""
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 time") from exc
+
+
+@main.command()
+@click.option("--db", "db", required=True, help="A log store file that no process has open.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder.")
+@click.option("--since", default=None, help="ISO-8601 start time (UTC).")
+@click.option("--until", default=None, help="ISO-8601 end time (UTC).")
+def export(db: str, out: str, since: str | None, until: str | None) -> None:
+    """Write the log store's tables as Parquet files into OUT.
+
+    A running monitor holds its file; export from it with GET /export/TABLE.parquet instead.
+    """
+    from middleware._store import Store
+
+    if not os.path.exists(db):
+        raise click.UsageError(f"No log store at {db!r}.")
+    try:
+        store = Store(db, read_only=True)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    os.makedirs(out, exist_ok=True)
+    try:
+        for table in ("requests", "features"):
+            path = os.path.join(out, f"{table}.parquet")
+            rows = store.export_parquet(table, path, _parse_time(since), _parse_time(until))
+            click.echo(f"{path}: {rows} rows")
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
