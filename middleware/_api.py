@@ -11,12 +11,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ._engine import Engine
+from ._metrics import build_registry
+from ._settings import parse_duration
 
 __all__ = ["JSONResponse", "build_api"]
 
@@ -61,11 +65,25 @@ def build_api(engine: Engine) -> Starlette:
         return JSONResponse({"status": "ready"})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"capture": engine.capture_health()})
+        raw = request.query_params.get("window")
+        try:
+            window = None if raw is None else parse_duration(raw)
+        except ValueError as exc:
+            return JSONResponse({"error": f"window: {exc}"}, status_code=400)
+        if window is not None and window <= 0:
+            return JSONResponse({"error": "window must be above zero"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(engine.health, window))
+
+    registry = build_registry(engine)
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/health", health),
+        Route("/metrics", metrics),
     ]
     return Starlette(routes=routes)

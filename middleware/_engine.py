@@ -10,8 +10,17 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import Metric
 
 from ._capture import CaptureCounters, CaptureQueue
+from ._efficiency import EfficiencyTracker, summarize
+from ._periodic import Periodic
+from ._resources import ResourceSampler
 from ._settings import Settings
 from ._writer import ColumnHints, StoreWriter
 
@@ -28,6 +37,11 @@ class Engine:
         self.counters = CaptureCounters()
         self.queue = CaptureQueue(settings.queue_size, self.counters)
         self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
+        self.efficiency = EfficiencyTracker()
+        self.periodic = Periodic()
+        self.sampler: ResourceSampler | None = None
+        self.latest_resources: dict[str, Any] | None = None
+        self._last_tick = time.monotonic()
         self._lifecycle = threading.Lock()
         self.running = False
         self._stopped = False
@@ -38,6 +52,11 @@ class Engine:
             if self.running or self._stopped:
                 return
             self.writer.start()
+            self.sampler = ResourceSampler(
+                pid=self.settings.model_pid, process_match=self.settings.model_process
+            )
+            self.periodic.add("resources", self.settings.resource_interval, self._tick)
+            self.periodic.start()
             self.running = True
             # Processes that never send lifespan shutdown still get their captures written.
             atexit.register(self.stop)
@@ -50,6 +69,9 @@ class Engine:
                 return
             self.running = False
             self._stopped = True
+        self.periodic.stop()
+        if self.sampler is not None:
+            self.sampler.close()
         self.writer.stop(timeout)
         atexit.unregister(self.stop)
         logger.info(
@@ -77,6 +99,103 @@ class Engine:
         """Names for positional payloads; the baseline supplies them once one is loaded."""
         return ColumnHints()
 
+    def _tick(self) -> None:
+        """Sample resources and append one interval of efficiency figures to the store."""
+        now = time.monotonic()
+        recent = self.efficiency.between(self._last_tick, now)
+        interval, self._last_tick = now - self._last_tick, now
+        if self.sampler is not None:
+            self.latest_resources = self.sampler.sample()
+        by_route: dict[str, list[tuple[float, int, float, float | None, str]]] = {"*": recent}
+        for item in recent:
+            by_route.setdefault(item[4], []).append(item)
+        stamp = np.datetime64(int(time.time() * 1e6), "us")
+        rows = [(route, summarize(items, interval)) for route, items in by_route.items()]
+        self.writer.submit_series(
+            "efficiency",
+            {
+                "ts": np.full(len(rows), stamp),
+                "interval_s": np.full(len(rows), interval),
+                "route": np.array([route for route, _ in rows], dtype=object),
+                "requests": np.array([r["requests"]["count"] for _, r in rows], dtype=np.int64),
+                "errors": np.array([r["requests"]["errors"] for _, r in rows], dtype=np.int64),
+                **{
+                    f"{key}_ms": np.array([r["latency_ms"][key] for _, r in rows], dtype=np.float64)
+                    for key in ("p50", "p95", "p99", "max")
+                },
+                "ttfb_p50_ms": np.array([r["ttfb_ms"]["p50"] for _, r in rows], dtype=np.float64),
+            },
+        )
+        sample = self.latest_resources
+        if sample is not None:
+            gpus = sample.get("gpus") or []
+            cgroup = sample.get("cgroup") or {}
+            utilization = [
+                g["utilization_percent"] for g in gpus if g.get("utilization_percent") is not None
+            ]
+            used = [g["memory_used_bytes"] for g in gpus if g.get("memory_used_bytes") is not None]
+            self.writer.submit_series(
+                "resources",
+                {
+                    "ts": np.array([stamp]),
+                    "process_cpu_percent": _column(sample["process"].get("cpu_percent")),
+                    "process_rss_bytes": _column(sample["process"].get("rss_bytes"), np.int64),
+                    "system_cpu_percent": _column(sample["system"].get("cpu_percent")),
+                    "system_memory_used_percent": _column(
+                        sample["system"].get("memory_used_percent")
+                    ),
+                    "cgroup_memory_bytes": _column(cgroup.get("memory_current_bytes"), np.int64),
+                    "cgroup_memory_max_bytes": _column(cgroup.get("memory_max_bytes"), np.int64),
+                    "gpu_utilization_percent": _column(
+                        sum(utilization) / len(utilization) if utilization else None
+                    ),
+                    "gpu_memory_used_bytes": _column(sum(used) if used else None, np.int64),
+                },
+            )
+
+    def health(self, window_s: float | None = None) -> dict[str, Any]:
+        """The /health report over the last ``window_s`` seconds."""
+        window = self.settings.health_window if window_s is None else window_s
+        figures = summarize(self.efficiency.recent(window), window)
+        resources = self.latest_resources
+        if resources is None and self.sampler is not None:
+            resources = self.latest_resources = self.sampler.sample()
+        return {
+            "status": self._status(figures),
+            "window_s": window,
+            "covered_s": round(min(window, self.efficiency.covered_s()), 3),
+            **figures,
+            "in_flight": self.efficiency.in_flight,
+            "resources": resources,
+            "capture": self.capture_health(),
+        }
+
+    def health_status(self) -> str:
+        window = self.settings.health_window
+        return self._status(summarize(self.efficiency.recent(window), window))
+
+    def _status(self, figures: dict[str, Any]) -> str:
+        """ok, degraded or failing, from error rate, p99 latency and capture drops."""
+        settings, counters = self.settings, self.counters
+        error_rate = figures["requests"]["error_rate"]
+        p99 = figures["latency_ms"]["p99"]
+        p99_s = 0.0 if p99 is None else p99 / 1000.0
+        if error_rate >= settings.error_rate_failing or p99_s >= settings.latency_p99_failing:
+            return "failing"
+        drop_rate = counters.dropped / counters.sampled if counters.sampled else 0.0
+        if (
+            error_rate >= settings.error_rate_degraded
+            or p99_s >= settings.latency_p99_degraded
+            or drop_rate >= settings.drop_rate_degraded
+            or self.writer.store is None
+        ):
+            return "degraded"
+        return "ok"
+
+    def extra_metrics(self) -> Iterator[Metric]:
+        """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
+        return iter(())
+
     def capture_health(self) -> dict[str, int | str | None]:
         """The /health ``capture`` object."""
         counters = self.counters
@@ -96,3 +215,9 @@ class Engine:
             "rows_evicted": counters.rows_evicted,
             "last_error": self.writer.last_error,
         }
+
+
+def _column(value: float | None, dtype: Any = np.float64) -> np.ndarray:
+    if value is None:
+        return np.array([None], dtype=object if dtype is np.int64 else np.float64)
+    return np.array([value], dtype=dtype)

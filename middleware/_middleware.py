@@ -73,7 +73,9 @@ class MonitorMiddleware:
                 if root and path.startswith(root):
                     path = path[len(root) :]
                 prefix = self._prefix
-                if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                if path.startswith(prefix) and (
+                    len(path) == len(prefix) or path[len(prefix)] == "/"
+                ):
                     await self._api({**scope, "root_path": root + prefix}, receive, send)
                     return
             await self._monitor(scope, receive, send)
@@ -103,6 +105,8 @@ class MonitorMiddleware:
         engine = self.engine
         if not engine.running:
             engine.start()  # served without lifespan events
+        tracker = engine.efficiency
+        tracker.in_flight += 1
         started = time.perf_counter()
         wall = time.time()
         max_body = self._max_body
@@ -174,6 +178,9 @@ class MonitorMiddleware:
             raise
         finally:
             latency = time.perf_counter() - started
+            tracker.in_flight -= 1
+            route = self._route_label(scope, status)
+            tracker.observe(scope["method"], route, status, latency, first_byte)
             if error is not None or status >= 500 or random.random() < self._sample_rate:
                 try:
                     engine.queue.put(
@@ -182,7 +189,7 @@ class MonitorMiddleware:
                             request_id=request_id.decode("ascii", "replace"),
                             method=scope["method"],
                             path=scope["path"],
-                            route=self._route_label(scope, status),
+                            route=route,
                             status=status,
                             latency_s=latency,
                             ttfb_s=first_byte,

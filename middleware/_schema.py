@@ -37,6 +37,33 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS efficiency (
+        ts TIMESTAMP NOT NULL,
+        interval_s DOUBLE,
+        route VARCHAR,
+        requests BIGINT,
+        errors BIGINT,
+        p50_ms DOUBLE,
+        p95_ms DOUBLE,
+        p99_ms DOUBLE,
+        max_ms DOUBLE,
+        ttfb_p50_ms DOUBLE
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS resources (
+        ts TIMESTAMP NOT NULL,
+        process_cpu_percent DOUBLE,
+        process_rss_bytes BIGINT,
+        system_cpu_percent DOUBLE,
+        system_memory_used_percent DOUBLE,
+        cgroup_memory_bytes BIGINT,
+        cgroup_memory_max_bytes BIGINT,
+        gpu_utilization_percent DOUBLE,
+        gpu_memory_used_bytes BIGINT
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS features (
         ts TIMESTAMP NOT NULL,
         request_id VARCHAR NOT NULL,

@@ -137,9 +137,13 @@ _PARSERS = {
 }
 
 
-def _setting(default: Any, kind: str, help: str, *, modes: str = "all", secret: bool = False) -> Any:
+def _setting(
+    default: Any, kind: str, help: str, *, modes: str = "all", secret: bool = False
+) -> Any:
     return field(
-        default=default, metadata={"kind": kind, "help": help, "modes": modes, "secret": secret}
+        default=default,
+        repr=not secret,
+        metadata={"kind": kind, "help": help, "modes": modes, "secret": secret},
     )
 
 
@@ -169,7 +173,9 @@ class Settings:
     queue_size: int = _setting(
         10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
     )
-    flush_interval: float = _setting(0.5, "duration", "Longest wait before captured rows are written.")
+    flush_interval: float = _setting(
+        0.5, "duration", "Longest wait before captured rows are written."
+    )
     max_features: int = _setting(
         1_000, "count", "Distinct feature names tracked per role; further names are counted."
     )
@@ -182,9 +188,28 @@ class Settings:
     model_process: str | None = _setting(
         None, "text", "Command-line text that finds the model's process (shared PID namespace)."
     )
-    upstream: str | None = _setting(None, "text", "Model server URL the sidecar forwards to.",
-                                    modes="sidecar")
-    host: str = _setting("0.0.0.0", "text", "Address the sidecar's proxy listens on.", modes="sidecar")
+    health_window: float = _setting(300.0, "duration", "Window of the serving health status.")
+    error_rate_degraded: float = _setting(
+        0.01, "fraction", "Share of 5xx responses at which health is degraded."
+    )
+    error_rate_failing: float = _setting(
+        0.1, "fraction", "Share of 5xx responses at which health is failing."
+    )
+    latency_p99_degraded: float = _setting(
+        1.0, "duration", "p99 latency at which health is degraded."
+    )
+    latency_p99_failing: float = _setting(
+        5.0, "duration", "p99 latency at which health is failing."
+    )
+    drop_rate_degraded: float = _setting(
+        0.01, "fraction", "Share of sampled requests dropped at which health is degraded."
+    )
+    upstream: str | None = _setting(
+        None, "text", "Model server URL the sidecar forwards to.", modes="sidecar"
+    )
+    host: str = _setting(
+        "0.0.0.0", "text", "Address the sidecar's proxy listens on.", modes="sidecar"
+    )
     port: int = _setting(8000, "port", "Port of the sidecar's proxy.", modes="sidecar")
     admin_host: str = _setting(
         "0.0.0.0", "text", "Address of the sidecar's monitor API.", modes="sidecar"

@@ -6,6 +6,7 @@ every reader asks :meth:`Store.cursor` for a cursor of its own and fetches resul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,8 @@ from ._schema import SCHEMA_VERSION, STATEMENTS
 
 __all__ = ["Store"]
 
-_EXPORTABLE = frozenset({"requests", "features"})
+_EXPORTABLE = frozenset({"requests", "features", "efficiency", "resources"})
+_SERIES = ("efficiency", "resources")
 _INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
 # NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number is never NULL
 # otherwise, which lets the insert turn it back into NaN.
@@ -67,9 +69,7 @@ class Store:
         finally:
             cursor.close()
 
-    def insert(
-        self, request_batch: dict[str, Any], feature_batch: dict[str, Any] | None
-    ) -> None:
+    def insert(self, request_batch: dict[str, Any], feature_batch: dict[str, Any] | None) -> None:
         """Write one batch of request rows and feature rows in one transaction.
 
         Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
@@ -85,20 +85,27 @@ class Store:
                 cursor.execute(_INSERT_FEATURES)
             cursor.execute("COMMIT")
         except BaseException:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             raise
         finally:
             for name in ("request_batch", "feature_batch"):
-                try:
+                with contextlib.suppress(duckdb.Error):
                     cursor.unregister(name)
-                except duckdb.Error:
-                    pass
+
+    def insert_series(self, table: str, batch: dict[str, Any]) -> None:
+        """Append rows of a time-series table (``efficiency`` or ``resources``)."""
+        if table not in _SERIES:
+            raise MonitorError(f"No time-series table {table!r}.")
+        cursor = self._writer
+        cursor.register("series_batch", batch)
+        try:
+            cursor.execute(f"INSERT INTO {table} SELECT * FROM series_batch")  # noqa: S608
+        finally:
+            cursor.unregister("series_batch")
 
     def known_names(self) -> list[tuple[str, str]]:
-        """Every (role, name) already in the store, to keep the distinct-name cap across restarts."""
+        """Every (role, name) in the store, so the distinct-name cap holds across restarts."""
         return self._writer.execute("SELECT DISTINCT role, name FROM features").fetchall()
 
     def delete_older_than(self, cutoff: datetime) -> int:
@@ -107,23 +114,29 @@ class Store:
         cursor = self._writer
         deleted = cursor.execute("DELETE FROM features WHERE ts < ?", [naive]).fetchone()
         cursor.execute("DELETE FROM requests WHERE ts < ?", [naive])
+        for table in _SERIES:
+            cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [naive])  # noqa: S608
         return int(deleted[0]) if deleted else 0
 
     def data_bytes(self) -> int:
-        """Bytes of the file that hold data (DuckDB reuses freed blocks but never shrinks)."""
-        row = self._writer.execute(
-            "SELECT used_blocks * block_size FROM pragma_database_size()"
-        ).fetchone()
-        return int(row[0] or 0) if row else 0
+        """Bytes that hold data: used blocks plus the write-ahead log.
+
+        DuckDB reuses freed blocks but never shrinks its file, so the file's size alone would
+        never come down after an eviction.
+        """
+        row = self.query("SELECT used_blocks * block_size FROM pragma_database_size()")
+        try:
+            wal = os.path.getsize(self.path + ".wal")
+        except OSError:
+            wal = 0
+        return int(row[0][0] or 0) + wal if row else wal
 
     def file_bytes(self) -> int:
         """Bytes on disk: the database file and its write-ahead log."""
         total = 0
         for path in (self.path, self.path + ".wal"):
-            try:
+            with contextlib.suppress(OSError):
                 total += os.path.getsize(path)
-            except OSError:
-                pass
         return total
 
     def evict_oldest(self, share: float) -> int:
@@ -141,7 +154,9 @@ class Store:
     ) -> int:
         """Copy ``table``'s rows logged in [since, until) into a Parquet file; return the count."""
         if table not in _EXPORTABLE:
-            raise MonitorError(f"No table {table!r} to export; choose one of {sorted(_EXPORTABLE)}.")
+            raise MonitorError(
+                f"No table {table!r} to export; choose one of {sorted(_EXPORTABLE)}."
+            )
         start = since or datetime(1970, 1, 1, tzinfo=UTC)
         end = until or datetime(9999, 1, 1, tzinfo=UTC)
         # COPY takes no bound parameters: the bounds go through a temporary view of this cursor.

@@ -6,9 +6,11 @@ read-only or full file) are counted and retried; they never reach the request pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +67,9 @@ class StoreWriter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._busy = False
+        self._series: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1_000)
+        self._maintenance_asked = 0
+        self._maintenance_done = 0
         self._thread = threading.Thread(target=self._run, name="inferwatch-writer", daemon=True)
         self.last_error: str | None = None
         self.db_bytes = 0
@@ -81,12 +86,27 @@ class StoreWriter:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written; True when it was."""
         deadline = time.monotonic() + timeout
-        while len(self._queue) or self._busy:
+        while (
+            len(self._queue)
+            or self._series
+            or self._busy
+            or self._maintenance_done < self._maintenance_asked
+        ):
             if time.monotonic() > deadline or not self._thread.is_alive():
                 return False
             self._wake.set()
             time.sleep(0.005)
         return True
+
+    def submit_series(self, table: str, batch: dict[str, Any]) -> None:
+        """Queue time-series rows for the writer thread (the oldest go first when it lags)."""
+        self._series.append((table, batch))
+        self._wake.set()
+
+    def request_maintenance(self) -> None:
+        """Apply retention and the size cap now instead of at the next period."""
+        self._maintenance_asked += 1
+        self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Write every queued capture, then close the store."""
@@ -123,14 +143,20 @@ class StoreWriter:
             batch = self._queue.take(_BATCH_CAPTURES)
             if batch:
                 self._write(batch)
-            self._busy = False
+            if self._series:
+                self._write_series()
             now = time.monotonic()
             if self._store is None and now >= next_open and not stopping:
                 next_open = now + _REOPEN_EVERY_S
                 self._open_store()
-            if now >= next_maintenance and self._store is not None:
+            asked = self._maintenance_asked
+            if (
+                asked > self._maintenance_done or now >= next_maintenance
+            ) and self._store is not None:
                 next_maintenance = now + _MAINTAIN_EVERY_S
                 self._maintain()
+            self._maintenance_done = asked
+            self._busy = False
             if not batch:
                 if stopping:
                     return
@@ -151,10 +177,8 @@ class StoreWriter:
             if isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc):
                 with self._store_lock:
                     self._store = None
-                try:
+                with contextlib.suppress(duckdb.Error):
                     store.close()
-                except duckdb.Error:
-                    pass
             return
         except Exception as exc:  # a bug in parsing must not stop the writer
             self._counters.write_errors += len(captures)
@@ -165,9 +189,18 @@ class StoreWriter:
         self._counters.rows_stored += len(features["name"]) if features else 0
         self.db_bytes = store.file_bytes()
 
-    def _to_columns(
-        self, captures: list[Capture]
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _write_series(self) -> None:
+        while self._series:
+            table, batch = self._series.popleft()
+            store = self._store
+            if store is None:
+                continue
+            try:
+                store.insert_series(table, batch)
+            except duckdb.Error as exc:
+                self._report(f"Writing {table} failed: {_first_line(exc)}")
+
+    def _to_columns(self, captures: list[Capture]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         counters, limits, names = self._counters, self._limits, self._names
         hints = self._hints()
         max_names = self._settings.max_features

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,8 +29,18 @@ def uvicorn_process(
     """Run ``target`` (module:app) in a real uvicorn process on 127.0.0.1."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
@@ -54,6 +65,16 @@ def uvicorn_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip without it, except in CI where a missing tool is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("INFERWATCH_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{name} is required here and is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
 
 
 @pytest.fixture

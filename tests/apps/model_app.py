@@ -44,10 +44,20 @@ def build_app(monitor: bool = True) -> FastAPI:
         payload = await request.json()
         return {
             "model": payload["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hi there"}}],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "hi there"},
+                }
+            ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         }
+
+    @app.get("/sleep")
+    async def sleep(ms: float) -> dict[str, float]:
+        await asyncio.sleep(ms / 1000)
+        return {"slept_ms": ms}
 
     @app.post("/fail")
     async def fail() -> Response:

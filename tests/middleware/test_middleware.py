@@ -50,18 +50,37 @@ def stored(middleware: MonitorMiddleware, sql: str, params: list[Any] | None = N
         ({"a": 1, "b": "x"}, [(0, "a", "number", 1.0, None), (0, "b", "string", None, "x")]),
         ({"user": {"age": 3}}, [(0, "user.age", "number", 3.0, None)]),
         ([{"a": 1}, {"a": 2}], [(0, "a", "number", 1.0, None), (1, "a", "number", 2.0, None)]),
-        ({"instances": [{"a": True}, {"a": None}]},
-         [(0, "a", "boolean", 1.0, None), (1, "a", "null", None, None)]),
-        ({"instances": [[1, "x"]]}, [(0, "f0", "number", 1.0, None), (0, "f1", "string", None, "x")]),
+        (
+            {"instances": [{"a": True}, {"a": None}]},
+            [(0, "a", "boolean", 1.0, None), (1, "a", "null", None, None)],
+        ),
+        (
+            {"instances": [[1, "x"]]},
+            [(0, "f0", "number", 1.0, None), (0, "f1", "string", None, "x")],
+        ),
         ({"dataframe_records": [{"a": 1}]}, [(0, "a", "number", 1.0, None)]),
-        ({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}},
-         [(0, "a", "number", 1.0, None), (0, "b", "number", 2.0, None),
-          (1, "a", "number", 3.0, None), (1, "b", "number", 4.0, None)]),
-        ({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
-         [(0, "x[0]", "number", 1.0, None), (0, "x[1]", "number", 2.0, None),
-          (1, "x[0]", "number", 3.0, None), (1, "x[1]", "number", 4.0, None)]),
-        ({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [5, 6]}]},
-         [(0, "x", "number", 5.0, None), (1, "x", "number", 6.0, None)]),
+        (
+            {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}},
+            [
+                (0, "a", "number", 1.0, None),
+                (0, "b", "number", 2.0, None),
+                (1, "a", "number", 3.0, None),
+                (1, "b", "number", 4.0, None),
+            ],
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            [
+                (0, "x[0]", "number", 1.0, None),
+                (0, "x[1]", "number", 2.0, None),
+                (1, "x[0]", "number", 3.0, None),
+                (1, "x[1]", "number", 4.0, None),
+            ],
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [5, 6]}]},
+            [(0, "x", "number", 5.0, None), (1, "x", "number", 6.0, None)],
+        ),
     ],
 )
 async def test_payload_formats_become_feature_rows(
@@ -86,8 +105,11 @@ async def test_predictions_are_kept_apart_from_inputs(monitored: Callable[..., A
     assert response.json() == {"predictions": [0.5, 0.5, 0.5]}
     rows = stored(middleware, "SELECT role, row_index, name, num FROM features ORDER BY ALL")
     assert rows == [
-        ("input", 0, "a", 1.0), ("input", 1, "a", 2.0), ("input", 2, "a", 3.0),
-        ("output", 0, "prediction", 0.5), ("output", 1, "prediction", 0.5),
+        ("input", 0, "a", 1.0),
+        ("input", 1, "a", 2.0),
+        ("input", 2, "a", 3.0),
+        ("output", 0, "prediction", 0.5),
+        ("output", 1, "prediction", 0.5),
         ("output", 2, "prediction", 0.5),
     ]
 
@@ -98,10 +120,14 @@ async def test_openai_chat_request_and_response(monitored: Callable[..., Any]) -
     await client.post("/v1/chat/completions", json=chat)
     rows = stored(middleware, "SELECT role, name, coalesce(str, num::VARCHAR) FROM features")
     assert sorted(rows) == [
-        ("input", "max_tokens", "9.0"), ("input", "message_count", "1.0"),
-        ("input", "model", "tiny"), ("input", "prompt_chars", "5.0"),
-        ("output", "completion_chars", "8.0"), ("output", "completion_tokens", "2.0"),
-        ("output", "finish_reason", "stop"), ("output", "prompt_tokens", "3.0"),
+        ("input", "max_tokens", "9.0"),
+        ("input", "message_count", "1.0"),
+        ("input", "model", "tiny"),
+        ("input", "prompt_chars", "5.0"),
+        ("output", "completion_chars", "8.0"),
+        ("output", "completion_tokens", "2.0"),
+        ("output", "finish_reason", "stop"),
+        ("output", "prompt_tokens", "3.0"),
     ]
 
 
@@ -130,10 +156,16 @@ async def test_odd_bodies_pass_through_untouched_and_are_counted(
 async def test_non_finite_numbers_are_stored_as_numbers(monitored: Callable[..., Any]) -> None:
     client, middleware = monitored()
     await client.post("/echo", content=b'{"a": NaN, "b": -Infinity, "c": 1}')
-    rows = stored(middleware, "SELECT name, type, isnan(num), isinf(num) FROM features "
-                              "WHERE role = 'input' ORDER BY name")
-    assert rows == [("a", "number", True, False), ("b", "number", False, True),
-                    ("c", "number", False, False)]
+    rows = stored(
+        middleware,
+        "SELECT name, type, isnan(num), isinf(num) FROM features "
+        "WHERE role = 'input' ORDER BY name",
+    )
+    assert rows == [
+        ("a", "number", True, False),
+        ("b", "number", False, True),
+        ("c", "number", False, False),
+    ]
 
 
 async def test_oversized_bodies_pass_through_and_are_not_parsed(
@@ -143,8 +175,10 @@ async def test_oversized_bodies_pass_through_and_are_not_parsed(
     body = json.dumps({"a": "x" * 5000}).encode()
     response = await client.post("/echo", content=body)
     assert response.content == body
-    rows = stored(middleware, "SELECT input_status, output_status, request_bytes, response_bytes "
-                              "FROM requests")
+    rows = stored(
+        middleware,
+        "SELECT input_status, output_status, request_bytes, response_bytes FROM requests",
+    )
     assert rows == [("too_large", "too_large", len(body), len(body))]
     assert stored(middleware, "SELECT count(*) FROM features") == [(0,)]
 
@@ -198,7 +232,9 @@ async def test_route_templates_and_status_are_recorded(monitored: Callable[..., 
         await client.post(f"/items/{item}/score")
     await client.post("/fail")
     await client.get("/nowhere")
-    rows = stored(middleware, "SELECT route, status, count(*) FROM requests GROUP BY ALL ORDER BY 1")
+    rows = stored(
+        middleware, "SELECT route, status, count(*) FROM requests GROUP BY ALL ORDER BY 1"
+    )
     assert rows == [("/fail", 503, 1), ("/items/{item_id}/score", 200, 5), ("<unmatched>", 404, 1)]
 
 

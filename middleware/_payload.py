@@ -1,0 +1,495 @@
+"""Turn captured request and response bodies into feature rows.
+
+Runs on the background writer thread, never on the request path, so nothing here raises: every
+failure becomes a status on the returned ``Parsed``. CONTRACT.md, "How payloads become feature
+rows", lists the shapes and their names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["ParseLimits", "Parsed", "parse_request", "parse_response"]
+
+_MAX_DEPTH = 32
+_MAX_STR = 1024
+_MAX_DETAIL = 80
+_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
+_LOOK = frozenset((dict, list, str))  # the value types that may need work before storing
+_OPENAI = (("/v1/chat/completions", True), ("/v1/completions", False))
+
+_Row = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds on what one body may produce; whatever they cut is counted in ``Parsed.capped``."""
+
+    max_fields_per_row: int = 1000
+    max_name_length: int = 256
+    max_rows: int = 10_000
+    redact: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class Parsed:
+    """Rows from one body, and why there are none when ``status`` is not ``"ok"``."""
+
+    status: str
+    rows: list[dict[str, object]]
+    capped: int = 0
+    redacted: int = 0
+    detail: str | None = None
+
+
+class _Ctx:
+    """Limits and counters for one body, and the positional names (columns, then ``f{i}``)."""
+
+    def __init__(self, limits: ParseLimits, columns: Sequence[object] | None = None) -> None:
+        self.max_fields, self.max_name = limits.max_fields_per_row, limits.max_name_length
+        self.max_rows, self.redact = limits.max_rows, limits.redact
+        self.capped = self.redacted = 0
+        self.keys_ok: KeysView[str] | None = None
+        self.names: list[str] = []
+        self.names_ok = True  # no positional name is redacted or too long
+        self.add_names(columns or ())
+
+    def add_names(self, names: Iterable[object]) -> None:
+        new = [n if n.__class__ is str else str(n) for n in names]
+        self.names += new
+        self.names_ok = self.names_ok and self.plain(new)
+
+    def plain(self, names: list[str]) -> bool:
+        return not any(len(n) > self.max_name or n in self.redact for n in names)
+
+    def fits(self, keys: KeysView[str]) -> bool:
+        """Whether record keys need no cutting or redaction; remembered, as batches repeat them."""
+        if max(map(len, keys), default=0) > self.max_name or not self.redact.isdisjoint(keys):
+            return False
+        self.keys_ok = keys
+        return True
+
+    def positional(self, n: int) -> list[str]:
+        if len(self.names) < n:
+            self.add_names(f"f{i}" for i in range(len(self.names), n))
+        return self.names
+
+    def cap_rows(self, items: list[Any]) -> list[Any]:
+        if len(items) <= self.max_rows:
+            return items
+        self.capped += len(items) - self.max_rows
+        return items[: self.max_rows]
+
+
+def _clean(values: Iterable[Any]) -> bool:
+    """True when every value is a scalar that can be stored as it is."""
+    for v in values:
+        if v.__class__ in _LOOK and (v.__class__ is not str or len(v) > _MAX_STR):
+            return False
+    return True
+
+
+def _put(row: _Row, name: str, key: str | None, v: Any, depth: int, cx: _Ctx) -> None:
+    """Add ``v`` under ``name``, flattening containers; ``key`` is the last key segment."""
+    if cx.redact and (name in cx.redact or key in cx.redact):
+        cx.redacted += 1
+        return
+    t = v.__class__
+    if t is dict or t is list:
+        if depth >= _MAX_DEPTH:
+            cx.capped += 1
+            return
+        name = name[: cx.max_name]  # children are cut anyway; this bounds the copying
+        if t is dict:
+            for k, sub in v.items():
+                _put(row, f"{name}.{k}", k, sub, depth + 1, cx)
+        else:
+            for i, sub in enumerate(v):
+                _put(row, f"{name}[{i}]", None, sub, depth + 1, cx)
+        return
+    if len(name) > cx.max_name:
+        name = name[: cx.max_name]
+        cx.capped += 1
+    if len(row) >= cx.max_fields and name not in row:
+        cx.capped += 1
+    elif t is str and len(v) > _MAX_STR:
+        row[name] = v[:_MAX_STR]
+        cx.capped += 1
+    else:
+        row[name] = v
+
+
+def _record(obj: dict[str, Any], cx: _Ctx, prefix: str = "") -> _Row:
+    """One row from an object; a flat, clean object is used as is (orjson made it for us)."""
+    if len(obj) <= cx.max_fields and not (prefix and cx.redact) and _clean(obj.values()):
+        keys = obj.keys()
+        if not prefix and (keys == cx.keys_ok or cx.fits(keys)):
+            return obj
+        if prefix and max(map(len, keys), default=0) < cx.max_name - len(prefix):
+            return {f"{prefix}.{k}": v for k, v in obj.items()}
+    row: _Row = {}
+    if prefix:
+        _put(row, prefix, prefix, obj, 0, cx)
+    for k, v in () if prefix else obj.items():
+        _put(row, k, k, v, 1, cx)
+    return row
+
+
+def _positional(items: list[Any], cx: _Ctx) -> _Row:
+    names = cx.positional(len(items))
+    if cx.names_ok and len(items) <= cx.max_fields and _clean(items):
+        return dict(zip(names, items, strict=False))
+    row: _Row = {}
+    for name, v in zip(names, items, strict=False):
+        _put(row, name, name, v, 1, cx)
+    return row
+
+
+def _instances(items: list[Any], cx: _Ctx, scalars: bool) -> list[_Row] | None:
+    """A row per element; a scalar element is a one-feature instance only inside a batch key."""
+    rows: list[_Row] = []
+    for it in cx.cap_rows(items):
+        if it.__class__ is dict:
+            rows.append(_record(it, cx))
+        elif it.__class__ is list or scalars:
+            rows.append(_positional(it if it.__class__ is list else [it], cx))
+        else:
+            return None
+    return rows
+
+
+def _split(split: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
+    data, columns = split.get("data"), split.get("columns")
+    if data.__class__ is not list:
+        return None
+    if columns.__class__ is list:  # the body's own column names win over the baseline's
+        cx.names, cx.names_ok = [], True
+        cx.add_names(columns)
+    return [_positional(r if r.__class__ is list else [r], cx) for r in cx.cap_rows(data)]
+
+
+def _flat(data: list[Any], cx: _Ctx) -> list[Any]:
+    """Row-major flattening of nested lists, iterative so that depth cannot exhaust the stack."""
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if v.__class__ is not list:
+                out.append(v)
+            elif len(stack) < _MAX_DEPTH:
+                stack.append(iter(v))
+                break
+            else:
+                cx.capped += 1
+        else:
+            stack.pop()
+    return out
+
+
+def _is_tensors(v: Any) -> bool:
+    return v.__class__ is list and bool(v) and all(
+        e.__class__ is dict and "name" in e and "data" in e for e in v
+    )  # fmt: skip
+
+
+def _tensors(
+    specs: list[dict[str, Any]], tcols: Mapping[str, Sequence[str]] | None, cx: _Ctx
+) -> list[_Row]:
+    """Open Inference Protocol tensors, merged into one row per batch element."""
+    rows: list[_Row] = []
+    dropped = 0  # rows beyond max_rows, counted once however many tensors they span
+    for spec in specs:
+        tname, data, shape = spec["name"], spec["data"], spec.get("shape")
+        tname = tname if tname.__class__ is str else str(tname)
+        data = data if data.__class__ is list else [data]
+        nested = any(d.__class__ is list for d in data)
+        flat = _flat(data, cx) if nested else data
+        if shape.__class__ is list and all(d.__class__ is int and d >= 0 for d in shape):
+            n, f = (shape[0], math.prod(shape[1:])) if shape else (1, 1)
+            one_d = len(shape) <= 1
+        else:  # no usable shape: the nesting gives it
+            n = len(data) if nested else len(flat)
+            f, one_d = (len(flat) // n if nested else 1), not nested
+        if f <= 0:
+            continue
+        n = min(n, len(flat) // f)
+        dropped = max(dropped, n - cx.max_rows)
+        n = min(n, cx.max_rows)
+        if one_d:
+            names = [tname]
+        else:
+            given = (tcols or {}).get(tname) or ()
+            names = [
+                str(given[i]) if i < len(given) else f"{tname}[{i}]"
+                for i in range(min(f, cx.max_fields))
+            ]
+            cx.capped += (f - len(names)) * n
+        k = len(names)
+        fast = tname not in cx.redact and cx.plain(names) and _clean(flat)
+        rows += [{} for _ in range(n - len(rows))]
+        for i in range(n):
+            row, base = rows[i], i * f
+            if fast and len(row) + k <= cx.max_fields:
+                row.update(zip(names, flat[base : base + k], strict=False))
+            else:
+                for j, m in enumerate(names):
+                    _put(row, m, tname, flat[base + j], 1, cx)
+    cx.capped += dropped
+    return rows
+
+
+def _predictions(p: Any, cx: _Ctx) -> list[_Row]:
+    if p.__class__ is dict:
+        cols = list(p.values())
+        if not cols or not all(c.__class__ is list for c in cols):
+            return [_record(p, cx, "prediction")]
+        longest = max(map(len, cols))  # column-oriented: {"col": [v0, v1, ...]}
+        rows: list[_Row] = [{} for _ in range(min(longest, cx.max_rows))]
+        cx.capped += longest - len(rows)
+        for col, vals in p.items():
+            for row, v in zip(rows, vals, strict=False):
+                _put(row, f"prediction.{col}", col, v, 1, cx)
+        return rows
+    p = cx.cap_rows(p if p.__class__ is list else [p])
+    if cx.plain(["prediction"]) and _clean(p):
+        return [{"prediction": v} for v in p]
+    rows = []
+    for v in p:
+        row: _Row = {}
+        if v.__class__ is dict:
+            row = _record(v, cx, "prediction")
+        else:
+            _put(row, "prediction", "prediction", v, 0, cx)
+        rows.append(row)
+    return rows
+
+
+def _chars(content: Any) -> int:
+    """Characters of a string, a list of strings, or a list of ``{"type": "text"}`` parts."""
+    if content.__class__ is str:
+        return len(content)
+    total = 0
+    for part in content if content.__class__ is list else ():
+        text = part.get("text") if part.__class__ is dict else part
+        total += len(text) if text.__class__ is str else 0
+    return total
+
+
+def _scalars(cx: _Ctx, **fields: Any) -> _Row:
+    row: _Row = {}
+    for name, v in fields.items():
+        if v is not None and v.__class__ is not dict and v.__class__ is not list:
+            _put(row, name, name, v, 1, cx)
+    return row
+
+
+def _openai_request(obj: dict[str, Any], chat: bool, cx: _Ctx) -> _Row:
+    messages, count, chars = obj.get("messages"), None, None
+    if chat and messages.__class__ is list:
+        count = len(messages)
+        chars = sum(_chars(m.get("content")) for m in messages if m.__class__ is dict)
+    elif not chat and "prompt" in obj:
+        chars = _chars(obj["prompt"])
+    max_tokens = obj.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = obj.get("max_completion_tokens")
+    return _scalars(
+        cx, model=obj.get("model"), message_count=count, prompt_chars=chars,
+        max_tokens=max_tokens, temperature=obj.get("temperature"),
+    )  # fmt: skip
+
+
+def _completion(chunks: list[Any], stream: bool, cx: _Ctx) -> list[_Row] | None:
+    """One row summing an OpenAI-style answer: a whole response or a stream's chunks."""
+    chars, finish, usage, seen = 0, None, {}, False
+    for obj in chunks:
+        if obj.__class__ is not dict:
+            continue
+        if obj.get("usage").__class__ is dict:
+            usage, seen = obj["usage"], True
+        choices = obj.get("choices")
+        for c in choices if choices.__class__ is list else ():
+            seen = True
+            if c.__class__ is not dict:
+                continue
+            msg = c.get("delta" if stream else "message")
+            chars += _chars(msg.get("content") if msg.__class__ is dict else c.get("text"))
+            # A stream's last finish_reason wins; a whole answer reports choices[0]'s.
+            if c.get("finish_reason") is not None and (stream or finish is None):
+                finish = c["finish_reason"]
+    row = _scalars(
+        cx, prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        finish_reason=finish, completion_chars=chars,
+    )  # fmt: skip
+    return [row] if seen else None
+
+
+def _sse(body: bytes, cx: _Ctx) -> Parsed:
+    chunks: list[Any] = []
+    events, bad, data = 0, 0, []
+    text = bytes(body).decode("utf-8", "replace")
+    # Only CR and LF end SSE lines; str.splitlines would also split at U+2028 in JSON strings.
+    for line in [*text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), ""]:
+        if line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif not line and data:  # a blank line ends an event
+            payload, data = "\n".join(data), []
+            events += 1
+            try:
+                chunks.append(orjson.loads(payload) if payload.strip() != "[DONE]" else None)
+            except orjson.JSONDecodeError:
+                bad += 1
+    rows = _completion(chunks, True, cx)
+    if rows is not None:
+        return Parsed("ok", rows, cx.capped, cx.redacted)
+    if not events:
+        return Parsed("not_json", [], detail="event stream without data lines")
+    status = "parse_error" if bad else "unknown_shape"
+    return Parsed(status, [], detail=f"{bad} of {events} stream events undecodable, no choices")
+
+
+def _openai_kind(path: str) -> bool | None:
+    """True for chat completions, False for completions, None for any other path."""
+    path = "/" + path.partition("?")[0].rstrip("/")
+    return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
+
+
+def _parse_int(s: str) -> int | float:
+    # As orjson does: integers beyond 64 bits become floats (huge ones inf, not an error).
+    v = int(s) if len(s) < 30 else _U64_MAX + 1
+    return v if _I64_MIN <= v <= _U64_MAX else float(s)
+
+
+def _scrub(rows: list[_Row]) -> list[_Row]:
+    """Replace lone surrogates, which the fallback decoder lets through from ``\\ud800``."""
+
+    def fix(s: str) -> str:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+    for i, row in enumerate(rows):
+        try:
+            orjson.dumps(row)  # fails only on a lone surrogate in a name or value
+        except orjson.JSONEncodeError:
+            rows[i] = {fix(k): fix(v) if v.__class__ is str else v for k, v in row.items()}
+    return rows
+
+
+def _parse(
+    body: bytes,
+    content_type: str | None,
+    truncated: bool,
+    shape: Callable[[Any], list[_Row] | None],
+    cx: _Ctx,
+    sse: bool = False,
+) -> Parsed:
+    if truncated:
+        return Parsed("too_large", [], detail="body is over max_body_bytes")
+    if not body or body.isspace():
+        return Parsed("empty", [], detail="body is empty")
+    if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows clients send
+        body = body[3:]
+    start = body.lstrip()[:5]
+    event_stream = "text/event-stream" in (content_type or "").lower()
+    if sse and (start == b"data:" or (event_stream and start[:1] not in (b"{", b"["))):
+        return _sse(body, cx)
+    fallback = False
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:  # the stdlib accepts NaN and Infinity, which some model servers send
+            obj = json.loads(bytes(body).decode("utf-8"), parse_int=_parse_int)
+            fallback = True
+        except Exception:  # also RecursionError from deep nesting
+            status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
+            return Parsed(status, [], detail=str(exc))
+    rows = shape(obj)
+    if rows is None:
+        return Parsed("unknown_shape", [], detail=f"no known shape for a JSON {type(obj).__name__}")
+    return Parsed("ok", _scrub(rows) if fallback else rows, cx.capped, cx.redacted)
+
+
+def _guard(parse: Callable[[], Parsed]) -> Parsed:
+    try:
+        parsed = parse()
+    except Exception as exc:  # never raise on the writer thread: a bug becomes a status
+        parsed = Parsed("parse_error", [], detail=f"{type(exc).__name__}: {exc}")
+    if parsed.detail is not None:
+        parsed.detail = parsed.detail[:_MAX_DETAIL]
+    return parsed
+
+
+def parse_request(
+    body: bytes,
+    *,
+    path: str = "/",
+    content_type: str | None = None,
+    truncated: bool = False,
+    columns: Sequence[str] | None = None,
+    tensor_columns: Mapping[str, Sequence[str]] | None = None,
+    limits: ParseLimits = ParseLimits(),
+) -> Parsed:
+    """Turn a request body into one row per instance of its batch. Never raises.
+
+    ``columns`` names the positions of list-shaped instances and ``tensor_columns`` the columns
+    of Open Inference Protocol input tensors; ``path`` picks OpenAI-style rows.
+    """
+    cx = _Ctx(limits, columns)
+
+    def shape(obj: Any) -> list[_Row] | None:
+        chat = _openai_kind(path)
+        if chat is not None:
+            row = _openai_request(obj, chat, cx) if obj.__class__ is dict else None
+            return [row] if row else None
+        if obj.__class__ is list:
+            return _instances(obj, cx, scalars=False)
+        if obj.__class__ is not dict:
+            return None
+        if obj.get("dataframe_split").__class__ is dict:
+            return _split(obj["dataframe_split"], cx)
+        for key in ("instances", "dataframe_records", "inputs"):
+            if obj.get(key).__class__ is list:
+                if key == "inputs" and _is_tensors(obj[key]):
+                    return _tensors(obj[key], tensor_columns, cx)
+                return _instances(obj[key], cx, scalars=True)
+        return [_record(obj, cx)]
+
+    return _guard(lambda: _parse(body, content_type, truncated, shape, cx))
+
+
+def parse_response(
+    body: bytes,
+    *,
+    path: str = "/",
+    content_type: str | None = None,
+    truncated: bool = False,
+    tensor_columns: Mapping[str, Sequence[str]] | None = None,
+    limits: ParseLimits = ParseLimits(),
+) -> Parsed:
+    """Turn a response body into one row per prediction. Never raises.
+
+    An OpenAI-style Server-Sent Events stream is summed into one row. ``tensor_columns`` names
+    the columns of Open Inference Protocol output tensors.
+    """
+    cx = _Ctx(limits)
+
+    def shape(obj: Any) -> list[_Row] | None:
+        if _openai_kind(path) is not None:
+            return _completion([obj], False, cx)
+        if obj.__class__ is list:
+            return _predictions(obj, cx)
+        if obj.__class__ is not dict:
+            return None
+        if "predictions" in obj:
+            return _predictions(obj["predictions"], cx)
+        if _is_tensors(obj.get("outputs")):
+            return _tensors(obj["outputs"], tensor_columns, cx)
+        return [_record(obj, cx)]
+
+    return _guard(lambda: _parse(body, content_type, truncated, shape, cx, sse=True))

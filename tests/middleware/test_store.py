@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from middleware import Engine, Settings
+from middleware._capture import Capture
+from middleware._store import Store
+from sidecar._cli import main
+
+
+def capture(ts: float, request_id: str, body: bytes = b'{"a": 1, "b": "x"}') -> Capture:
+    return Capture(
+        ts=ts,
+        request_id=request_id,
+        method="POST",
+        path="/predict",
+        route="/predict",
+        status=200,
+        latency_s=0.002,
+        ttfb_s=0.001,
+        request_body=[body],
+        request_bytes=len(body),
+        request_truncated=False,
+        request_content_type="application/json",
+        response_body=[b'{"predictions": [1]}'],
+        response_bytes=20,
+        response_truncated=False,
+        response_content_type="application/json",
+        error=None,
+    )
+
+
+@contextlib.contextmanager
+def running(**values: object) -> Iterator[Engine]:
+    engine = Engine(Settings.load(values, environ={}))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+def test_rows_survive_a_restart_and_open_elsewhere(db_path: str) -> None:
+    with running(db=db_path) as engine:
+        for i in range(10):
+            engine.queue.put(capture(time.time(), f"r{i}"))
+    with running(db=db_path) as engine:
+        engine.queue.put(capture(time.time(), "r10"))
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM requests").fetchone() == (11,)
+        assert con.execute("SELECT count(*) FROM features").fetchone() == (33,)
+        assert con.execute(
+            "SELECT value FROM inferwatch_meta WHERE key = 'schema_version'"
+        ).fetchone() == ("1",)
+
+
+def test_retention_deletes_old_rows(db_path: str) -> None:
+    now = time.time()
+    with running(db=db_path, retention="1h") as engine:
+        engine.queue.put(capture(now - 7200, "old"))
+        engine.queue.put(capture(now, "new"))
+        assert engine.flush()
+        engine.writer.request_maintenance()
+        assert engine.flush()
+        assert engine.counters.rows_expired == 3
+        store = engine.writer.store
+        assert store is not None
+        assert store.query("SELECT request_id FROM requests") == [("new",)]
+        assert store.query("SELECT DISTINCT request_id FROM features") == [("new",)]
+
+
+def fill(db_path: str, rows: int, start: float) -> None:
+    """Write ``rows`` feature rows straight into a store, one request per row, in time order."""
+    ts = (np.arange(rows, dtype=np.int64) * 1000 + int(start * 1e6)).astype("datetime64[us]")
+    ids = np.array([f"r{i}" for i in range(rows)], dtype=object)
+    requests = {
+        "ts": ts,
+        "request_id": ids,
+        "method": np.full(rows, "POST", dtype=object),
+        "route": np.full(rows, "/p", dtype=object),
+        "status": np.full(rows, 200, dtype=np.int16),
+        **{c: np.zeros(rows) for c in ("latency_ms", "ttfb_ms")},
+        **{c: np.zeros(rows, dtype=np.int64) for c in ("request_bytes", "response_bytes")},
+        "error": np.full(rows, None, dtype=object),
+        **{c: np.full(rows, "ok", dtype=object) for c in ("input_status", "output_status")},
+        **{c: np.ones(rows, dtype=np.int32) for c in ("input_rows", "output_rows")},
+    }
+    features = {
+        "ts": ts,
+        "request_id": ids,
+        "row_index": np.zeros(rows, dtype=np.int32),
+        "role": np.full(rows, "input", dtype=object),
+        "name": np.full(rows, "x", dtype=object),
+        "type": np.full(rows, "number", dtype=object),
+        "num": np.random.default_rng(0).random(rows),
+        "str": np.full(rows, None, dtype=object),
+    }
+    store = Store(db_path)
+    store.insert(requests, features)
+    store.close()
+
+
+def test_size_cap_evicts_the_oldest_rows(db_path: str) -> None:
+    # DuckDB frees space a row group (122,880 rows) at a time, so this needs a real volume.
+    fill(db_path, 600_000, time.time() - 3600)
+    cap = 6 * 2**20
+    with running(db=db_path, max_db_bytes=cap) as engine:
+        store = engine.writer.store
+        assert store is not None
+        assert store.data_bytes() > cap
+        for _ in range(20):
+            engine.writer.request_maintenance()
+            assert engine.flush()
+            if store.data_bytes() <= cap:
+                break
+        assert store.data_bytes() <= cap
+        assert engine.counters.rows_evicted > 0
+        left = store.query("SELECT count(*), min(request_id), max(ts) FROM requests")
+        assert 0 < left[0][0] < 600_000
+        assert store.query("SELECT count(*) FROM requests WHERE request_id = 'r0'") == [(0,)]
+        assert store.query("SELECT count(*) FROM requests WHERE request_id = 'r599999'") == [(1,)]
+
+
+def test_export_writes_parquet_of_a_stopped_store(db_path: str, tmp_path: Path) -> None:
+    now = time.time()
+    with running(db=db_path) as engine:
+        engine.queue.put(capture(now - 3600, "early"))
+        engine.queue.put(capture(now, "late"))
+    since = (datetime.now(UTC) - timedelta(minutes=30)).replace(tzinfo=None).isoformat()
+    out = tmp_path / "export"
+    result = CliRunner().invoke(
+        main, ["export", "--db", db_path, "--out", str(out), "--since", since]
+    )
+    assert result.exit_code == 0, result.output
+    assert "requests.parquet: 1 rows" in result.output
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "SELECT request_id FROM read_parquet(?)", [str(out / "requests.parquet")]
+        ).fetchall()
+        assert rows == [("late",)]
+        assert con.execute(
+            "SELECT count(*) FROM read_parquet(?)", [str(out / "features.parquet")]
+        ).fetchone() == (3,)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB filesystem, so that 'disk full' and 'read-only' are the kernel's answers."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_counted_and_recovers(small_disk: Path) -> None:
+    db = str(small_disk / "monitor.duckdb")
+    with running(db=db, flush_interval=0.01) as engine:
+        for i in range(600):
+            noise = {f"t{k}": os.urandom(500).hex() for k in range(10)}  # 10 kB, incompressible
+            engine.queue.put(capture(time.time(), f"r{i}", json.dumps(noise).encode()))
+            if i % 20 == 0:
+                engine.flush()
+        engine.flush()
+        assert engine.counters.write_errors > 0
+        assert engine.counters.stored + engine.counters.write_errors == 600
+        assert "failed" in (engine.writer.last_error or "")
+
+
+def test_read_only_file_at_start_is_reported(small_disk: Path) -> None:
+    db = str(small_disk / "monitor.duckdb")
+    Store(db).close()
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if remount.returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    with running(db=db) as engine:
+        assert engine.readiness_problems() and "unavailable" in engine.readiness_problems()[0]
+        engine.queue.put(capture(time.time(), "r0"))
+        engine.flush()
+        assert engine.counters.write_errors == 1
+
+
+def test_kill_during_writes_leaves_a_file_that_opens(db_path: str) -> None:
+    script = (
+        "import time, sys\n"
+        "from middleware import Engine, Settings\n"
+        "from tests.middleware.test_store import capture\n"
+        f"engine = Engine(Settings.load({{'db': {db_path!r}, 'flush_interval': 0.01}}))\n"
+        "engine.start()\n"
+        "i = 0\n"
+        "while True:\n"
+        "    engine.queue.put(capture(time.time(), f'r{i}')); i += 1\n"
+        "    if i % 500 == 0: print(i, flush=True); time.sleep(0.01)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert process.stdout is not None
+    for _ in range(6):
+        process.stdout.readline()
+    process.kill()
+    process.wait()
+    with duckdb.connect(db_path) as con:
+        requests = con.execute("SELECT count(*) FROM requests").fetchone()[0]
+        features = con.execute("SELECT count(*) FROM features").fetchone()[0]
+    assert requests > 0
+    assert features == 3 * requests  # batches are transactions: never half a request
