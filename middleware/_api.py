@@ -7,18 +7,24 @@ that read the log store run in worker threads with cursors of their own.
 from __future__ import annotations
 
 import hmac
+import os
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from ._engine import Engine
+from ._errors import MonitorError
 from ._metrics import build_registry
 from ._settings import parse_duration
 
@@ -52,6 +58,16 @@ def _require_token(engine: Engine, handler: Handler) -> Handler:
     return guarded
 
 
+def _query_time(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {raw!r} is not an ISO-8601 time") from exc
+
+
 def build_api(engine: Engine) -> Starlette:
     """The monitor API as an ASGI app over ``engine``."""
 
@@ -80,10 +96,36 @@ def build_api(engine: Engine) -> Starlette:
         body = await run_in_threadpool(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    async def export(request: Request) -> Response:
+        table = request.path_params["table"]
+        try:
+            since = _query_time(request, "since")
+            until = _query_time(request, "until")
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        store = engine.writer.store
+        if store is None:
+            return JSONResponse({"error": "the log store is unavailable"}, status_code=503)
+        folder = tempfile.mkdtemp(prefix="inferwatch-export-")
+        path = os.path.join(folder, f"{table}.parquet")
+        try:
+            await run_in_threadpool(store.export_parquet, table, path, since, until)
+        except MonitorError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            status = 404 if "No table" in str(exc) else 500
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return FileResponse(
+            path,
+            media_type="application/vnd.apache.parquet",
+            filename=f"{table}.parquet",
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+        )
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/health", health),
         Route("/metrics", metrics),
+        Route("/export/{table}.parquet", _require_token(engine, export)),
     ]
     return Starlette(routes=routes)

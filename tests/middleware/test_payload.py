@@ -262,6 +262,11 @@ def test_openai_request_without_fields_is_unknown(body: Any) -> None:
     assert parsed.status == "unknown_shape"
 
 
+def test_utf8_byte_order_mark_is_skipped() -> None:
+    assert rows_of(parse_request(b'\xef\xbb\xbf{"a": 1}')) == [{"a": 1}]
+    assert rows_of(parse_response(b"\xef\xbb\xbf[NaN]"))[0]["prediction"] != 0
+
+
 def test_bools_stay_bools() -> None:
     for parsed in (
         parse_request(b'{"a": true, "b": false, "n": 1}'),
