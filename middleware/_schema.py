@@ -64,6 +64,18 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS labels (
+        request_id VARCHAR NOT NULL,
+        row_index INTEGER NOT NULL,
+        type VARCHAR NOT NULL,
+        num DOUBLE,
+        str VARCHAR,
+        label_ts TIMESTAMP,
+        received_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (request_id, row_index)
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS features (
         ts TIMESTAMP NOT NULL,
         request_id VARCHAR NOT NULL,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._errors import MonitorError
 
-__all__ = ["SETTING_FIELDS", "Settings", "parse_duration", "parse_size"]
+__all__ = ["SETTING_FIELDS", "Settings", "parse_duration", "parse_size", "settings_table"]
 
 ENV_PREFIX = "INFERWATCH_"
 
@@ -215,6 +215,40 @@ class Settings:
         "0.0.0.0", "text", "Address of the sidecar's monitor API.", modes="sidecar"
     )
     admin_port: int = _setting(8001, "port", "Port of the sidecar's monitor API.", modes="sidecar")
+    upstream_timeout: float = _setting(
+        300.0,
+        "duration",
+        "Longest wait for the upstream's response or its next body chunk; then 504.",
+        modes="sidecar",
+    )
+    upstream_connect_timeout: float = _setting(
+        5.0, "duration", "Longest wait for a connection to the upstream; then 504.", modes="sidecar"
+    )
+    upstream_health_path: str = _setting(
+        "/v2/health/ready",
+        "text",
+        "Upstream route whose 2xx answer makes /readyz ready (vLLM: /health, TorchServe: /ping).",
+        modes="sidecar",
+    )
+    upstream_max_connections: int = _setting(
+        100,
+        "count",
+        "Connections open to the upstream at most; further requests wait.",
+        modes="sidecar",
+    )
+    upstream_keepalive: float = _setting(
+        4.0,
+        "duration",
+        "Idle time after which an upstream connection is closed; keep it below the model "
+        "server's keep-alive timeout.",
+        modes="sidecar",
+    )
+    drain_timeout: float = _setting(
+        20.0,
+        "duration",
+        "On SIGTERM, how long in-flight requests may take to finish before they are cut.",
+        modes="sidecar",
+    )
 
     @classmethod
     def load(
@@ -270,3 +304,26 @@ class Settings:
 
 
 SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from :class:`Settings`."""
+    lines = [
+        "| keyword | flag | environment | default | kind | modes | meaning |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for spec in SETTING_FIELDS:
+        default = spec.default
+        if isinstance(default, tuple):
+            shown = ",".join(default) or "(none)"
+        elif default is None:
+            shown = "(none)"
+        else:
+            shown = str(default)
+        meta = spec.metadata
+        lines.append(
+            f"| `{spec.name}` | `--{spec.name.replace('_', '-')}` | "
+            f"`{ENV_PREFIX}{spec.name.upper()}` | `{shown}` | {meta['kind']} | {meta['modes']} | "
+            f"{meta['help']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -54,6 +54,11 @@ class Store:
         self._cursor_lock = threading.Lock()
         self._closed = False
 
+    @property
+    def writer(self) -> duckdb.DuckDBPyConnection:
+        """The writing cursor; use it only on the writer thread (through ``StoreWriter.call``)."""
+        return self._writer
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one reader; close it when done."""
         with self._cursor_lock:

@@ -12,9 +12,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -28,6 +29,8 @@ from ._store import Store
 __all__ = ["ColumnHints", "StoreWriter"]
 
 logger = logging.getLogger("inferwatch")
+
+T = TypeVar("T")
 
 _BATCH_CAPTURES = 2_000
 _REOPEN_EVERY_S = 10.0
@@ -67,6 +70,7 @@ class StoreWriter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._busy = False
+        self._calls: deque[tuple[Callable[[Store], Any], Future[Any]]] = deque()
         self._series: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1_000)
         self._maintenance_asked = 0
         self._maintenance_done = 0
@@ -98,6 +102,13 @@ class StoreWriter:
             time.sleep(0.005)
         return True
 
+    def call(self, work: Callable[[Store], T]) -> Future[T]:
+        """Run ``work(store)`` on the writer thread, the only one that writes to the store."""
+        future: Future[T] = Future()
+        self._calls.append((work, future))
+        self._wake.set()
+        return future
+
     def submit_series(self, table: str, batch: dict[str, Any]) -> None:
         """Queue time-series rows for the writer thread (the oldest go first when it lags)."""
         self._series.append((table, batch))
@@ -117,6 +128,9 @@ class StoreWriter:
         if self._thread.is_alive():
             logger.error("inferwatch writer did not finish within %.0f s", timeout)
             return
+        while self._calls:
+            _, future = self._calls.popleft()
+            future.set_exception(MonitorError("The monitoring engine has stopped."))
         with self._store_lock:
             if self._store is not None:
                 self._store.close()
@@ -145,6 +159,8 @@ class StoreWriter:
                 self._write(batch)
             if self._series:
                 self._write_series()
+            while self._calls:
+                self._run_call(*self._calls.popleft())
             now = time.monotonic()
             if self._store is None and now >= next_open and not stopping:
                 next_open = now + _REOPEN_EVERY_S
@@ -188,6 +204,18 @@ class StoreWriter:
         self._counters.stored += len(captures)
         self._counters.rows_stored += len(features["name"]) if features else 0
         self.db_bytes = store.file_bytes()
+
+    def _run_call(self, work: Callable[[Store], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        store = self._store
+        if store is None:
+            future.set_exception(MonitorError(f"The log store is unavailable: {self.last_error}"))
+            return
+        try:
+            future.set_result(work(store))
+        except BaseException as exc:
+            future.set_exception(exc)
 
     def _write_series(self) -> None:
         while self._series:
