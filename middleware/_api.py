@@ -121,11 +121,27 @@ def build_api(engine: Engine) -> Starlette:
             background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
 
+    async def alerts(request: Request) -> Response:
+        try:
+            since = _query_time(request, "since")
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        manager = engine.alerts
+        return JSONResponse(
+            {
+                "active": manager.active(),
+                "history": manager.history(since, max(1, min(limit, 1000))),
+                "channels": manager.channels(),
+            }
+        )
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/health", health),
         Route("/metrics", metrics),
+        Route("/alerts", alerts),
         Route("/export/{table}.parquet", _require_token(engine, export)),
     ]
     return Starlette(routes=routes)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import Metric
 
+from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
 from ._efficiency import EfficiencyTracker, summarize
 from ._periodic import Periodic
@@ -42,6 +43,11 @@ class Engine:
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
+        self.alerts = AlertManager(
+            settings,
+            record=lambda row: self._record_row("alerts", row),
+            record_delivery=lambda row: self._record_row("alert_deliveries", row),
+        )
         self._lifecycle = threading.Lock()
         self.running = False
         self._stopped = False
@@ -52,6 +58,7 @@ class Engine:
             if self.running or self._stopped:
                 return
             self.writer.start()
+            self._restore_alerts()
             self.sampler = ResourceSampler(
                 pid=self.settings.model_pid, process_match=self.settings.model_process
             )
@@ -70,6 +77,7 @@ class Engine:
             self.running = False
             self._stopped = True
         self.periodic.stop()
+        self.alerts.close(timeout=5.0)
         if self.sampler is not None:
             self.sampler.close()
         self.writer.stop(timeout)
@@ -194,7 +202,30 @@ class Engine:
 
     def extra_metrics(self) -> Iterator[Metric]:
         """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
-        return iter(())
+        yield from self.alerts.metrics()
+
+    def _record_row(self, table: str, row: dict[str, Any]) -> None:
+        """Append one alert or delivery row through the writer thread (alerts are rare)."""
+        columns = _ROW_TABLES[table]
+        values = [row.get(column) for column in columns]
+        placeholders = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
+        self.writer.call(lambda store: store.writer.execute(sql, values))
+
+    def _restore_alerts(self) -> None:
+        store = self.writer.store
+        if store is None:
+            return
+        cursor = store.cursor()
+        try:
+            result = cursor.execute(
+                "SELECT * FROM alerts WHERE ts > now()::TIMESTAMP - INTERVAL 7 DAY ORDER BY ts"
+            )
+            names = [column[0] for column in result.description]
+            rows = [dict(zip(names, values, strict=True)) for values in result.fetchall()]
+        finally:
+            cursor.close()
+        self.alerts.restore(rows)
 
     def capture_health(self) -> dict[str, int | str | None]:
         """The /health ``capture`` object."""
@@ -215,6 +246,15 @@ class Engine:
             "rows_evicted": counters.rows_evicted,
             "last_error": self.writer.last_error,
         }
+
+
+_ROW_TABLES = {
+    "alerts": (
+        "ts", "id", "episode", "rule", "state", "severity", "since", "duration_s", "summary",
+        "details", "value", "threshold", "worst", "source", "links",
+    ),
+    "alert_deliveries": ("ts", "event_id", "channel", "outcome", "attempts", "error"),
+}  # fmt: skip
 
 
 def _column(value: float | None, dtype: Any = np.float64) -> np.ndarray:

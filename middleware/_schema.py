@@ -76,6 +76,35 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS alerts (
+        ts TIMESTAMP NOT NULL,
+        id VARCHAR NOT NULL,
+        episode VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        severity VARCHAR NOT NULL,
+        since TIMESTAMP NOT NULL,
+        duration_s DOUBLE NOT NULL,
+        summary VARCHAR NOT NULL,
+        details VARCHAR NOT NULL,
+        value DOUBLE,
+        threshold DOUBLE,
+        worst VARCHAR,
+        source VARCHAR NOT NULL,
+        links VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS alert_deliveries (
+        ts TIMESTAMP NOT NULL,
+        event_id VARCHAR NOT NULL,
+        channel VARCHAR NOT NULL,
+        outcome VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        error VARCHAR
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS features (
         ts TIMESTAMP NOT NULL,
         request_id VARCHAR NOT NULL,

@@ -188,6 +188,74 @@ class Settings:
     model_process: str | None = _setting(
         None, "text", "Command-line text that finds the model's process (shared PID namespace)."
     )
+    alert_rules: tuple[str, ...] = _setting(
+        ("all",), "names", "Alert rules to run: all, names, or -name to turn one off."
+    )
+    alert_for: int = _setting(
+        2, "count", "Consecutive checks a condition must hold to alert, and be clear to resolve."
+    )
+    alert_cooldown: float = _setting(
+        600.0, "duration", "Quiet time after a resolve before the same rule alerts again."
+    )
+    alert_error_rate: float = _setting(0.05, "fraction", "Share of 5xx responses that alerts.")
+    alert_min_requests: int = _setting(
+        20, "count", "Requests in the health window below which error and latency rules stay quiet."
+    )
+    alert_latency: float = _setting(
+        2.0, "duration", "Latency target; alerts when alert_latency_percentile is over it."
+    )
+    alert_latency_percentile: str = _setting(
+        "p99", "text", "Latency percentile compared with alert_latency: p50, p90, p95 or p99."
+    )
+    alert_drop_rate: float = _setting(
+        0.01, "fraction", "Share of sampled requests dropped or lost to store errors that alerts."
+    )
+    alert_memory_percent: float = _setting(
+        90.0, "float", "Memory use, in percent of the cgroup limit, that alerts."
+    )
+    alert_gpu_memory_percent: float = _setting(
+        95.0, "float", "Memory use of any GPU, in percent of its total, that alerts."
+    )
+    alert_base_url: str | None = _setting(
+        None, "text", "Monitor API address people open (https://host/monitor), for alert links."
+    )
+    alert_source: str | None = _setting(
+        None, "text", "Name of this model service in alerts (default: the host name)."
+    )
+    alert_webhook_url: str | None = _setting(
+        None, "text", "Generic JSON webhook URL for alerts; file:PATH reads it.", secret=True
+    )
+    alert_slack_url: str | None = _setting(
+        None,
+        "text",
+        "Slack, Mattermost or Rocket.Chat webhook URL; file:PATH reads it.",
+        secret=True,
+    )
+    alert_teams_url: str | None = _setting(
+        None, "text", "Microsoft Teams workflow webhook URL; file:PATH reads it.", secret=True
+    )
+    alert_smtp_host: str | None = _setting(None, "text", "SMTP server for alert email.")
+    alert_smtp_port: int | None = _setting(
+        None, "port", "SMTP port (default 587 for starttls, 465 for tls, 25 for none)."
+    )
+    alert_smtp_tls: str = _setting("starttls", "text", "SMTP security: starttls, tls or none.")
+    alert_smtp_user: str | None = _setting(None, "text", "SMTP login user; none = no login.")
+    alert_smtp_password: str | None = _setting(
+        None, "text", "SMTP login password; file:PATH reads it.", secret=True
+    )
+    alert_email_from: str | None = _setting(
+        None, "text", "Alert email sender (default: the SMTP user if it is an address)."
+    )
+    alert_email_to: tuple[str, ...] = _setting(
+        (), "names", "Alert email recipients (comma-separated)."
+    )
+    alert_timeout: float = _setting(10.0, "duration", "Longest wait for one delivery attempt.")
+    alert_attempts: int = _setting(
+        6, "count", "Delivery attempts per alert and channel before it is given up."
+    )
+    alert_backoff: float = _setting(
+        2.0, "duration", "Wait before the first retry; it doubles each retry, up to 5 minutes."
+    )
     health_window: float = _setting(300.0, "duration", "Window of the serving health status.")
     error_rate_degraded: float = _setting(
         0.01, "fraction", "Share of 5xx responses at which health is degraded."
@@ -327,3 +395,23 @@ def settings_table() -> str:
             f"{meta['help']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _write_readme(path: str = "README.md") -> None:
+    """Regenerate the settings table between the README's markers."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = "<!-- settings:start -->\n", "<!-- settings:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(head + start + settings_table() + end + tail)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write-readme"]:
+        _write_readme()
+    else:
+        print(settings_table(), end="")
