@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from ._dashboard import dashboard_endpoint, dashboard_page, health_history, parse_points
 from ._engine import Engine
 from ._errors import MonitorError
 from ._metrics import build_registry
@@ -90,6 +91,25 @@ def build_api(engine: Engine) -> Starlette:
             return JSONResponse({"error": "window must be above zero"}, status_code=400)
         return JSONResponse(await run_in_threadpool(engine.health, window))
 
+    async def history(request: Request) -> Response:
+        try:
+            window = parse_duration(request.query_params.get("window", "1h"))
+        except ValueError as exc:
+            return JSONResponse({"error": f"window: {exc}"}, status_code=400)
+        try:
+            points = parse_points(request.query_params.get("points"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if window <= 0:
+            return JSONResponse({"error": "window must be above zero"}, status_code=400)
+        store = engine.writer.store
+        if store is None:
+            return JSONResponse({"error": "the log store is unavailable"}, status_code=503)
+        try:
+            return JSONResponse(await run_in_threadpool(health_history, store, window, points))
+        except MonitorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+
     registry = build_registry(engine)
 
     async def metrics(request: Request) -> Response:
@@ -121,6 +141,28 @@ def build_api(engine: Engine) -> Starlette:
             background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
 
+    async def drift(request: Request) -> Response:
+        report = engine.drift.latest
+        if report is None:
+            return await drift_check(request)
+        return JSONResponse(report)
+
+    async def drift_check(request: Request) -> Response:
+        try:
+            report = await run_in_threadpool(engine.run_checks)
+        except MonitorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(report)
+
+    async def drift_history(request: Request) -> Response:
+        try:
+            since = _query_time(request, "since")
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        reports = await run_in_threadpool(engine.drift.history, since, max(1, min(limit, 1000)))
+        return JSONResponse({"reports": reports})
+
     async def alerts(request: Request) -> Response:
         try:
             since = _query_time(request, "since")
@@ -140,8 +182,16 @@ def build_api(engine: Engine) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/health", health),
+        Route("/health/history", history),
         Route("/metrics", metrics),
+        Route("/drift", drift),
+        Route("/drift/check", _require_token(engine, drift_check), methods=["POST"]),
+        Route("/drift/history", drift_history),
         Route("/alerts", alerts),
         Route("/export/{table}.parquet", _require_token(engine, export)),
+        Route(
+            "/dashboard",
+            dashboard_endpoint(engine.settings.admin_token, _require_token(engine, dashboard_page)),
+        ),
     ]
     return Starlette(routes=routes)

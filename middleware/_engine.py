@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 
 from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
+from ._checks import DriftChecks
 from ._efficiency import EfficiencyTracker, summarize
 from ._periodic import Periodic
 from ._resources import ResourceSampler
@@ -43,6 +44,7 @@ class Engine:
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
+        self.drift = DriftChecks(self)
         self.alerts = AlertManager(
             settings,
             record=lambda row: self._record_row("alerts", row),
@@ -63,6 +65,8 @@ class Engine:
                 pid=self.settings.model_pid, process_match=self.settings.model_process
             )
             self.periodic.add("resources", self.settings.resource_interval, self._tick)
+            interval = self.settings.check_interval
+            self.periodic.add("checks", interval, self.run_checks, first_in=interval)
             self.periodic.start()
             self.running = True
             # Processes that never send lifespan shutdown still get their captures written.
@@ -101,11 +105,21 @@ class Engine:
             problems.append("the monitoring engine is not running")
         elif self.writer.store is None:
             problems.append(f"the log store is unavailable: {self.writer.last_error}")
+        problems.extend(self.drift.problems())
         return problems
 
     def column_hints(self) -> ColumnHints:
-        """Names for positional payloads; the baseline supplies them once one is loaded."""
-        return ColumnHints()
+        """Names for positional payloads, from the baseline's column order when there is one."""
+        baseline = self.drift.baseline.baseline
+        if baseline is None or not baseline.columns:
+            return ColumnHints()
+        return ColumnHints(columns=baseline.columns)
+
+    def run_checks(self) -> dict[str, Any]:
+        """One round of checks: skew and drift, then the alert rules over every report."""
+        report = self.drift.run()
+        self.alerts.evaluate(health=self.health(), drift=report)
+        return report
 
     def _tick(self) -> None:
         """Sample resources and append one interval of efficiency figures to the store."""
@@ -202,6 +216,7 @@ class Engine:
 
     def extra_metrics(self) -> Iterator[Metric]:
         """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
+        yield from self.drift.metrics()
         yield from self.alerts.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:

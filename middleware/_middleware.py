@@ -76,6 +76,8 @@ class MonitorMiddleware:
                 if path.startswith(prefix) and (
                     len(path) == len(prefix) or path[len(prefix)] == "/"
                 ):
+                    if not self.engine.running:
+                        self.engine.start()  # served without lifespan events
                     await self._api({**scope, "root_path": root + prefix}, receive, send)
                     return
             await self._monitor(scope, receive, send)

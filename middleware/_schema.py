@@ -105,6 +105,13 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS drift_reports (
+        ts TIMESTAMP NOT NULL,
+        status VARCHAR NOT NULL,
+        report VARCHAR NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS features (
         ts TIMESTAMP NOT NULL,
         request_id VARCHAR NOT NULL,

@@ -158,6 +158,7 @@ class Settings:
     )
     check_interval: float = _setting(60.0, "duration", "Time between skew checks.")
     window: float = _setting(3600.0, "duration", "How much recent traffic a skew check reads.")
+    min_rows: int = _setting(100, "count", "Fewest rows a skew check gives a verdict on.")
     max_body_bytes: int = _setting(
         1_048_576, "size", "Largest request or response body captured; larger ones are counted."
     )

@@ -16,6 +16,7 @@ from scipy.stats import chi2
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "JS_SMALL_SAMPLE_MARGIN",
     "METHODS",
     "NOISE_QUANTILE",
     "PSI_EPSILON",
@@ -37,6 +38,10 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"jensenshannon": 0.1, "psi": 0.2, "wasse
 NOISE_QUANTILE = 0.9999
 """Per-feature false alarm rate of 1e-4 from sampling noise: 500 unchanged features raise a
 spurious alarm in about one check in twenty, 30 features in about one in 300."""
+
+JS_SMALL_SAMPLE_MARGIN = 1.12
+"""Factor on the chi-square JS noise figure: over 48 random histograms (2 to 52 bins, windows
+of 60 to 3,000 rows), the simulated 99.99th percentile exceeded it by at most 11%."""
 
 PSI_EPSILON = 1e-4
 """Share that empty bins are raised to before PSI takes logarithms (Evidently uses the same)."""
@@ -130,14 +135,14 @@ def _n_bucket(n: int) -> int:
 
 
 def _shares_key(baseline_counts: ArrayLike) -> tuple[float, ...]:
-    """The baseline's non-zero shares, sorted and rounded to 1/8 of a binary order of magnitude.
+    """The baseline's non-zero shares, sorted and rounded to 1/4 of a binary order of magnitude.
 
     JS and PSI noise do not depend on the order of bins, and barely on small changes of the
     shares, so that quantile-binned numeric features (all shares near 1/bins) share one entry.
     """
     p = _shares(baseline_counts)
     p = p[p > 0]
-    rounded = np.exp2(np.round(np.log2(p) * 8.0) / 8.0)
+    rounded = np.exp2(np.round(np.log2(p) * 4.0) / 4.0)
     return tuple(sorted((rounded / rounded.sum()).round(9).tolist(), reverse=True))
 
 
@@ -152,10 +157,23 @@ def _psi_values(base: np.ndarray, window: np.ndarray) -> np.ndarray:
     return np.sum((w - b) * np.log(w / b), axis=-1)
 
 
+def _multinomial(rng: np.random.Generator, n: int, p: np.ndarray, draws: int) -> np.ndarray:
+    """``draws`` multinomial shares, one binomial per bin across all draws at once (numpy's own
+    multinomial loops over draws, ten times slower for the thousand draws used here)."""
+    counts = np.empty((draws, p.size))
+    left = np.full(draws, n, dtype=np.int64)
+    mass = 1.0
+    for i, share in enumerate(p):
+        counts[:, i] = rng.binomial(left, min(share / mass, 1.0)) if mass > 0 else 0
+        left -= counts[:, i].astype(np.int64)
+        mass -= share
+    return counts / n
+
+
 def _draw(p: np.ndarray, n: int, baseline_n: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(_MC_SEED)
-    window = rng.multinomial(n, p, size=draws) / n
-    base = rng.multinomial(baseline_n, p, size=draws) / baseline_n if baseline_n else p
+    window = _multinomial(rng, n, p, draws)
+    base = _multinomial(rng, baseline_n, p, draws) if baseline_n else p
     return np.broadcast_to(base, window.shape), window
 
 
@@ -167,7 +185,8 @@ def _fitted_noise(method: str, key: tuple[float, ...], n: int, baseline_n: int, 
     matching them (Satterthwaite) captures the heavier tail of small expected counts.
     """
     base, window = _draw(np.asarray(key), n, baseline_n, _MC_DRAWS)
-    values = _js_divergences(base, window) if method == "jensenshannon" else _psi_values(base, window)
+    score = _js_divergences if method == "jensenshannon" else _psi_values
+    values = score(base, window)
     mean, var = float(values.mean()), float(values.var())
     if not mean > 0 or not var > 0:
         return 0.0
@@ -180,36 +199,21 @@ def js_noise_threshold(
     n: int,
     baseline_n: int | None = None,
     quantile: float = NOISE_QUANTILE,
-    *,
-    simulate_above: float = 0.05,
 ) -> float:
     """The JS distance that sampling noise alone exceeds with probability ``1 - quantile``.
 
     For shares q close to p, JS divergence in nats is sum((q - p)^2 / p) / 8, and n times that
     sum is chi-square with k - 1 degrees of freedom (k = bins the baseline uses); two
     independent samples (window of n rows, baseline of ``baseline_n``) add their variances.
-    Where that figure exceeds ``simulate_above``, a scaled chi-square fitted to simulated draws
-    (which sees the heavy tail of sparse bins) is computed too, and the larger of the two wins.
+    Small windows have a heavier tail than that approximation: ``JS_SMALL_SAMPLE_MARGIN``
+    covers the most seen in simulation (docs/drift.md).
     """
     divergence_bits = (
         _chi2_quantile(_dof(baseline_counts), quantile)
         * _effective_inverse_n(n, baseline_n)
         / (8.0 * _LN2)
     )
-    analytic = math.sqrt(min(divergence_bits, 1.0))
-    if analytic < simulate_above or _dof(baseline_counts) < 1:
-        return analytic
-    key = _shares_key(baseline_counts)
-    if len(key) < 2:
-        return analytic
-    fitted = _fitted_noise(
-        "jensenshannon",
-        key,
-        _n_bucket(max(n, 1)),
-        _n_bucket(baseline_n) if baseline_n else 0,
-        quantile,
-    )
-    return max(analytic, math.sqrt(min(fitted, 1.0)))
+    return min(JS_SMALL_SAMPLE_MARGIN * math.sqrt(divergence_bits), 1.0)
 
 
 def psi_noise_threshold(
@@ -224,9 +228,7 @@ def psi_noise_threshold(
     chi-square with k - 1 degrees of freedom over the effective sample size, or the fitted
     simulation where that is larger (the epsilon clipping makes sparse bins heavy-tailed).
     """
-    analytic = _chi2_quantile(_dof(baseline_counts), quantile) * _effective_inverse_n(
-        n, baseline_n
-    )
+    analytic = _chi2_quantile(_dof(baseline_counts), quantile) * _effective_inverse_n(n, baseline_n)
     key = _shares_key(baseline_counts)
     if len(key) < 2:
         return analytic

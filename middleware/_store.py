@@ -21,6 +21,7 @@ __all__ = ["Store"]
 
 _EXPORTABLE = frozenset({"requests", "features", "efficiency", "resources"})
 _SERIES = ("efficiency", "resources")
+_AGED = (*_SERIES, "drift_reports", "alerts", "alert_deliveries")
 _INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
 # NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number is never NULL
 # otherwise, which lets the insert turn it back into NaN.
@@ -119,7 +120,7 @@ class Store:
         cursor = self._writer
         deleted = cursor.execute("DELETE FROM features WHERE ts < ?", [naive]).fetchone()
         cursor.execute("DELETE FROM requests WHERE ts < ?", [naive])
-        for table in _SERIES:
+        for table in _AGED:
             cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [naive])  # noqa: S608
         return int(deleted[0]) if deleted else 0
 

@@ -1,0 +1,179 @@
+"""The engine's periodic skew check: the baseline in force, the latest report and its history.
+
+The baseline file is re-read when it changes on disk (a mounted ConfigMap is swapped in place);
+a broken new file keeps the last good baseline in force and says so on /drift and /readyz.
+Reports are kept in the ``drift_reports`` table through the writer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ._baseline import Baseline, load_baseline
+from ._drift import run_check
+from ._errors import MonitorError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["BaselineFile", "DriftChecks"]
+
+logger = logging.getLogger("inferwatch")
+
+_STATUSES = ("ok", "alert", "insufficient_data", "no_baseline")
+_ANOMALY_TYPES = (
+    "missing_feature", "unexpected_feature", "type_mismatch", "completeness",
+    "unseen_categories", "out_of_range", "non_finite", "parse_error",
+)  # fmt: skip
+
+
+class BaselineFile:
+    """A baseline path, loaded again whenever the file behind it changes."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.baseline: Baseline | None = None
+        self.error: str | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._lock = threading.Lock()
+        if path is not None:
+            self.refresh()
+
+    def refresh(self) -> Baseline | None:
+        """The baseline in force, after re-reading the file if it changed."""
+        if self.path is None:
+            return None
+        with self._lock:
+            try:
+                info = os.stat(self.path)  # follows the ..data symlink a ConfigMap swaps
+                stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+            except OSError as exc:
+                self.error = f"Cannot read the baseline {self.path!r}: {exc.strerror}."
+                return self.baseline
+            if stamp == self._stamp:
+                return self.baseline
+            self._stamp = stamp
+            try:
+                self.baseline = load_baseline(self.path)
+            except MonitorError as exc:
+                kept = " The last good baseline stays in force." if self.baseline else ""
+                self.error = f"{exc}{kept}"
+                logger.warning("inferwatch: %s", self.error)
+            else:
+                self.error = None
+                logger.info(
+                    "inferwatch: baseline %s loaded (%d rows)", self.path, self.baseline.rows
+                )
+            return self.baseline
+
+
+class DriftChecks:
+    """Runs skew checks against the log store and keeps what they found."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.baseline = BaselineFile(engine.settings.baseline)
+        self.latest: dict[str, Any] | None = None
+        self.checks = 0
+        self.failures = 0
+
+    def run(self) -> dict[str, Any]:
+        """Check the latest ``window`` of traffic now; the report is also kept and stored."""
+        engine = self._engine
+        store = engine.writer.store
+        if store is None:
+            raise MonitorError(f"The log store is unavailable: {engine.writer.last_error}")
+        baseline = self.baseline.refresh()
+        report = run_check(
+            store.cursor,
+            baseline,
+            window_s=engine.settings.window,
+            min_rows=engine.settings.min_rows,
+            baseline_path=self.baseline.path,
+        )
+        if self.baseline.error is not None:
+            report["baseline"]["error"] = self.baseline.error
+        self.latest = report
+        self.checks += 1
+        document = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        checked = datetime.fromisoformat(report["checked_at"]).replace(tzinfo=None)
+        engine.writer.call(
+            lambda s: s.writer.execute(
+                "INSERT INTO drift_reports VALUES (?, ?, ?)", [checked, report["status"], document]
+            )
+        )
+        return report
+
+    def history(self, since: datetime | None, limit: int) -> list[dict[str, Any]]:
+        """Earlier reports, newest first."""
+        store = self._engine.writer.store
+        if store is None:
+            return []
+        floor = (since or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
+        rows = store.query(
+            "SELECT report FROM drift_reports WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+            [floor, limit],
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    def problems(self) -> list[str]:
+        """Readiness problems: a baseline that is named but cannot be used."""
+        if self.baseline.error is None:
+            return []
+        return [self.baseline.error]
+
+    def metrics(self) -> Iterator[Metric]:
+        report = self.latest
+        yield CounterMetricFamily(
+            "inferwatch_drift_checks", "Skew checks run since start.", value=self.checks
+        )
+        status = GaugeMetricFamily(
+            "inferwatch_drift_status", "1 for the latest skew check's status.", labels=["status"]
+        )
+        scores = GaugeMetricFamily(
+            "inferwatch_drift_score",
+            "Drift score of a feature or prediction in the latest check.",
+            labels=["role", "feature", "method"],
+        )
+        thresholds = GaugeMetricFamily(
+            "inferwatch_drift_threshold",
+            "The threshold its score was compared with.",
+            labels=["role", "feature", "method"],
+        )
+        drifted = GaugeMetricFamily(
+            "inferwatch_drift_detected",
+            "1 when the feature or prediction drifted in the latest check.",
+            labels=["role", "feature"],
+        )
+        anomalies = GaugeMetricFamily(
+            "inferwatch_schema_anomalies",
+            "Schema anomalies of each type in the latest check.",
+            labels=["type"],
+        )
+        rows = GaugeMetricFamily("inferwatch_drift_window_rows", "Rows the latest check read.")
+        if report is not None:
+            for name in _STATUSES:
+                status.add_metric([name], 1.0 if report["status"] == name else 0.0)
+            for role, section in (("input", "features"), ("output", "prediction")):
+                for feature, entry in report.get(section, {}).items():
+                    if entry.get("score") is None:
+                        continue
+                    labels = [role, feature, str(entry.get("method"))]
+                    scores.add_metric(labels, float(entry["score"]))
+                    thresholds.add_metric(labels, float(entry["threshold"]))
+                    drifted.add_metric([role, feature], 1.0 if entry.get("drifted") else 0.0)
+            counts = dict.fromkeys(_ANOMALY_TYPES, 0)
+            for anomaly in report.get("schema_anomalies", []):
+                counts[anomaly["type"]] = counts.get(anomaly["type"], 0) + 1
+            for kind, count in counts.items():
+                anomalies.add_metric([kind], count)
+            rows.add_metric([], report["window"]["rows"])
+        yield from (status, scores, thresholds, drifted, anomalies, rows)

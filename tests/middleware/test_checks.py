@@ -1,0 +1,118 @@
+"""The engine's skew checks end to end: baseline file, traffic through the middleware, /drift."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from middleware import MonitorMiddleware
+from middleware._baseline import build_baseline
+from tests.apps.model_app import build_app
+
+pytestmark = pytest.mark.anyio
+
+
+def write_training(path: Path, rows: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["age", "income", "plan"])
+        for _ in range(rows):
+            writer.writerow([rng.gauss(40, 10), rng.gauss(50_000, 8_000), rng.choice("abc")])
+
+
+def instances(count: int, seed: int, *, age_shift: float = 0.0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {"age": rng.gauss(40 + age_shift, 10), "income": rng.gauss(50_000, 8_000),
+         "plan": rng.choice("abc")}
+        for _ in range(count)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def baseline_file(tmp_path: Path) -> Path:
+    data = tmp_path / "train.csv"
+    write_training(data, 5_000)
+    out = tmp_path / "baseline.json"
+    build_baseline(str(data), out=str(out))
+    return out
+
+
+async def post_all(client: httpx.AsyncClient, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), 50):
+        response = await client.post("/echo", json={"instances": rows[start : start + 50]})
+        assert response.status_code == 200
+
+
+async def test_drift_is_found_on_the_feature_that_moved(db_path: str, baseline_file: Path) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(1_000, seed=1, age_shift=15))
+        assert app.engine.flush()
+        report = (await c.post("/monitor/drift/check")).json()
+        assert report["status"] == "alert"
+        assert report["drifted_features"] == ["age"]
+        assert report["features"]["income"]["drifted"] is False
+        assert (await c.get("/monitor/drift")).json()["checked_at"] == report["checked_at"]
+        assert app.engine.flush()
+        history = (await c.get("/monitor/drift/history")).json()["reports"]
+        assert [r["checked_at"] for r in history] == [report["checked_at"]]
+        metrics = (await c.get("/monitor/metrics")).text
+        assert 'inferwatch_drift_detected{feature="age",role="input"} 1.0' in metrics
+        assert 'inferwatch_drift_status{status="alert"} 1.0' in metrics
+    app.engine.stop()
+
+
+async def test_unchanged_traffic_is_ok(db_path: str, baseline_file: Path) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(1_000, seed=2))
+        assert app.engine.flush()
+        report = (await c.post("/monitor/drift/check")).json()
+    app.engine.stop()
+    assert report["status"] == "ok", report["drifted_features"]
+    assert report["schema_anomalies"] == []
+
+
+async def test_a_broken_new_baseline_keeps_the_last_good_one(
+    db_path: str, baseline_file: Path
+) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(300, seed=3))
+        assert app.engine.flush()
+        assert (await c.get("/monitor/readyz")).status_code == 200
+        good = json.loads(baseline_file.read_text())
+        baseline_file.write_text("{ not json")
+        report = (await c.post("/monitor/drift/check")).json()
+        assert report["status"] == "ok"  # still judged against the last good baseline
+        assert "last good baseline stays in force" in report["baseline"]["error"]
+        ready = await c.get("/monitor/readyz")
+        assert ready.status_code == 503
+        assert "baseline" in ready.json()["reasons"][0]
+        good["features"].pop("plan")
+        baseline_file.write_text(json.dumps(good))
+        report = (await c.post("/monitor/drift/check")).json()
+        assert "error" not in report["baseline"]
+        assert "plan" not in report["features"]
+        assert (await c.get("/monitor/readyz")).status_code == 200
+    app.engine.stop()
+
+
+async def test_check_needs_the_token_when_one_is_set(db_path: str, baseline_file: Path) -> None:
+    app = MonitorMiddleware(
+        build_app(monitor=False), db=db_path, baseline=str(baseline_file), admin_token="t0k"
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        assert (await c.post("/monitor/drift/check")).status_code == 401
+        ok = await c.post("/monitor/drift/check", headers={"Authorization": "Bearer t0k"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "insufficient_data"
+    app.engine.stop()
