@@ -18,7 +18,7 @@ __all__ = ["RULES", "Finding", "Rule", "make_rules", "percentile_key", "select_r
 
 Report = dict[str, Any]
 _UNKNOWN_DRIFT = {"insufficient_data", "no_baseline"}
-_UNKNOWN_QUALITY = {"insufficient_labels", "no_labels"}
+_UNKNOWN_QUALITY = {"insufficient_labels", "no_labels", "unknown_prediction"}
 
 
 @dataclass(frozen=True, slots=True)

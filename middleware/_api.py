@@ -6,6 +6,7 @@ that read the log store run in worker threads with cursors of their own.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import shutil
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from ._dashboard import dashboard_endpoint, dashboard_page, health_history, parse_points
 from ._engine import Engine
 from ._errors import MonitorError
+from ._labels import MAX_BODY_BYTES, LabelError, parse_labels, write_labels
 from ._metrics import build_registry
 from ._settings import parse_duration
 
@@ -163,6 +165,33 @@ def build_api(engine: Engine) -> Starlette:
         reports = await run_in_threadpool(engine.drift.history, since, max(1, min(limit, 1000)))
         return JSONResponse({"reports": reports})
 
+    async def labels(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return JSONResponse(
+                    {"error": f"a labels body may hold at most {MAX_BODY_BYTES} bytes"},
+                    status_code=413,
+                )
+        try:
+            parsed = await run_in_threadpool(parse_labels, bytes(body))
+        except LabelError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            future = engine.writer.call(lambda store: write_labels(store, parsed))
+            counts = await asyncio.wrap_future(future)
+        except MonitorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(counts)
+
+    async def evaluation(request: Request) -> Response:
+        try:
+            report = await run_in_threadpool(engine.evaluate)
+        except MonitorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(report)
+
     async def alerts(request: Request) -> Response:
         try:
             since = _query_time(request, "since")
@@ -187,6 +216,8 @@ def build_api(engine: Engine) -> Starlette:
         Route("/drift", drift),
         Route("/drift/check", _require_token(engine, drift_check), methods=["POST"]),
         Route("/drift/history", drift_history),
+        Route("/labels", _require_token(engine, labels), methods=["POST"]),
+        Route("/evaluation", evaluation),
         Route("/alerts", alerts),
         Route("/export/{table}.parquet", _require_token(engine, export)),
         Route(

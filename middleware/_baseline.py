@@ -341,7 +341,8 @@ def build_baseline(
         raise MonitorError(f"cannot open {source}: {_first_line(exc)}") from exc
     try:
         if suffix in _STORE_SUFFIXES:
-            doc = _from_store(con, bins, time_range, frozenset(categorical), say)
+            skip = frozenset(exclude)
+            doc = _from_store(con, bins, time_range, frozenset(categorical), skip, say)
         else:
             keep = {"label": label_column, "prediction": prediction_column}
             reader = f"{_READERS[suffix]}($path)"
@@ -706,6 +707,7 @@ def _from_store(
     bins: int,
     time_range: tuple[datetime, datetime] | None,
     wanted: frozenset[str],
+    skip: frozenset[str],
     say: Callable,
 ) -> dict[str, Any]:
     """Summarize the features and outputs logged within ``time_range`` (all when None)."""
@@ -733,7 +735,8 @@ def _from_store(
     found = _scan(con, sql, span | {"quantiles": quantiles}, "scan 1/3: statistics", say)
     by_feature: dict[tuple[str, str], dict[str, tuple]] = {}
     for role, name, value_type, *stats in found:
-        by_feature.setdefault((role, name), {})[value_type] = tuple(stats)
+        if name not in skip:
+            by_feature.setdefault((role, name), {})[value_type] = tuple(stats)
     provisional: dict[tuple[str, str], FeatureBaseline] = {}
     same_type: dict[tuple[str, str], int] = {}
     for (role, name), by_type in by_feature.items():

@@ -8,6 +8,7 @@ the writer thread what it stores or fails to store.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Capture", "CaptureCounters", "CaptureQueue"]
@@ -105,12 +106,21 @@ class CaptureQueue:
     ``deque.append`` and ``popleft`` are atomic in CPython, so neither side takes a lock.
     """
 
-    __slots__ = ("_items", "capacity", "counters")
+    __slots__ = ("_items", "batch", "capacity", "counters", "ready")
 
-    def __init__(self, capacity: int, counters: CaptureCounters) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        counters: CaptureCounters,
+        *,
+        batch: int = 2_000,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
         self._items: deque[Capture] = deque()
         self.capacity = capacity
         self.counters = counters
+        self.batch = batch
+        self.ready = ready
 
     def put(self, capture: Capture) -> bool:
         """Queue a capture, or count it as dropped when the writer has fallen behind."""
@@ -119,6 +129,8 @@ class CaptureQueue:
             self.counters.dropped += 1
             return False
         self._items.append(capture)
+        if self.ready is not None and len(self._items) == self.batch:
+            self.ready()  # a full batch: wake the writer now instead of at its next flush
         return True
 
     def take(self, limit: int) -> list[Capture]:

@@ -36,12 +36,13 @@ __all__ = [
 ]
 
 PARSE_FAILURES = ("parse_error", "not_json", "unknown_shape")
-SMALL_SHARE = (
-    0.01  # type_mismatch, unseen_categories, out_of_range, unexpected_feature, parse_error
-)
-RANGE_MARGIN = 0.1  # out_of_range: beyond min/max by a tenth of the baseline's range
-MISSING_MARGIN = 0.05  # completeness: missing share above the baseline's by 5 points + noise
+# the share above which type_mismatch, unseen_categories, out_of_range, unexpected_feature
+# and parse_error are raised (docs/drift.md, "Schema anomalies")
+SMALL_SHARE = 0.01
+RANGE_MARGIN = 0.1  # out_of_range: beyond min or max by a tenth of the baseline's range
+MISSING_MARGIN = 0.05  # completeness: a missing share 5 points over the baseline's, plus noise
 MAX_UNEXPECTED = 20
+_NON_FINITE_KEYS = ("nan", "inf", "-inf")
 
 _WINDOW = "f.ts >= $start AND f.ts < $end AND f.role = $role"
 _KEY = (
@@ -73,18 +74,20 @@ class CategoricalWindow:
     outside: int = 0  # values not in the baseline's list
     outside_distinct: int = 0
     examples: list[tuple[str, int]] = field(default_factory=list)
-    non_finite: int = 0
+    non_finite: int = 0  # NaN and infinity of a number-typed feature, when not in its domain
 
 
 def window_rows(cursor: Any, start: datetime, end: datetime) -> dict[str, int]:
     """Distinct (request_id, row_index) per role in [start, end)."""
     # Row 0 of a request is counted by request_id alone, with the role a constant: DuckDB does
-    # that several times faster than pairs or a GROUP BY role. Later batch rows are rarer.
+    # that several times faster than pairs or a GROUP BY role; later batch rows are rarer. The
+    # 64-bit hashes take a fifth of the memory of the ids (a collision among 10 million ids has
+    # a chance of 3 in a million, and would undercount by one row).
     sql = """
-        SELECT (SELECT count(DISTINCT request_id) FROM features f
+        SELECT (SELECT count(DISTINCT hash(request_id)) FROM features f
                 WHERE f.ts >= $start AND f.ts < $end AND f.role = $role AND f.row_index = 0),
-               (SELECT count(*) FROM (SELECT DISTINCT request_id, row_index FROM features f
-                WHERE f.ts >= $start AND f.ts < $end AND f.role = $role AND f.row_index > 0))
+               (SELECT count(DISTINCT hash(request_id, row_index)) FROM features f
+                WHERE f.ts >= $start AND f.ts < $end AND f.role = $role AND f.row_index > 0)
     """
     result = {}
     for role in ("input", "output"):
@@ -183,13 +186,14 @@ def categorical_counts(
         domain AS (SELECT unnest($dnames::VARCHAR[]) AS name, unnest($dkeys::VARCHAR[]) AS key,
                           unnest($didx::INTEGER[]) AS idx),
         agg AS (
-            SELECT f.name, {_KEY} AS key,
-                   f.type = 'number' AND NOT isfinite(f.num) AS non_finite, count(*) AS n
+            SELECT f.name, {_KEY} AS key, count(*) AS n
             FROM features f JOIN spec s ON s.name = f.name AND s.dtype = f.type
             WHERE {_WINDOW}
             GROUP BY ALL)
-        SELECT a.name, d.idx, sum(a.n), count(*), sum(a.n) FILTER (a.non_finite),
-               max_by({{'key': a.key, 'n': a.n}}, a.n, 3)
+        SELECT a.name, d.idx, sum(a.n), count(*),
+               sum(a.n) FILTER (a.key IN (SELECT unnest($non_finite::VARCHAR[]))),
+               count(*) FILTER (a.key IN (SELECT unnest($non_finite::VARCHAR[]))),
+               max_by({{'key': a.key, 'n': a.n}}, a.n, 5)
         FROM agg a LEFT JOIN domain d ON d.name = a.name AND d.key = a.key
         GROUP BY ALL
     """  # noqa: S608 -- no user text: names and values are bound parameters
@@ -202,16 +206,26 @@ def categorical_counts(
         "dnames": names,
         "dkeys": keys,
         "didx": index,
+        "non_finite": list(_NON_FINITE_KEYS),
     }
     result = {f.name: CategoricalWindow(np.zeros(len(f.values))) for f in features}
-    for name, idx, count, distinct, non_finite, top in cursor.execute(sql, params).fetchall():
+    number = {f.name for f in features if f.dtype == "number"}
+    found = cursor.execute(sql, params).fetchall()
+    for name, idx, count, distinct, non_finite, non_finite_keys, top in found:
         w = result[name]
-        w.non_finite += int(non_finite or 0)
         if idx is not None:
             w.counts[idx] += count
-        else:
-            w.outside, w.outside_distinct = int(count), int(distinct)
-            w.examples = [(item["key"], int(item["n"])) for item in top]
+            continue
+        # NaN and infinity outside the domain are non-finite values, not unseen categories
+        numbers = name in number
+        w.non_finite = int(non_finite or 0) if numbers else 0
+        w.outside = int(count) - w.non_finite
+        w.outside_distinct = int(distinct) - (int(non_finite_keys or 0) if numbers else 0)
+        w.examples = [
+            (item["key"], int(item["n"]))
+            for item in top
+            if not (numbers and item["key"] in _NON_FINITE_KEYS)
+        ][:3]
     return result
 
 
@@ -348,7 +362,8 @@ def evaluate_feature(
     else:
         w = window if window is not None else CategoricalWindow(np.zeros(len(fb.counts)))
         other, unseen = (w.outside, 0) if not fb.complete else (0, w.outside)
-        current = np.asarray([*w.counts, other, unseen, missing, other_types], dtype=float)
+        invalid = other_types + w.non_finite
+        current = np.asarray([*w.counts, other, unseen, missing, invalid], dtype=float)
     if fb.method == "jensenshannon":
         score = js_distance(base, current)
         noise = noise_threshold("jensenshannon", base, rows, fb.rows)
@@ -377,6 +392,8 @@ def evaluate_feature(
 
 
 def _centers(fb: FeatureBaseline, w: NumericWindow) -> np.ndarray:
+    if len(fb.edges) < 2:  # a baseline with no finite value: only the out-of-range bins
+        return np.zeros(2)
     edges = np.asarray(fb.edges, dtype=float)
     mids = (edges[:-1] + edges[1:]) / 2.0
     if len(mids) >= 3:

@@ -21,6 +21,9 @@ from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
 from ._checks import DriftChecks
 from ._efficiency import EfficiencyTracker, summarize
+from ._errors import MonitorError
+from ._evaluation import evaluate
+from ._metrics import evaluation_metrics
 from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._settings import Settings
@@ -45,6 +48,7 @@ class Engine:
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
         self.drift = DriftChecks(self)
+        self.latest_evaluation: dict[str, Any] | None = None
         self.alerts = AlertManager(
             settings,
             record=lambda row: self._record_row("alerts", row),
@@ -116,9 +120,33 @@ class Engine:
         return ColumnHints(columns=baseline.columns)
 
     def run_checks(self) -> dict[str, Any]:
-        """One round of checks: skew and drift, then the alert rules over every report."""
+        """One round of checks: skew and drift, model quality, then the alert rules."""
         report = self.drift.run()
-        self.alerts.evaluate(health=self.health(), drift=report)
+        quality = self.evaluate()
+        self.alerts.evaluate(health=self.health(), drift=report, evaluation=quality)
+        return report
+
+    def evaluate(self) -> dict[str, Any]:
+        """Model quality over the window from the labels joined so far."""
+        store = self.writer.store
+        if store is None:
+            raise MonitorError(f"The log store is unavailable: {self.writer.last_error}")
+        settings = self.settings
+        baseline = self.drift.baseline.baseline
+        cursor = store.cursor()
+        try:
+            report = evaluate(
+                cursor,
+                window_s=settings.evaluation_window,
+                prediction=settings.prediction_field,
+                probability=settings.probability_field,
+                task=settings.task,
+                baseline_quality=baseline.quality if baseline else None,
+                min_labels=settings.min_labels,
+            )
+        finally:
+            cursor.close()
+        self.latest_evaluation = report
         return report
 
     def _tick(self) -> None:
@@ -217,6 +245,7 @@ class Engine:
     def extra_metrics(self) -> Iterator[Metric]:
         """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
         yield from self.drift.metrics()
+        yield from evaluation_metrics(self.latest_evaluation)
         yield from self.alerts.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from ._efficiency import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["EngineCollector", "build_registry"]
+__all__ = ["EngineCollector", "build_registry", "evaluation_metrics"]
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _HEALTH = ("ok", "degraded", "failing")
@@ -180,6 +180,37 @@ class EngineCollector(Collector):
                 if gpu.get(key) is not None:
                     family.add_metric([str(gpu["index"]), str(gpu.get("name") or "")], gpu[key])
             yield family
+
+
+_QUALITY = ("accuracy", "macro_f1", "log_loss", "roc_auc", "mae", "rmse", "mape", "r2")
+
+
+def evaluation_metrics(report: dict[str, Any] | None) -> Iterator[Metric]:
+    """Gauges of the latest evaluation: model quality from joined labels."""
+    if not report:
+        return
+    metrics = report.get("metrics") or {}
+    quality = GaugeMetricFamily(
+        "inferwatch_evaluation_quality",
+        "Model quality over the evaluation window, from joined labels.",
+        labels=["metric"],
+    )
+    for name in _QUALITY:
+        if isinstance(metrics.get(name), int | float):
+            quality.add_metric([name], float(metrics[name]))
+    yield quality
+    yield from _gauge("inferwatch_evaluation_labels", "Labels joined in the evaluation window.",
+                      metrics.get("labels"))  # fmt: skip
+    yield from _gauge("inferwatch_evaluation_label_coverage_ratio",
+                      "Share of predictions in the window that have a label.",
+                      report.get("coverage"))  # fmt: skip
+    yield GaugeMetricFamily("inferwatch_evaluation_degraded",
+                            "1 when quality is below the baseline's by more than the margin.",
+                            value=1.0 if report.get("degraded") else 0.0)  # fmt: skip
+    change = report.get("change") or {}
+    yield GaugeMetricFamily("inferwatch_evaluation_concept_change_detected",
+                            "1 when the change detector located a change in the error stream.",
+                            value=1.0 if change.get("detected") else 0.0)  # fmt: skip
 
 
 def _gauge(name: str, text: str, value: float | None) -> Iterator[Metric]:

@@ -7,9 +7,9 @@ queue. Parsing, DuckDB and everything slow happen in the engine's threads.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -120,7 +120,7 @@ class MonitorMiddleware:
             elif key == _CONTENT_TYPE:
                 request_type = value
         if not request_id or len(request_id) > _MAX_REQUEST_ID or not request_id.isascii():
-            request_id = uuid.uuid4().hex.encode()
+            request_id = os.urandom(16).hex().encode()  # a quarter of uuid4's cost
         request_id_header = (_REQUEST_ID, request_id)
 
         request_chunks: list[bytes] = []

@@ -159,6 +159,19 @@ class Settings:
     check_interval: float = _setting(60.0, "duration", "Time between skew checks.")
     window: float = _setting(3600.0, "duration", "How much recent traffic a skew check reads.")
     min_rows: int = _setting(100, "count", "Fewest rows a skew check gives a verdict on.")
+    prediction_field: str | None = _setting(
+        None, "text", "Output field that is the prediction (inferred when clear)."
+    )
+    probability_field: str | None = _setting(
+        None, "text", "Output field that is the predicted probability (inferred when clear)."
+    )
+    task: str | None = _setting(
+        None, "text", "classification or regression (inferred from the predictions)."
+    )
+    min_labels: int = _setting(30, "count", "Fewest joined labels an evaluation judges.")
+    evaluation_window: float = _setting(
+        86400.0, "duration", "How far back evaluation joins labels with predictions."
+    )
     max_body_bytes: int = _setting(
         1_048_576, "size", "Largest request or response body captured; larger ones are counted."
     )

@@ -36,12 +36,15 @@ FROM feature_batch
 class Store:
     """An open DuckDB log store file with the inferwatch tables in it."""
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, memory_limit: str = "512MB") -> None:
         self.path = path
         try:
             if not read_only and os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._root = duckdb.connect(path, read_only=read_only)
+            # DuckDB's cache would otherwise grow to 80% of the machine's memory beside the model.
+            self._root = duckdb.connect(
+                path, read_only=read_only, config={"memory_limit": memory_limit}
+            )
             self._writer = self._root.cursor()
             if not read_only:
                 for statement in STATEMENTS:
@@ -122,6 +125,7 @@ class Store:
         cursor.execute("DELETE FROM requests WHERE ts < ?", [naive])
         for table in _AGED:
             cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [naive])  # noqa: S608
+        cursor.execute("DELETE FROM labels WHERE received_at < ?", [naive])
         return int(deleted[0]) if deleted else 0
 
     def data_bytes(self) -> int:

@@ -75,6 +75,8 @@ class StoreWriter:
         self._maintenance_asked = 0
         self._maintenance_done = 0
         self._thread = threading.Thread(target=self._run, name="inferwatch-writer", daemon=True)
+        queue.batch = _BATCH_CAPTURES
+        queue.ready = self._wake.set
         self.last_error: str | None = None
         self.db_bytes = 0
 
@@ -173,9 +175,11 @@ class StoreWriter:
                 self._maintain()
             self._maintenance_done = asked
             self._busy = False
-            if not batch:
-                if stopping:
+            if stopping:
+                if not batch:
                     return
+            elif len(self._queue) < _BATCH_CAPTURES:
+                # Each insert has a fixed cost of milliseconds: gather a batch unless one is ready.
                 self._wake.wait(self._settings.flush_interval)
                 self._wake.clear()
 

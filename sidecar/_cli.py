@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from middleware import MonitorError, Settings
-from middleware._settings import SETTING_FIELDS
+from middleware._settings import SETTING_FIELDS, parse_duration
+
+from ._cli_checks import baseline, check, labels
 
 __all__ = ["main", "settings_options"]
 
@@ -26,9 +28,13 @@ def settings_options(mode: str) -> Callable[[Callable[..., Any]], Callable[..., 
             flag = "--" + spec.name.replace("_", "-")
             env = "INFERWATCH_" + spec.name.upper()
             default = spec.default
-            shown = "none" if default is None else ",".join(default) if isinstance(
-                default, tuple
-            ) else default
+            shown = (
+                "none"
+                if default is None
+                else ",".join(default)
+                if isinstance(default, tuple)
+                else default
+            )
             command = click.option(
                 flag,
                 spec.name,
@@ -93,6 +99,44 @@ def export(db: str, out: str, since: str | None, until: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
+
+
+@main.command()
+@settings_options("sidecar")
+def sidecar(**values: Any) -> None:
+    """Proxy a model server at --upstream URL, monitoring every request.
+
+    The monitor API (/readyz, /health, /metrics, ...) answers on --admin-port.
+    """
+    from ._serve import serve
+
+    try:
+        status = serve(load_settings(values))
+    except MonitorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    sys.exit(status)
+
+
+@main.command()
+@click.option("--duration", default=None, help="Exit after this long (e.g. 90s); default: Ctrl-C.")
+@click.option("--phase", "phase", default="15s", show_default=True, help="Length of each phase.")
+@click.option("--rate", default=15.0, show_default=True, help="Requests per second it sends.")
+@click.option("--port", default=8000, show_default=True, help="Port of the sidecar's proxy.")
+def demo(duration: str | None, phase: str, rate: float, port: int) -> None:
+    """Run a model server, the sidecar in front of it, and a day of traffic in minutes."""
+    from ._demo import run_demo
+
+    try:
+        seconds = None if duration is None else parse_duration(duration)
+        phase_seconds = parse_duration(phase)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    sys.exit(run_demo(seconds, phase_seconds, rate, port))
+
+
+main.add_command(baseline)
+main.add_command(check)
+main.add_command(labels)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ import click
 from middleware import MonitorError
 from middleware._settings import parse_duration
 
-__all__ = ["baseline", "check"]
+__all__ = ["baseline", "check", "labels"]
 
 
 @click.group()
@@ -153,3 +153,39 @@ def render_text(report: dict) -> str:
             f"{anomaly.get('detail') or ''}".rstrip()
         )
     return "\n".join(lines)
+
+
+@click.group()
+def labels() -> None:
+    """Ground truth: labels joined with the predictions they answer."""
+
+
+@labels.command("import")
+@click.argument("file")
+@click.option("--db", required=True, help="The DuckDB log store (stop the monitor first).")
+def import_labels(file: str, db: str) -> None:
+    """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp)."""
+    from middleware._labels import import_label_file
+    from middleware._store import Store
+
+    try:
+        if not os.path.exists(db):
+            raise MonitorError(f"No log store at {db!r}.")
+        store = Store(db)
+    except MonitorError as exc:
+        click.echo(
+            f"Error: {exc} A running monitor holds its file: stop it, or POST the labels.",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        counts = import_label_file(store, file, progress=lambda line: click.echo(line, err=True))
+    except MonitorError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        store.close()
+    click.echo(
+        f"{counts['accepted']} labels accepted, {counts['matched']} matched a captured "
+        f"prediction, {counts['unmatched']} did not"
+    )

@@ -1,0 +1,921 @@
+"""What MonitorMiddleware costs a real model endpoint, measured with wrk against uvicorn.
+
+One FastAPI model app (POST /predict with ``{"instances": [4 records of 10 features]}``, pydantic
+validation, a small logistic model) is served by uvicorn in four variants:
+
+- ``bare``: the app alone;
+- ``monitor-1.0``: with ``MonitorMiddleware(sample_rate=1.0)`` writing to a real DuckDB file;
+- ``monitor-0.1``: the same at ``sample_rate=0.1``;
+- ``prometheus``: with prometheus-fastapi-instrumentator, as its README says:
+  ``Instrumentator().instrument(app).expose(app)``.
+
+The server is pinned to one core and wrk to another, so the middleware's writer thread shares the
+server's core: that is the honest cost. Variants run interleaved, ``--rounds`` times, and the
+median of each figure is reported. After each monitored run the server gets SIGTERM and the DuckDB
+file is opened to check that every sampled request was stored or counted as dropped.
+
+    python benchmarks/middleware_overhead.py                 # 3 rounds of 15 s per variant
+    python benchmarks/middleware_overhead.py --quick         # a smoke run of a few seconds
+
+The server side of this file is ``create_app``, which uvicorn loads with ``--factory``; the
+variant comes from the BENCH_VARIANT environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    COUNTRIES,
+    machine_info,
+    machine_markdown,
+    make_bodies,
+    markdown_table,
+    median,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+
+VARIANTS = ("bare", "monitor-1.0", "monitor-0.1", "prometheus")
+# Not run by default: sample_rate 0 isolates the request path (timing, request IDs, queueing
+# nothing) from the writer's work.
+OPTIONAL_VARIANTS = ("monitor-0.0",)
+SAMPLE_RATES = {"monitor-1.0": 1.0, "monitor-0.1": 0.1, "monitor-0.0": 0.0}
+TARGETS = {"monitor-1.0": 0.95, "monitor-0.1": 0.98}  # share of bare throughput
+P99_ADDED_TARGET_MS = 1.0  # at sample_rate 1.0
+BATCH = 4  # records per request
+BODIES = 64  # distinct request bodies wrk cycles through
+
+
+# --------------------------------------------------------------------------- the model app
+
+
+class Record(BaseModel):
+    age: int
+    income: float
+    tenure_months: int
+    balance: float
+    num_products: int
+    credit_score: int
+    utilization: float
+    is_active: bool
+    country: str
+    channel: str
+
+
+class PredictRequest(BaseModel):
+    instances: list[Record] = Field(min_length=1, max_length=1_000)
+
+
+class PredictResponse(BaseModel):
+    predictions: list[float]
+
+
+def create_app() -> Any:
+    """The benchmark's model app in the variant BENCH_VARIANT names (uvicorn ``--factory``)."""
+    from fastapi import FastAPI
+
+    variant = os.environ.get("BENCH_VARIANT", "bare")
+    if variant not in VARIANTS + OPTIONAL_VARIANTS:
+        raise SystemExit(f"unknown BENCH_VARIANT {variant!r}; choose one of {VARIANTS}")
+    country_bias = {c: (i - 4) * 0.05 for i, c in enumerate(COUNTRIES)}
+    channel_bias = {"web": 0.0, "mobile": 0.1, "branch": -0.2, "partner": 0.15}
+
+    def churn_probability(r: Record) -> float:
+        z = (
+            -1.2
+            + 0.015 * (r.age - 45)
+            - 0.25 * math.log1p(max(r.income, 0.0) / 10_000)
+            - 0.004 * r.tenure_months
+            + 0.00001 * r.balance
+            - 0.3 * (r.num_products - 2)
+            - 0.003 * (r.credit_score - 650)
+            + 1.1 * r.utilization
+            - 0.6 * r.is_active
+            + country_bias.get(r.country, 0.0)
+            + channel_bias.get(r.channel, 0.0)
+        )
+        return round(1.0 / (1.0 + math.exp(-z)), 6)
+
+    app = FastAPI(title="churn model")
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(request: PredictRequest) -> PredictResponse:
+        return PredictResponse(predictions=[churn_probability(r) for r in request.instances])
+
+    if variant in SAMPLE_RATES:
+        from middleware import MonitorMiddleware
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        inferwatch_log = logging.getLogger("inferwatch")
+        if not inferwatch_log.handlers:
+            inferwatch_log.addHandler(handler)
+        inferwatch_log.setLevel(logging.INFO)
+        app.add_middleware(
+            MonitorMiddleware,
+            db=os.environ["BENCH_DB"],
+            sample_rate=SAMPLE_RATES[variant],
+        )
+    elif variant == "prometheus":
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+    return app
+
+
+# --------------------------------------------------------------------------- in-process CPU cost
+
+
+def _find_engine(app: Any) -> Any:
+    """The MonitorMiddleware's engine inside a started Starlette app, or None."""
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(32):
+        if node is None:
+            return None
+        if hasattr(node, "engine"):
+            return node.engine
+        node = getattr(node, "app", None)
+    return None
+
+
+async def _drive_in_process(app: Any, requests: int, warm: int) -> dict[str, Any]:
+    """Lifespan startup, ``warm`` + ``requests`` POSTs straight through ASGI, then shutdown."""
+    import asyncio
+
+    bodies = make_bodies(BODIES, BATCH)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    said: list[dict[str, Any]] = []
+
+    async def life_receive() -> dict[str, Any]:
+        return await inbox.get()
+
+    async def life_send(message: dict[str, Any]) -> None:
+        said.append(message)
+
+    await inbox.put({"type": "lifespan.startup"})
+    life = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, life_receive, life_send)
+    )
+    while not said:
+        await asyncio.sleep(0.001)
+    statuses: dict[int, int] = {}
+
+    async def one(body: bytes) -> None:
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return pending.pop() if pending else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/predict", "raw_path": b"/predict",
+            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000), "state": {},
+            "headers": [
+                (b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }  # fmt: skip
+        await app(scope, receive, send)
+
+    for i in range(warm):
+        await one(bodies[i % BODIES])
+    engine = _find_engine(app)
+    if engine is not None:
+        engine.flush(60)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(requests):
+        await one(bodies[i % BODIES])
+    if engine is not None:  # the writer's work for these requests counts too
+        engine.flush(600)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    capture = engine.capture_health() if engine is not None else {}
+    await inbox.put({"type": "lifespan.shutdown"})
+    await life
+    return {
+        "cpu_us": cpu / requests * 1e6,
+        "wall_us": wall / requests * 1e6,
+        "statuses": statuses,
+        "sampled": capture.get("sampled"),
+        "stored": capture.get("stored"),
+        "dropped": capture.get("dropped"),
+    }
+
+
+def in_process_child(requests: int, warm: int) -> None:
+    """Run by the driver under taskset: one variant (BENCH_VARIANT), JSON on stdout."""
+    app = create_app()
+    try:
+        import uvloop
+
+        result = uvloop.run(_drive_in_process(app, requests, warm))
+    except ImportError:
+        import asyncio
+
+        result = asyncio.run(_drive_in_process(app, requests, warm))
+    print("INPROC_JSON " + json.dumps(result), flush=True)
+
+
+def run_in_process(
+    args: argparse.Namespace, variant: str, rnd: int, workdir: Path
+) -> dict[str, Any]:
+    db = workdir / f"inproc-{variant}-round{rnd}.duckdb"
+    for stale in (db, Path(str(db) + ".wal")):
+        stale.unlink(missing_ok=True)
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
+    cmd = [
+        "taskset", "-c", str(args.server_core), sys.executable, str(Path(__file__).resolve()),
+        "--in-process-child", str(args.in_process), "--in-process-warm", "500",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"in-process {variant} failed: {done.stdout}\n{done.stderr[-3000:]}")
+    return {"variant": variant, "round": rnd, **json.loads(line[len("INPROC_JSON ") :])}
+
+
+def in_process_report(results: list[dict[str, Any]], requests: int) -> str:
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_variant.setdefault(r["variant"], []).append(r)
+    bare = median([r["cpu_us"] for r in by_variant["bare"]])
+    rows = []
+    for variant, rs in by_variant.items():
+        cpu = median([r["cpu_us"] for r in rs])
+        rows.append(
+            [
+                variant,
+                " / ".join(f"{r['cpu_us']:.0f}" for r in rs),
+                f"{cpu:.0f}",
+                "" if variant == "bare" else f"{cpu - bare:+.0f}",
+                f"{bare / cpu:.3f}",
+                f"{rs[-1]['sampled']}/{rs[-1]['stored']}/{rs[-1]['dropped']}"
+                if rs[-1]["sampled"] is not None
+                else "",
+            ]
+        )
+    head = (
+        f"In-process ASGI, no network: {requests:,} POST /predict per run driven straight into the "
+        "app on the server core, CPU time of the whole process (event loop, writer and DuckDB "
+        "threads) until the writer has stored them, per request; interleaved rounds:"
+    )
+    table = markdown_table(
+        [
+            "variant",
+            "CPU µs/request per round",
+            "median",
+            "added µs/request",
+            "throughput share of bare (CPU)",
+            "last round sampled/stored/dropped",
+        ],
+        rows,
+    )
+    return head + "\n\n" + table
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+LUA = """\
+-- Posts one of a few pre-built JSON bodies per request; prints wrk's summary as JSON.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {
+%(bodies)s
+}
+local n = #bodies
+local i = 0
+request = function()
+  i = i %% n + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, "bytes": %%.0f, ' ..
+    '"connect_errors": %%.0f, "read_errors": %%.0f, "write_errors": %%.0f, ' ..
+    '"status_errors": %%.0f, "timeouts": %%.0f, "p50_us": %%.0f, "p90_us": %%.0f, ' ..
+    '"p99_us": %%.0f, "max_us": %%.0f, "mean_us": %%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def write_lua(path: Path, bodies: list[bytes]) -> None:
+    lines = [f"  [==[{body.decode()}]==]," for body in bodies]
+    path.write_text(LUA % {"bodies": "\n".join(lines)}, encoding="utf-8")
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    status_errors: int
+
+
+def run_wrk(
+    args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int
+) -> WrkResult:
+    cmd = [
+        "taskset",
+        "-c",
+        str(args.wrk_core),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    data = json.loads(line[len("WRK_JSON ") :])
+    duration = data["duration_us"] / 1e6
+    errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return WrkResult(
+        requests=int(data["requests"]),
+        duration_s=duration,
+        rps=data["requests"] / duration if duration else 0.0,
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        errors=int(errors),
+        status_errors=int(data["status_errors"]),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """uvicorn listens only once lifespan startup is done, so an accepted connect means ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout:.0f} s")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of ``pid`` (user + system)."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def core_times(core: int) -> tuple[float, float]:
+    """(busy, total) seconds of one core since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(f"cpu{core} "):
+                    values = [int(v) for v in line.split()[1:]]
+                    idle = values[3] + (values[4] if len(values) > 4 else 0)
+                    total = sum(values[:8])
+                    return (total - idle) / _TICK, total / _TICK
+    except OSError:
+        pass
+    return 0.0, 0.0
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of ``pid`` in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                key = line.split(":", 1)[0]
+                if key in values:
+                    values[key] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def count_db(path: Path) -> dict[str, int]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        requests, input_rows = con.execute(
+            "SELECT count(*), coalesce(sum(input_rows), 0) FROM requests"
+        ).fetchone()
+        features = con.execute("SELECT count(*) FROM features").fetchone()[0]
+        statuses = dict(
+            con.execute("SELECT input_status, count(*) FROM requests GROUP BY 1").fetchall()
+        )
+    finally:
+        con.close()
+    return {
+        "requests": int(requests),
+        "input_rows": int(input_rows),
+        "feature_values": int(features),
+        "input_ok": int(statuses.get("ok", 0)),
+    }
+
+
+@dataclass
+class Run:
+    variant: str
+    round: int
+    main: WrkResult
+    light: WrkResult | None
+    warm_requests: int
+    rss_start_mib: float
+    rss_end_mib: float
+    rss_peak_mib: float
+    loop_cpu_us: float  # event-loop (main) thread CPU per request during the main run
+    other_cpu_us: float  # every other thread (writer, DuckDB) per request during the main run
+    server_core_share: float  # server CPU seconds / wall seconds of the server's core
+    foreign_core_share: float  # the rest of that core's busy time: other processes, interrupts
+    cpu_rps: float  # requests per server CPU second: throughput had the server had the core alone
+    capture: dict[str, Any] = field(default_factory=dict)
+    stored_in_db: dict[str, int] = field(default_factory=dict)
+    shutdown_s: float = 0.0
+    server_log: str = ""
+
+    @property
+    def rows_complete(self) -> bool | None:
+        """Every stored request parsed into BATCH instances of 10 inputs and 1 prediction."""
+        if not self.capture:
+            return None
+        db = self.stored_in_db
+        return (
+            db.get("input_ok") == db.get("requests")
+            and db.get("input_rows") == db.get("requests", 0) * BATCH
+            and db.get("feature_values") == db.get("requests", 0) * BATCH * 11
+        )
+
+    @property
+    def accounted(self) -> bool | None:
+        if not self.capture:
+            return None
+        stored = self.stored_in_db.get("requests", -1)
+        lost = self.capture.get("dropped", 0) + self.capture.get("write_errors", 0)
+        return stored + lost == self.capture.get("sampled")
+
+
+def server_command(args: argparse.Namespace, port: int) -> list[str]:
+    cmd = [
+        "taskset",
+        "-c",
+        str(args.server_core),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "middleware_overhead:create_app",
+        "--factory",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    try:
+        import uvloop  # noqa: F401
+
+        cmd += ["--loop", "uvloop"]
+    except ImportError:
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        cmd += ["--http", "httptools"]
+    except ImportError:
+        pass
+    return cmd
+
+
+def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path, lua: Path) -> Run:
+    port = free_port()
+    db = workdir / f"{variant}-round{rnd}.duckdb"
+    for stale in (db, Path(str(db) + ".wal")):
+        stale.unlink(missing_ok=True)
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db), "PYTHONUNBUFFERED": "1"}
+    log_path = workdir / f"{variant}-round{rnd}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            server_command(args, port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}/predict"
+        warm = run_wrk(args, url, lua, args.warmup, args.connections)
+        if warm.status_errors:
+            raise RuntimeError(f"{variant}: the app gave {warm.status_errors} non-2xx answers")
+        cpu_before = thread_cpu(proc.pid)
+        core_before = core_times(args.server_core)
+        rss_start, _ = rss_mib(proc.pid)
+        main = run_wrk(args, url, lua, args.duration, args.connections)
+        cpu_after = thread_cpu(proc.pid)
+        core_after = core_times(args.server_core)
+        light = None
+        if args.light_duration > 0:
+            light = run_wrk(args, url, lua, args.light_duration, args.light_connections)
+        rss_end, rss_peak = rss_mib(proc.pid)
+        capture: dict[str, Any] = {}
+        if variant in SAMPLE_RATES:
+            capture = get_json(port, "/monitor/health")["capture"]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        shutdown_s = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    loop_delta = cpu_after.get(proc.pid, 0.0) - cpu_before.get(proc.pid, 0.0)
+    other_delta = sum(
+        cpu_after[tid] - cpu_before.get(tid, 0.0) for tid in cpu_after if tid != proc.pid
+    )
+    requests = max(main.requests, 1)
+    core_busy = core_after[0] - core_before[0]
+    core_total = max(core_after[1] - core_before[1], 1e-9)
+    server_cpu = loop_delta + other_delta
+    stored = count_db(db) if variant in SAMPLE_RATES else {}
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    return Run(
+        variant=variant,
+        round=rnd,
+        main=main,
+        light=light,
+        warm_requests=warm.requests,
+        rss_start_mib=rss_start,
+        rss_end_mib=rss_end,
+        rss_peak_mib=rss_peak,
+        loop_cpu_us=loop_delta / requests * 1e6,
+        other_cpu_us=other_delta / requests * 1e6,
+        server_core_share=server_cpu / core_total,
+        foreign_core_share=max(core_busy - server_cpu, 0.0) / core_total,
+        cpu_rps=main.requests / server_cpu if server_cpu else 0.0,
+        capture=capture,
+        stored_in_db=stored,
+        shutdown_s=shutdown_s,
+        server_log=log_text[-4000:],
+    )
+
+
+def interleaved(rounds: int) -> list[tuple[int, str]]:
+    """Each round runs every variant; the order rotates so that no variant always goes first."""
+    order = []
+    for rnd in range(rounds):
+        shift = rnd % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            order.append((rnd + 1, variant))
+    return order
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def report(args: argparse.Namespace, runs: list[Run], command: str) -> str:
+    by_variant = {v: [r for r in runs if r.variant == v] for v in VARIANTS}
+    med = {
+        v: {
+            "rps": median([r.main.rps for r in rs]),
+            "p50": median([r.main.p50_ms for r in rs]),
+            "p99": median([r.main.p99_ms for r in rs]),
+            "loop_cpu": median([r.loop_cpu_us for r in rs]),
+            "other_cpu": median([r.other_cpu_us for r in rs]),
+            "cpu_rps": median([r.cpu_rps for r in rs]),
+            "share": median([r.server_core_share for r in rs]),
+            "light_p50": median([r.light.p50_ms for r in rs if r.light]),
+            "light_p99": median([r.light.p99_ms for r in rs if r.light]),
+            "light_rps": median([r.light.rps for r in rs if r.light]),
+        }
+        for v, rs in by_variant.items()
+        if rs
+    }
+    bare = med["bare"]
+    out = [f"Command: `{command}`", ""]
+    rows = []
+    for v, m in med.items():
+        ratio = m["rps"] / bare["rps"]
+        added = m["p99"] - bare["p99"]
+        if v == "monitor-1.0":
+            target = f"≥ {TARGETS[v]:.2f} and p99 +< {P99_ADDED_TARGET_MS:g} ms"
+            met = ratio >= TARGETS[v] and added < P99_ADDED_TARGET_MS
+        elif v in TARGETS:
+            target, met = f"≥ {TARGETS[v]:.2f}", ratio >= TARGETS[v]
+        else:
+            target, met = "", None
+        rows.append(
+            [
+                v,
+                fmt(m["rps"], 0),
+                f"{ratio:.3f}",
+                fmt(m["p50"]),
+                fmt(m["p99"]),
+                "" if v == "bare" else f"{added:+.2f}",
+                fmt(m["loop_cpu"], 0),
+                fmt(m["other_cpu"], 0),
+                fmt(m["cpu_rps"], 0),
+                f"{m['cpu_rps'] / bare['cpu_rps']:.3f}",
+                f"{m['share']:.2f}",
+                target,
+                "" if met is None else ("yes" if met else "**no**"),
+            ]
+        )
+    out.append(
+        f"Median of {args.rounds} round(s), {args.duration:g} s each, wrk -t1 -c{args.connections}:"
+    )
+    out.append("")
+    out.append(
+        markdown_table(
+            [
+                "variant",
+                "req/s",
+                "vs bare",
+                "p50 ms",
+                "p99 ms",
+                "p99 added ms",
+                "loop CPU µs/req",
+                "other threads CPU µs/req",
+                "req per server CPU-s",
+                "CPU-s vs bare",
+                "server's share of its core",
+                "target",
+                "met",
+            ],
+            rows,
+        )
+    )
+    if args.light_duration > 0:
+        out += [
+            "",
+            f"Light load (wrk -t1 -c{args.light_connections}, {args.light_duration:g} s, "
+            "after the main run on the same server): latency without queueing",
+            "",
+        ]
+        out.append(
+            markdown_table(
+                ["variant", "req/s", "p50 ms", "p99 ms", "p99 added ms"],
+                [
+                    [
+                        v,
+                        fmt(m["light_rps"], 0),
+                        fmt(m["light_p50"], 3),
+                        fmt(m["light_p99"], 3),
+                        "" if v == "bare" else f"{m['light_p99'] - bare['light_p99']:+.3f}",
+                    ]
+                    for v, m in med.items()
+                ],
+            )
+        )
+    out += ["", "Every run (round order rotates):", ""]
+    detail = []
+    for r in runs:
+        cap, db = r.capture, r.stored_in_db
+        detail.append(
+            [
+                r.round,
+                r.variant,
+                fmt(r.main.rps, 0),
+                fmt(r.main.p50_ms),
+                fmt(r.main.p99_ms),
+                r.main.errors + r.main.status_errors,
+                r.warm_requests + r.main.requests + (r.light.requests if r.light else 0),
+                cap.get("sampled", ""),
+                db.get("requests", ""),
+                cap.get("dropped", ""),
+                cap.get("write_errors", ""),
+                cap.get("queue_depth", ""),
+                "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
+                "" if r.rows_complete is None else ("yes" if r.rows_complete else "**NO**"),
+                f"{r.rss_start_mib:.0f} → {r.rss_end_mib:.0f}",
+                f"{r.shutdown_s:.2f}",
+                f"{r.server_core_share:.2f}",
+                f"{r.foreign_core_share:.2f}",
+            ]
+        )
+    out.append(
+        markdown_table(
+            [
+                "round",
+                "variant",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "wrk errors",
+                "wrk responses",
+                "sampled",
+                "stored (DB)",
+                "dropped",
+                "write errors",
+                "queue at end",
+                "stored+dropped = sampled",
+                "4 x 11 values per stored request",
+                "RSS MiB",
+                "SIGTERM→exit s",
+                "server core share",
+                "other load on that core",
+            ],
+            detail,
+        )
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global VARIANTS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds of load before measuring"
+    )
+    parser.add_argument(
+        "--light-duration",
+        type=float,
+        default=5.0,
+        help="seconds of the light-load latency run (0 skips it)",
+    )
+    parser.add_argument("--light-connections", type=int, default=1)
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--wrk-core", type=int, default=1)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated, from " + ",".join(VARIANTS + OPTIONAL_VARIANTS),
+    )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=5000,
+        help="requests per in-process ASGI run (no network), 0 skips that section",
+    )
+    parser.add_argument("--in-process-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--in-process-warm", type=int, default=500, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help="where DuckDB files and server logs go (kept)")
+    parser.add_argument("--json", dest="json_out", help="write every run's figures here")
+    parser.add_argument("--markdown", help="write the report here as well")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 3 s, 1 s warm-up, 2 s light load"
+    )
+    args = parser.parse_args(argv)
+    if args.in_process_child:
+        in_process_child(args.in_process_child, args.in_process_warm)
+        return 0
+    if args.quick:
+        args.duration, args.rounds, args.warmup, args.light_duration = 3.0, 1, 1.0, 2.0
+        args.in_process = min(args.in_process, 1000)
+    chosen = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    known = VARIANTS + OPTIONAL_VARIANTS
+    if set(chosen) - set(known) or "bare" not in chosen:
+        parser.error(f"--variants must name bare and only {known}")
+    VARIANTS = tuple(v for v in known if v in chosen)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
+    if len(os.sched_getaffinity(0)) < 2:
+        print("warning: fewer than 2 usable cores; server and wrk will share one", file=sys.stderr)
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-overhead-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    lua = workdir / "post.lua"
+    write_lua(lua, make_bodies(BODIES, BATCH))
+    command = "python " + " ".join(["benchmarks/middleware_overhead.py", *(argv or sys.argv[1:])])
+    print(f"work dir {workdir}; server: {' '.join(server_command(args, 0))}", file=sys.stderr)
+
+    runs: list[Run] = []
+    for rnd, variant in interleaved(args.rounds):
+        run = run_variant(args, variant, rnd, workdir, lua)
+        runs.append(run)
+        cap = run.capture
+        print(
+            f"round {rnd} {variant:12s} {run.main.rps:8.0f} req/s  p50 {run.main.p50_ms:6.2f} ms  "
+            f"p99 {run.main.p99_ms:6.2f} ms"
+            + (
+                f"  sampled {cap['sampled']} stored {run.stored_in_db['requests']} "
+                f"dropped {cap['dropped']} ok={run.accounted}"
+                if cap
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        for line in run.server_log.splitlines():
+            if any(word in line for word in ("Traceback", "ERROR", "WARNING", "Error")):
+                print(f"  server log: {line}", file=sys.stderr)
+
+    in_process: list[dict[str, Any]] = []
+    if args.in_process:
+        for rnd, variant in interleaved(args.rounds):
+            res = run_in_process(args, variant, rnd, workdir)
+            in_process.append(res)
+            print(
+                f"in-process round {rnd} {variant:12s} {res['cpu_us']:7.1f} CPU µs/request",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    info = machine_info()
+    info["wrk"] = _wrk_version()
+    text = "## Machine\n\n" + machine_markdown(info) + "\n\n## Results\n\n"
+    text += report(args, runs, command)
+    if in_process:
+        text += "\n\n" + in_process_report(in_process, args.in_process)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.json_out:
+        payload = {
+            "machine": info,
+            "args": vars(args),
+            "runs": [
+                {**asdict(r), "accounted": r.accounted, "server_log": r.server_log[-1000:]}
+                for r in runs
+            ],
+            "in_process": in_process,
+        }
+        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    failed = [
+        r
+        for r in runs
+        if r.accounted is False or r.rows_complete is False or r.main.status_errors or r.main.errors
+    ]
+    return 1 if failed else 0
+
+
+def _wrk_version() -> str:
+    from _common import wrk_version
+
+    return wrk_version() or "not installed"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
