@@ -618,7 +618,12 @@ def _file_categories(
 
 
 def _categorical(
-    name: str, dtype: str, missing: int, present: int, counted: list[tuple[str, int]], invalid=0
+    name: str,
+    dtype: str,
+    missing: int,
+    present: int,
+    counted: list[tuple[str, int]],
+    invalid: int = 0,
 ) -> FeatureBaseline:
     ranked = sorted(counted, key=lambda item: (-item[1], item[0]))
     top = [(k, n) for k, n in ranked if len(k) <= MAX_CATEGORY_LENGTH][:TOP_VALUES]

@@ -35,6 +35,17 @@ _ANOMALY_TYPES = (
 )  # fmt: skip
 
 
+def _without_histograms(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as kept in history: histograms are only served with the latest one."""
+    slim = dict(report)
+    for section in ("features", "prediction"):
+        slim[section] = {
+            name: {k: v for k, v in entry.items() if k != "histogram"}
+            for name, entry in report.get(section, {}).items()
+        }
+    return slim
+
+
 class BaselineFile:
     """A baseline path, loaded again whenever the file behind it changes."""
 
@@ -103,11 +114,12 @@ class DriftChecks:
             report["baseline"]["error"] = self.baseline.error
         self.latest = report
         self.checks += 1
-        document = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        document = orjson.dumps(_without_histograms(report), option=orjson.OPT_SERIALIZE_NUMPY)
         checked = datetime.fromisoformat(report["checked_at"]).replace(tzinfo=None)
         engine.writer.call(
             lambda s: s.writer.execute(
-                "INSERT INTO drift_reports VALUES (?, ?, ?)", [checked, report["status"], document]
+                "INSERT INTO drift_reports VALUES (?, ?, ?)",
+                [checked, report["status"], document.decode()],
             )
         )
         return report

@@ -7,6 +7,7 @@ parameters); Python sees only bin counts. docs/drift.md explains methods and mar
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -386,9 +387,28 @@ def evaluate_feature(
         entry["top_shift"] = _top_shift(fb, base, current, w)
     entry["missing_share"] = _round(missing / rows if rows else 0.0)
     entry["baseline_missing_share"] = _round(fb.missing_share)
+    entry["histogram"] = {
+        "bins": _bin_labels(fb),
+        "baseline": [int(v) for v in base],
+        "current": [int(v) for v in current],
+    }
     if fb.critical:
         entry["critical"] = True
     return entry, _anomalies(fb, rows, present, same_type, other_types, types, w)
+
+
+def _bin_labels(fb: FeatureBaseline) -> list[str]:
+    """Names of the bins the score compared, in the order of the counts."""
+    if fb.kind == "numeric":
+        edges = list(fb.edges)
+        ranges = [f"{_short(lo)}..{_short(hi)}" for lo, hi in itertools.pairwise(edges)]
+        ranges = ranges[: len(fb.counts)] + [""] * (len(fb.counts) - len(ranges))
+        return [*ranges, "below range", "above range", "missing", "invalid"]
+    return [*(str(v) for v in fb.values), "<other>", "<unseen>", "<missing>", "<invalid>"]
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def _centers(fb: FeatureBaseline, w: NumericWindow) -> np.ndarray:

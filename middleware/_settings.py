@@ -175,6 +175,9 @@ class Settings:
     max_body_bytes: int = _setting(
         1_048_576, "size", "Largest request or response body captured; larger ones are counted."
     )
+    db_memory: int = _setting(
+        256 * 2**20, "size", "Memory DuckDB may use for the log store (caches and checks)."
+    )
     retention: float = _setting(7 * 86400.0, "duration", "Age after which logged rows are deleted.")
     max_db_bytes: int = _setting(
         2 * 2**30, "size", "Size of stored data above which the oldest rows are deleted."

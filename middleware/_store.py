@@ -36,14 +36,16 @@ FROM feature_batch
 class Store:
     """An open DuckDB log store file with the inferwatch tables in it."""
 
-    def __init__(self, path: str, *, read_only: bool = False, memory_limit: str = "512MB") -> None:
+    def __init__(
+        self, path: str, *, read_only: bool = False, memory_bytes: int = 256 * 2**20
+    ) -> None:
         self.path = path
         try:
             if not read_only and os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
             # DuckDB's cache would otherwise grow to 80% of the machine's memory beside the model.
             self._root = duckdb.connect(
-                path, read_only=read_only, config={"memory_limit": memory_limit}
+                path, read_only=read_only, config={"memory_limit": f"{memory_bytes // 2**20}MiB"}
             )
             self._writer = self._root.cursor()
             if not read_only:

@@ -140,7 +140,7 @@ class StoreWriter:
 
     def _open_store(self) -> None:
         try:
-            store = Store(self._settings.db)
+            store = Store(self._settings.db, memory_bytes=self._settings.db_memory)
             for role, name in store.known_names():
                 self._names.setdefault(role, set()).add(name)
             self.db_bytes = store.file_bytes()

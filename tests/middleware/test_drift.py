@@ -377,6 +377,7 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Baseline, 
     """100,000 baseline rows; 200,000 unchanged window rows, then 200,000 shifted ones."""
     tmp = tmp_path_factory.mktemp("big")
     con = open_store(tmp / "store.duckdb")
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")  # a throwaway file: skip writing it out
     con.execute(GENERATED_SQL.format(table="wide", n=500_000))
     reference = "SELECT * EXCLUDE (i) FROM wide WHERE i < 100000"
     con.execute(f"COPY ({reference}) TO '{tmp}/b.parquet' (FORMAT parquet)")
@@ -540,9 +541,14 @@ def test_report_shape_and_iso_times(tmp_path: Path, small_baseline: Baseline) ->
     assert report["baseline"] == {"path": "baseline.json", "rows": 4_000}
     amount, color = report["features"]["amount"], report["features"]["color"]
     common = {"kind", "method", "score", "threshold", "drifted", "rows", "psi"}
-    common |= {"missing_share", "baseline_missing_share"}
+    common |= {"missing_share", "baseline_missing_share", "histogram"}
     assert set(amount) == common | {"wasserstein"}
     assert set(color) == common | {"top_shift"}
+    histogram = amount["histogram"]
+    assert len(histogram["bins"]) == len(histogram["baseline"]) == len(histogram["current"])
+    assert histogram["bins"][-4:] == ["below range", "above range", "missing", "invalid"]
+    assert sum(histogram["current"]) == amount["rows"]
+    assert color["histogram"]["bins"][-4:] == ["<other>", "<unseen>", "<missing>", "<invalid>"]
     assert amount["kind"] == "numeric" and color["kind"] == "categorical"
     assert report["features"]["level"]["kind"] == "categorical"  # five integer values
     assert report["features"]["note"]["baseline_missing_share"] == pytest.approx(0.1, abs=0.02)

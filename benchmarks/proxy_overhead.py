@@ -1,0 +1,763 @@
+"""What the sidecar costs in front of a model server, against going direct and against nginx.
+
+One FastAPI model server (POST /predict, ``{"instances": [4 records of 10 features]}``, pydantic
+validation) runs for the whole benchmark, pinned to ``--upstream-core``. Each variant puts a
+proxy in front of it, pinned to ``--proxy-core``, and wrk (one thread, pinned to ``--wrk-core``)
+loads the proxy:
+
+- ``direct``: wrk talks to the model server itself;
+- ``sidecar-1.0`` / ``sidecar-0.1``: ``inferwatch sidecar`` at that sample rate, real DuckDB file;
+- ``nginx``: Debian's nginx, one worker, ``proxy_pass`` to a keepalive upstream block.
+
+``--candidates`` measures the upstream clients the sidecar could be built on instead, each in
+the same minimal streaming ASGI proxy without monitoring: ``lean`` (the sidecar's own pool),
+``aiohttp``, ``httpx`` (one shared AsyncClient, defaults) and ``httpx-tuned`` (a pool of 16,
+since httpcore polls every pooled socket on each request; retries off; sniffio made importable so
+that httpcore stops searching sys.path for it on every request).
+
+Variants run interleaved for ``--rounds`` rounds; medians are reported. Each run is a warm-up,
+a measured run at ``--connections``, then a light run at one connection (latency without
+queueing). After each sidecar run the sidecar gets SIGTERM and its DuckDB file is counted.
+
+    python benchmarks/proxy_overhead.py                     # 3 rounds x 15 s per variant
+    python benchmarks/proxy_overhead.py --candidates        # the upstream client comparison
+    python benchmarks/proxy_overhead.py --quick             # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_info, machine_markdown, make_bodies, markdown_table, median
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+MAIN_VARIANTS = ("direct", "sidecar-1.0", "sidecar-0.1", "nginx")
+CANDIDATES = ("direct", "nginx", "lean", "aiohttp", "httpx", "httpx-tuned")
+NGINX_SHARE_TARGET = 0.75
+P50_ADDED_TARGET_MS = 1.0
+
+# --------------------------------------------------------------------------- servers (factories)
+
+
+def create_upstream() -> Any:
+    """The model server: FastAPI with pydantic validation, as most model apps are."""
+    import math
+
+    from fastapi import FastAPI
+    from pydantic import BaseModel, Field
+
+    class Record(BaseModel):
+        age: int
+        income: float
+        tenure_months: int
+        balance: float
+        num_products: int
+        credit_score: int
+        utilization: float
+        is_active: bool
+        country: str
+        channel: str
+
+    class PredictRequest(BaseModel):
+        instances: list[Record] = Field(min_length=1, max_length=1_000)
+
+    class PredictResponse(BaseModel):
+        predictions: list[float]
+
+    app = FastAPI()
+
+    def score(r: Record) -> float:
+        z = -1.2 + 0.015 * (r.age - 45) - 0.25 * math.log1p(max(r.income, 0.0) / 10_000)
+        z += -0.004 * r.tenure_months - 0.003 * (r.credit_score - 650) + 1.1 * r.utilization
+        return round(1.0 / (1.0 + math.exp(-z)), 6)
+
+    async def predict(request: PredictRequest) -> PredictResponse:
+        return PredictResponse(predictions=[score(r) for r in request.instances])
+
+    # The classes are local, so the string annotations of this module cannot name them.
+    predict.__annotations__ = {"request": PredictRequest, "return": PredictResponse}
+    app.post("/predict", response_model=PredictResponse)(predict)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+
+
+def create_candidate() -> Any:
+    """A minimal streaming ASGI proxy over the client BENCH_CANDIDATE names."""
+    kind = os.environ["BENCH_CANDIDATE"]
+    upstream = os.environ["BENCH_UPSTREAM"]
+    if kind == "lean":
+        from sidecar._proxy import Proxy
+        from sidecar._upstream import Upstream, UpstreamPool
+
+        return Proxy(UpstreamPool(Upstream.parse(upstream)))
+    if kind == "httpx-tuned":
+        import types
+
+        sys.modules.setdefault(
+            "sniffio", types.SimpleNamespace(current_async_library=lambda: "asyncio")
+        )  # type: ignore[arg-type]
+    state: dict[str, Any] = {}
+
+    async def body(receive: Any) -> Any:
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+            yield message.get("body", b"")
+
+    def forwarded(scope: dict[str, Any]) -> tuple[list[tuple[str, str]], bool]:
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"]]
+        length = next((v for k, v in headers if k == "content-length"), None)
+        kept = [(k, v) for k, v in headers if k not in _HOP]
+        if length is not None:
+            kept.append(("content-length", length))
+        return kept, length is not None or any(k == "transfer-encoding" for k, _ in headers)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["raw_path"].decode() + (
+            "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        )
+        headers, has_body = forwarded(scope)
+        if kind == "aiohttp":
+            import aiohttp
+
+            if "session" not in state:
+                state["session"] = aiohttp.ClientSession(
+                    upstream,
+                    connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=4),
+                    auto_decompress=False,
+                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+                )
+            async with state["session"].request(
+                scope["method"],
+                path,
+                headers=headers,
+                allow_redirects=False,
+                data=body(receive) if has_body else None,
+            ) as response:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": [
+                            (k.lower(), v)
+                            for k, v in response.raw_headers
+                            if k.lower().decode() not in _HOP
+                        ],
+                    }
+                )
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        import httpx
+
+        if "client" not in state:
+            # httpcore polls every pooled socket on each request: fewer connections, fewer polls.
+            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+            transport = httpx.AsyncHTTPTransport(retries=0, limits=limits)
+            state["client"] = (
+                httpx.AsyncClient(base_url=upstream, transport=transport, trust_env=False)
+                if kind == "httpx-tuned"
+                else httpx.AsyncClient(base_url=upstream)
+            )
+        client = state["client"]
+        request = client.build_request(
+            scope["method"], path, headers=headers, content=body(receive) if has_body else None
+        )
+        response = await client.send(request, stream=True)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (k.lower(), v)
+                        for k, v in response.headers.raw
+                        if k.lower().decode() not in _HOP
+                    ],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    return app
+
+
+# --------------------------------------------------------------------------- measuring
+
+LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {
+%(bodies)s
+}
+local n = #bodies
+local i = 0
+request = function()
+  i = i %% n + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, ' ..
+    '"status_errors": %%.0f, "p50_us": %%.0f, "p99_us": %%.0f}\\n', summary.requests,
+    summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int) -> Load:
+    cmd = [
+        "taskset",
+        "-c",
+        str(args.wrk_core),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    data = json.loads(line[len("WRK_JSON ") :])
+    seconds_run = data["duration_us"] / 1e6
+    return Load(
+        requests=int(data["requests"]),
+        rps=data["requests"] / seconds_run,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=int(data["errors"] + data["status_errors"]),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port} within 30 s")
+
+
+def process_tree(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def core_busy(cores: tuple[int, ...]) -> float:
+    """Busy CPU seconds of these cores since boot, from /proc/stat."""
+    busy = 0.0
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+                ticks = [int(v) for v in values[:8]]
+                busy += (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+    return busy
+
+
+def rss_mib(pids: list[int]) -> float:
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+%(user)s
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/client; proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  upstream model { server 127.0.0.1:%(upstream)d; keepalive 64; }
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / {
+      proxy_pass http://model;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $proxy_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }
+  }
+}
+"""
+
+
+def python_server(args: argparse.Namespace, factory: str, port: int) -> list[str]:
+    return [
+        "taskset",
+        "-c",
+        str(args.proxy_core),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        factory,
+        "--factory",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "off",
+    ]
+
+
+def proxy_command(
+    args: argparse.Namespace, variant: str, port: int, admin: int, upstream: int, workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    url = f"http://127.0.0.1:{upstream}"
+    if variant.startswith("sidecar-"):
+        db = workdir / f"{variant}-{port}.duckdb"
+        cmd = [
+            "taskset",
+            "-c",
+            str(args.proxy_core),
+            sys.executable,
+            "-m",
+            "sidecar",
+            "sidecar",
+            "--upstream",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-host",
+            "127.0.0.1",
+            "--admin-port",
+            str(admin),
+            "--db",
+            str(db),
+            "--sample-rate",
+            variant.split("-", 1)[1],
+            "--upstream-health-path",
+            "/health",
+        ]
+        return cmd, {"BENCH_DB": str(db)}
+    if variant == "nginx":
+        conf_dir = workdir / f"nginx-{port}"
+        conf_dir.mkdir()
+        user = "user root root;" if os.geteuid() == 0 else ""
+        conf = NGINX_CONF % {"dir": conf_dir, "upstream": upstream, "port": port, "user": user}
+        (conf_dir / "nginx.conf").write_text(conf, encoding="utf-8")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return [
+            "taskset",
+            "-c",
+            str(args.proxy_core),
+            nginx,
+            "-p",
+            str(conf_dir),
+            "-c",
+            str(conf_dir / "nginx.conf"),
+        ], {}
+    return python_server(args, "proxy_overhead:create_candidate", port), {
+        "BENCH_CANDIDATE": variant,
+        "BENCH_UPSTREAM": url,
+    }
+
+
+@dataclass
+class Run:
+    variant: str
+    round: int
+    main: Load
+    light: Load | None
+    proxy_cpu_us: float  # proxy CPU per request during the measured run (all its processes)
+    proxy_cores: float  # proxy CPU seconds per wall second during the measured run
+    proxy_rss_mib: float
+    foreign_cores: float  # busy cores (of the pinned ones) not explained by upstream, proxy, wrk
+    capture: dict[str, Any]
+    stored: int | None
+
+    @property
+    def accounted(self) -> bool | None:
+        if self.stored is None:
+            return None
+        lost = self.capture.get("dropped", 0) + self.capture.get("write_errors", 0)
+        return self.stored + lost == self.capture.get("sampled")
+
+
+def count_rows(db: str) -> int:
+    import duckdb
+
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM requests").fetchone()[0])
+    finally:
+        con.close()
+
+
+def run_variant(
+    args: argparse.Namespace,
+    variant: str,
+    rnd: int,
+    upstream: int,
+    upstream_pid: int,
+    workdir: Path,
+    lua: Path,
+) -> Run:
+    import httpx
+
+    if variant == "direct":
+        port, proc, env = upstream, None, {}
+    else:
+        port, admin = free_port(), free_port()
+        cmd, env = proxy_command(args, variant, port, admin, upstream, workdir)
+        log = open(workdir / f"{variant}-{rnd}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log)
+        log.close()
+    try:
+        if proc is not None:
+            wait_for_http(port, "/health", proc)
+        url = f"http://127.0.0.1:{port}/predict"
+        wrk(args, url, lua, args.warmup, args.connections)
+        pids = process_tree(proc.pid) if proc is not None else []
+        cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
+        ours = [*pids, upstream_pid]
+        cpu_before, started = cpu_seconds(pids), time.monotonic()
+        ours_before, busy_before = cpu_seconds(ours), core_busy(cores)
+        main = wrk(args, url, lua, args.duration, args.connections)
+        cpu = cpu_seconds(pids) - cpu_before
+        wall = time.monotonic() - started
+        # wrk's own CPU is not visible from here; it is small and counted as foreign.
+        foreign = (core_busy(cores) - busy_before - (cpu_seconds(ours) - ours_before)) / wall
+        rss = rss_mib(pids)
+        light = wrk(args, url, lua, args.light, 1) if args.light > 0 else None
+        capture: dict[str, Any] = {}
+        stored = None
+        if variant.startswith("sidecar-"):
+            capture = httpx.get(f"http://127.0.0.1:{admin}/health", timeout=10).json()["capture"]
+            proc.send_signal(signal.SIGTERM)
+            if proc.wait(timeout=120) != 0:
+                raise RuntimeError(f"{variant} exited with {proc.returncode}")
+            stored = count_rows(env["BENCH_DB"])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return Run(
+        variant=variant,
+        round=rnd,
+        main=main,
+        light=light,
+        proxy_cpu_us=cpu / max(main.requests, 1) * 1e6,
+        proxy_cores=cpu / wall if wall else 0.0,
+        proxy_rss_mib=rss,
+        foreign_cores=max(foreign, 0.0),
+        capture=capture,
+        stored=stored,
+    )
+
+
+def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run]) -> str:
+    med: dict[str, dict[str, float]] = {}
+    for v in variants:
+        rs = [r for r in runs if r.variant == v]
+        med[v] = {
+            "rps": median([r.main.rps for r in rs]),
+            "p50": median([r.main.p50_ms for r in rs]),
+            "p99": median([r.main.p99_ms for r in rs]),
+            "light_p50": median([r.light.p50_ms for r in rs if r.light]),
+            "light_p99": median([r.light.p99_ms for r in rs if r.light]),
+            "cpu_us": median([r.proxy_cpu_us for r in rs]),
+            "cores": median([r.proxy_cores for r in rs]),
+            "rss": median([r.proxy_rss_mib for r in rs]),
+        }
+    direct, nginx = med["direct"], med.get("nginx")
+    rows = []
+    for v, m in med.items():
+        vs_nginx = m["rps"] / nginx["rps"] if nginx else float("nan")
+        added = m["p50"] - direct["p50"]
+        light_added = m["light_p50"] - direct["light_p50"]
+        met = ""
+        if v == "sidecar-1.0":
+            ok = vs_nginx >= NGINX_SHARE_TARGET and added < P50_ADDED_TARGET_MS
+            met = "yes" if ok else "**no**"
+        proxy = v != "direct"
+        rows.append(
+            [
+                v,
+                f"{m['rps']:,.0f}",
+                f"{m['rps'] / direct['rps']:.3f}",
+                f"{vs_nginx:.3f}",
+                f"{m['p50']:.2f}",
+                f"{m['p99']:.2f}",
+                f"{added:+.2f}" if proxy else "",
+                f"{m['light_p50']:.3f}",
+                f"{m['light_p99']:.3f}",
+                f"{light_added:+.3f}" if proxy else "",
+                f"{m['cpu_us']:.0f}" if proxy else "",
+                f"{m['cores']:.2f}" if proxy else "",
+                f"{m['rss']:.0f}" if proxy else "",
+                met,
+            ]
+        )
+    out = [
+        f"Median of {args.rounds} round(s); {args.duration:g} s at wrk -t1 -c{args.connections}, "
+        f"then {args.light:g} s at -c1. Cores: upstream {args.upstream_core}, proxy "
+        f"{args.proxy_core}, wrk {args.wrk_core}.",
+        "",
+        markdown_table(
+            [
+                "variant",
+                "req/s",
+                "vs direct",
+                "vs nginx",
+                "p50 ms",
+                "p99 ms",
+                "p50 added ms",
+                "c1 p50 ms",
+                "c1 p99 ms",
+                "c1 p50 added ms",
+                "proxy CPU µs/req",
+                "proxy cores used",
+                "proxy RSS MiB",
+                "target met",
+            ],
+            rows,
+        ),
+        "",
+        "Every run:",
+        "",
+        markdown_table(
+            [
+                "round",
+                "variant",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "sampled",
+                "stored",
+                "dropped",
+                "stored+dropped = sampled",
+                "proxy CPU µs/req",
+                "other load on the pinned cores",
+            ],
+            [
+                [
+                    r.round,
+                    r.variant,
+                    f"{r.main.rps:,.0f}",
+                    f"{r.main.p50_ms:.2f}",
+                    f"{r.main.p99_ms:.2f}",
+                    r.main.errors + (r.light.errors if r.light else 0),
+                    r.capture.get("sampled", ""),
+                    "" if r.stored is None else r.stored,
+                    r.capture.get("dropped", ""),
+                    "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
+                    f"{r.proxy_cpu_us:.0f}" if r.variant != "direct" else "",
+                    f"{r.foreign_cores:.2f}",
+                ]
+                for r in runs
+            ],
+        ),
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--light", type=float, default=5.0, help="seconds at one connection")
+    parser.add_argument("--upstream-core", type=int, default=0)
+    parser.add_argument("--proxy-core", type=int, default=1)
+    parser.add_argument("--wrk-core", type=int, default=1)
+    parser.add_argument("--candidates", action="store_true", help="compare upstream clients")
+    parser.add_argument(
+        "--variants", help="comma-separated variants, e.g. lean,sidecar-0.0 (direct always runs)"
+    )
+    parser.add_argument("--workdir")
+    parser.add_argument("--markdown", help="write the report here as well")
+    parser.add_argument("--json", dest="json_out", help="write every run here")
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s, 1 s warm-up")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.light = 1, 3.0, 1.0, 2.0
+    variants = CANDIDATES if args.candidates else MAIN_VARIANTS
+    if args.variants:
+        # Any mix of the variants above, plus sidecar-<rate> for other sample rates.
+        chosen = ["direct", *(v.strip() for v in args.variants.split(",") if v.strip())]
+        known = set(MAIN_VARIANTS) | set(CANDIDATES)
+        bad = [v for v in chosen if v not in known and not v.startswith("sidecar-")]
+        if bad:
+            parser.error(f"unknown variant {bad[0]!r}")
+        variants = tuple(dict.fromkeys(chosen))
+    for tool in ("wrk", "taskset") + (("nginx",) if "nginx" in variants else ()):
+        if shutil.which(tool) is None and not (
+            tool == "nginx" and Path("/usr/sbin/nginx").exists()
+        ):
+            parser.error(f"{tool} is not installed (Debian: apt-get install -y nginx wrk)")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-proxy-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    lua = workdir / "post.lua"
+    bodies = [f"  [==[{b.decode()}]==]," for b in make_bodies(64, 4)]
+    lua.write_text(LUA % {"bodies": "\n".join(bodies)}, encoding="utf-8")
+
+    upstream = free_port()
+    up_cmd = python_server(args, "proxy_overhead:create_upstream", upstream)
+    up_cmd[2] = str(args.upstream_core)
+    up_log = open(workdir / "upstream.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(up_cmd, cwd=REPO, stdout=up_log, stderr=up_log)
+    runs: list[Run] = []
+    try:
+        wait_for_http(upstream, "/health", up)
+        for rnd in range(1, args.rounds + 1):
+            shift = (rnd - 1) % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                run = run_variant(args, variant, rnd, upstream, up.pid, workdir, lua)
+                runs.append(run)
+                print(
+                    f"round {rnd} {variant:12s} {run.main.rps:8.0f} req/s  p50 "
+                    f"{run.main.p50_ms:6.2f} ms  p99 {run.main.p99_ms:6.2f} ms  c1 p50 "
+                    f"{run.light.p50_ms if run.light else 0:.3f} ms  proxy "
+                    f"{run.proxy_cpu_us:.0f} µs/req  other load {run.foreign_cores:.2f} cores",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+        up_log.close()
+    command = "python benchmarks/proxy_overhead.py " + " ".join(argv or sys.argv[1:])
+    info = machine_info(extra=("aiohttp", "httpx", "httpcore"))
+    nginx_version = subprocess.run(
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-v"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr.strip()
+    info["nginx"] = nginx_version.split("/", 1)[-1] if nginx_version else "not installed"
+    text = (
+        f"Command: `{command.strip()}`\n\n## Machine\n\n{machine_markdown(info)}\n\n"
+        f"## Results\n\n{report(args, variants, runs)}"
+    )
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.json_out:
+        payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
+        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    bad = [r for r in runs if r.main.errors or r.accounted is False]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

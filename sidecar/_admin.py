@@ -1,0 +1,147 @@
+"""What the sidecar adds to the monitor API: the upstream in /readyz, /health and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from middleware import Engine, Settings
+
+from ._proxy import UpstreamStats
+from ._upstream import Upstream, UpstreamPool
+
+__all__ = ["AdminApp", "SidecarEngine", "UpstreamProbe"]
+
+_PROBE_TTL = 1.0  # kubelet probes every few seconds; a burst of checks costs one upstream call
+_PROBE_TIMEOUT = 1.0
+_REASONS = ("unreachable", "timeout", "closed", "protocol")
+
+
+class UpstreamProbe:
+    """GET the upstream's health route, at most once per second however often it is asked.
+
+    It uses httpx: the probe is not on the request path, and httpx is already a dependency.
+    """
+
+    def __init__(self, upstream: Upstream, path: str) -> None:
+        self.url = upstream.url + "/" + path.lstrip("/")
+        self.reachable: bool | None = None
+        self.ready = False
+        self.status: int | None = None
+        self.error: str | None = "the upstream has not been checked yet"
+        self.checked = float("-inf")
+        self._client: httpx.AsyncClient | None = None
+        self._running: asyncio.Future[None] | None = None
+
+    async def check(self) -> None:
+        """Refresh the result unless it is under a second old."""
+        if time.monotonic() - self.checked < _PROBE_TTL:
+            return
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._probe())
+        await asyncio.shield(self._running)
+
+    async def _probe(self) -> None:
+        if self._client is None:
+            # trust_env=False: an HTTP_PROXY meant for the outside must not carry this call.
+            self._client = httpx.AsyncClient(timeout=_PROBE_TIMEOUT, trust_env=False)
+        where = f"upstream health check GET {self.url}"
+        try:
+            response = await self._client.get(self.url)
+        except httpx.TimeoutException:
+            self.reachable, self.ready, self.status = False, False, None
+            self.error = f"{where} got no answer within {_PROBE_TIMEOUT:g} s"
+        except httpx.HTTPError as exc:
+            self.reachable, self.ready, self.status = False, False, None
+            self.error = f"{where} failed: {exc or type(exc).__name__}"
+        else:
+            self.reachable, self.status = True, response.status_code
+            self.ready = 200 <= response.status_code < 300
+            self.error = None if self.ready else f"{where} answered {response.status_code}"
+        finally:
+            self.checked = time.monotonic()
+            self._running = None
+
+    def problems(self) -> list[str]:
+        return [] if self.ready else [self.error or "the upstream is not ready"]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class SidecarEngine(Engine):
+    """The engine, with the upstream's state in readiness, /health and /metrics."""
+
+    def __init__(
+        self, settings: Settings, probe: UpstreamProbe, pool: UpstreamPool, stats: UpstreamStats
+    ) -> None:
+        super().__init__(settings)
+        self.probe = probe
+        self.pool = pool
+        self.stats = stats
+        self.draining = False
+
+    def readiness_problems(self) -> list[str]:
+        problems = super().readiness_problems()
+        if self.draining:
+            problems.append("the sidecar is shutting down")
+        return problems + self.probe.problems()
+
+    def health(self, window_s: float | None = None) -> dict[str, Any]:
+        report = super().health(window_s)
+        probe, pool = self.probe, self.pool
+        report["upstream"] = {
+            "url": pool.upstream.url,
+            "reachable": probe.reachable,
+            "ready": probe.ready,
+            "health_url": probe.url,
+            "health_status": probe.status,
+            "problem": probe.error,
+            "connections": {"open": pool.count, "idle": pool.idle, "opened": pool.opened},
+            "errors": {reason: self.stats.errors.get(reason, 0) for reason in _REASONS},
+            "client_disconnects": self.stats.client_gone,
+        }
+        return report
+
+    def extra_metrics(self) -> Iterator[Metric]:
+        yield from super().extra_metrics()
+        up = GaugeMetricFamily(
+            "inferwatch_upstream_up", "1 when the upstream's health route answered 2xx last time."
+        )
+        up.add_metric([], 1.0 if self.probe.ready else 0.0)
+        yield up
+        errors = CounterMetricFamily(
+            "inferwatch_upstream_errors",
+            "Requests the upstream failed, by reason (502/504 unless the response had started).",
+            labels=["reason"],
+        )
+        for reason in _REASONS:
+            errors.add_metric([reason], float(self.stats.errors.get(reason, 0)))
+        yield errors
+        connections = GaugeMetricFamily(
+            "inferwatch_upstream_connections", "Connections to the upstream.", labels=["state"]
+        )
+        idle = self.pool.idle
+        connections.add_metric(["idle"], float(idle))
+        connections.add_metric(["active"], float(max(self.pool.count - idle, 0)))
+        yield connections
+
+
+class AdminApp:
+    """The monitor API, with a fresh upstream check before /readyz and /health answer."""
+
+    def __init__(self, api: ASGIApp, probe: UpstreamProbe) -> None:
+        self.api = api
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in ("/readyz", "/health"):
+            await self.probe.check()
+        await self.api(scope, receive, send)

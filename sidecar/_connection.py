@@ -1,0 +1,279 @@
+"""One keep-alive HTTP/1.1 connection to the upstream: an asyncio protocol fed to httptools.
+
+The parser's callbacks fill a small buffer that the proxy drains; reading pauses when the client
+is slower than the model, so a large response never piles up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import httptools
+
+__all__ = [
+    "ClientDisconnected",
+    "Connection",
+    "UpstreamClosed",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+]
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream failed this request; ``status`` is what the client gets if nothing was sent."""
+
+    status = 502
+    kind = "upstream error"
+    label = "error"  # the reason label of inferwatch_upstream_errors_total
+
+
+class UpstreamUnreachable(UpstreamError):
+    kind = "upstream unreachable"
+    label = "unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "upstream timeout"
+    label = "timeout"
+
+
+class UpstreamClosed(UpstreamError):
+    kind = "upstream closed the connection"
+    label = "closed"
+
+
+class UpstreamProtocolError(UpstreamError):
+    kind = "invalid upstream response"
+    label = "protocol"
+
+
+class ClientDisconnected(Exception):
+    """The client went away; the upstream request is abandoned."""
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout(f"no data from the upstream within {timeout:g} s"))
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Connection(asyncio.Protocol):
+    """A pooled connection; one request at a time, responses read with :meth:`read`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.open = False
+        self.discarded = False
+        self.served = 0  # requests this connection has answered completely
+        self.idle_since = 0.0
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._begin(head_only=False)
+        self.active = False
+
+    def _begin(self, head_only: bool) -> None:
+        self.active = True
+        self.head_only = head_only
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.received = False
+        self.keep_alive = True
+        self.error: BaseException | None = None
+        self._until_close = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def begin(self, head_only: bool) -> None:
+        """Reset the response state before a request is written."""
+        self._begin(head_only)
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active:
+            self._fail(UpstreamProtocolError("the upstream sent data nobody asked for"))
+            return
+        self.received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamProtocolError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"the upstream sent invalid HTTP: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.active and not self.complete and self.error is None:
+            if self._until_close and self.head_done:
+                self.complete = True  # a body delimited by the connection's end
+                self.keep_alive = False
+            else:
+                where = "while sending the response" if self.head_done else "before responding"
+                detail = f" ({exc})" if exc else ""
+                self.error = UpstreamClosed(f"the upstream closed the connection {where}{detail}")
+        self._wake()
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ------------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # an interim response; the real one follows
+        self.status = status
+        self.head_done = True
+        self.keep_alive = self._parser.should_keep_alive()
+        if self.head_only:
+            # httptools cannot be told that a HEAD response has no body; never reuse it.
+            self.complete = True
+            self.keep_alive = False
+        elif status not in (204, 304):
+            framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
+            self._until_close = not framed
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.complete = True
+            self._wake()
+
+    # ------------------------------------------------------------------ the proxy's side
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or not self.open:
+            raise self.error or UpstreamClosed("the upstream closed the connection")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the upstream reads slower than the client sends."""
+        if self._write_paused and self.open:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+        if self.error is not None:
+            raise self.error
+        if not self.open:
+            raise UpstreamClosed("the upstream closed the connection while reading the request")
+
+    async def wait_head(self, timeout: float) -> None:
+        """Wait for the response's status line and headers."""
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait(timeout)
+
+    async def settle(self, delay: float) -> None:
+        """Wait up to ``delay`` for body bytes or the body's end; never fails."""
+        if self._chunks or self.complete or self.error is not None:
+            return
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(delay, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    @property
+    def drained(self) -> bool:
+        """The whole response was received and handed out."""
+        return self.complete and not self._chunks
+
+    def buffered(self) -> bool:
+        """Whether :meth:`read` would return without waiting."""
+        return bool(self._chunks) or self.complete or self.error is not None
+
+    async def read(self, timeout: float) -> bytes:
+        """The body bytes received so far (waiting for some); ``b""`` once the body is done."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
+                if self._reading_paused and self.transport is not None:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait(timeout)
+
+    def abort(self, error: BaseException) -> None:
+        """Fail whatever waits on this connection and close it."""
+        self._fail(error)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.open = False
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.close()
+        self._wake()
+
+    async def _wait(self, timeout: float) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _expire, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

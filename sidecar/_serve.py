@@ -1,0 +1,204 @@
+"""Run the sidecar: the proxy and the monitor API as two uvicorn servers in one event loop.
+
+Start: check settings, bind both ports (a taken port is one clear line), start the engine once,
+serve. SIGTERM or SIGINT: /readyz turns 503, the proxy stops accepting and lets in-flight requests
+finish for up to ``drain_timeout``, the admin server stops, then the engine writes everything
+captured and the process exits 0. A second signal cuts the drain short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from middleware import MonitorError, MonitorMiddleware, Settings
+from middleware._api import build_api
+
+from ._admin import AdminApp, SidecarEngine, UpstreamProbe
+from ._connection import UpstreamError
+from ._proxy import Proxy, RequestIds, UpstreamStats
+from ._upstream import Upstream, UpstreamPool
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("inferwatch")
+
+_CLIENT_KEEPALIVE = 75.0  # above the idle timeouts of the load balancers that usually front us
+
+
+class _QuietUpstreamErrors(logging.Filter):
+    """Drop uvicorn's traceback for a response cut by the upstream: the proxy logged it already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UpstreamError)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`serve`, which runs two of them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def serve(settings: Settings) -> int:
+    """Run the sidecar until SIGTERM or SIGINT; return the exit status.
+
+    Raises :class:`MonitorError` with one line when a setting is wrong or a port is taken.
+    """
+    if not settings.upstream:
+        raise MonitorError(
+            "Missing setting upstream: pass --upstream URL or set INFERWATCH_UPSTREAM."
+        )
+    try:
+        upstream = Upstream.parse(settings.upstream)
+    except ValueError as exc:
+        raise MonitorError(f"Bad value for setting upstream: {exc}.") from exc
+    if not settings.upstream_health_path.startswith("/"):
+        raise MonitorError("Bad value for setting upstream_health_path: it must start with '/'.")
+    proxy_socket = _bind(settings.host, settings.port, "port")
+    try:
+        admin_socket = _bind(settings.admin_host, settings.admin_port, "admin_port")
+    except MonitorError:
+        proxy_socket.close()
+        raise
+    return _run_loop(_main(settings, upstream, proxy_socket, admin_socket))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop on Linux
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def _bind(host: str, port: int, setting: str) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise MonitorError(f"Bad value for setting {setting}: cannot use {host}: {exc}.") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise MonitorError(
+            f"Bad value for setting {setting}: cannot listen on {host}:{port}: "
+            f"{exc.strerror or exc}."
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _log_config() -> dict[str, Any]:
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["inferwatch"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _config(app: Any, *, proxy: bool, drain: float) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is extended, never trusted to rewrite the client
+        server_header=not proxy,  # the upstream's Server and Date headers pass through
+        date_header=not proxy,
+        timeout_keep_alive=int(_CLIENT_KEEPALIVE) if proxy else 5,
+        timeout_graceful_shutdown=max(round(drain), 1) if proxy else 1,
+        log_config=_log_config(),
+    )
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _main(
+    settings: Settings,
+    upstream: Upstream,
+    proxy_socket: socket.socket,
+    admin_socket: socket.socket,
+) -> int:
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool(
+        upstream,
+        limit=settings.upstream_max_connections,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_timeout,
+        keepalive=settings.upstream_keepalive,
+    )
+    stats = UpstreamStats()
+    probe = UpstreamProbe(upstream, settings.upstream_health_path)
+    engine = SidecarEngine(settings, probe, pool, stats)
+    proxy = _Server(
+        _config(
+            RequestIds(MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)),
+            proxy=True,
+            drain=settings.drain_timeout,
+        )
+    )
+    admin = _Server(_config(AdminApp(build_api(engine), probe), proxy=False, drain=1.0))
+    logging.getLogger("uvicorn.error").addFilter(_QuietUpstreamErrors())
+
+    def on_signal(signum: int) -> None:
+        if proxy.should_exit:
+            logger.warning("second %s: cutting the drain short", signal.Signals(signum).name)
+            proxy.force_exit = True
+            return
+        logger.info(
+            "%s: draining in-flight requests (up to %g s), then flushing the store",
+            signal.Signals(signum).name,
+            settings.drain_timeout,
+        )
+        engine.draining = True
+        proxy.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    engine.start()
+    try:
+        logger.info(
+            "inferwatch sidecar: proxy on %s -> %s; monitor API on %s",
+            _address(proxy_socket),
+            upstream.url,
+            _address(admin_socket),
+        )
+        proxy_task = loop.create_task(proxy.serve(sockets=[proxy_socket]))
+        admin_task = loop.create_task(admin.serve(sockets=[admin_socket]))
+        await asyncio.wait({proxy_task, admin_task}, return_when=asyncio.FIRST_COMPLETED)
+        engine.draining = True
+        proxy.should_exit = True
+        await proxy_task
+        admin.should_exit = True
+        await admin_task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await pool.close()
+        await probe.close()
+        engine.stop()
+    return 0

@@ -1,0 +1,103 @@
+"""When the model server is down, slow, resets mid-body or restarts under the sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.sidecar.conftest import ModelServer, Sidecar, sidecar_process, start_model_server
+
+V1 = {"instances": [{"a": 1, "b": 2}]}
+
+
+def test_upstream_down_gives_502_with_the_reason(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    with sidecar_process(f"http://127.0.0.1:{port}", tmp_path) as sidecar:
+        response = httpx.post(sidecar.url + "/v1/models/m:predict", json=V1, timeout=10)
+        assert response.status_code == 502
+        reason = response.json()["error"]
+        assert reason.startswith("upstream unreachable: cannot connect to 127.0.0.1")
+        assert response.headers["x-inferwatch-error"] == reason
+        assert response.headers["x-request-id"]
+        ready = httpx.get(sidecar.admin + "/readyz", timeout=5)
+        assert ready.status_code == 503
+        reasons = ready.json()["reasons"]
+        assert any(f"GET http://127.0.0.1:{port}/health failed" in r for r in reasons)
+        health = httpx.get(sidecar.admin + "/health", timeout=5).json()
+        assert health["upstream"]["reachable"] is False
+        assert health["upstream"]["errors"]["unreachable"] == 1
+        assert health["requests"]["errors"] == 1
+        metrics = httpx.get(sidecar.admin + "/metrics", timeout=5).text
+        assert 'inferwatch_upstream_errors_total{reason="unreachable"} 1.0' in metrics
+        assert sidecar.terminate() == 0
+    rows = sidecar.rows()
+    assert [row["status"] for row in rows] == [502]
+    assert "upstream unreachable" in sidecar.output()
+
+
+def test_slow_upstream_gives_504(model: ModelServer, tmp_path: Path) -> None:
+    with sidecar_process(model.url, tmp_path, "--upstream-timeout", "500ms") as sidecar:
+        response = httpx.get(sidecar.url + "/slow?s=5", timeout=10)
+        assert response.status_code == 504
+        assert response.elapsed.total_seconds() < 3
+        assert response.json()["error"].startswith("upstream timeout: no data from the upstream")
+        # The connection the slow request held was closed, not reused for the next one.
+        assert httpx.get(sidecar.url + "/slow?s=0", timeout=10).status_code == 200
+        assert sidecar.terminate() == 0
+    assert [row["status"] for row in sidecar.rows()] == [504, 200]
+
+
+def test_upstream_reset_mid_body_cuts_the_response(sidecar: Sidecar) -> None:
+    with httpx.Client(base_url=sidecar.url, timeout=10) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get("/reset")
+        # The sidecar and its pool are fine afterwards.
+        assert client.post("/v1/models/m:predict", json=V1).status_code == 200
+    health = httpx.get(sidecar.admin + "/health", timeout=5).json()
+    assert health["upstream"]["errors"]["closed"] == 1
+    assert sidecar.terminate() == 0
+    rows = sidecar.rows()
+    assert rows[0]["route"] == "/reset"
+    assert rows[0]["error"] == "UpstreamClosed"
+    assert "Traceback" not in sidecar.output()
+
+
+def test_upstream_restarting_under_the_sidecar(tmp_path: Path) -> None:
+    model = start_model_server()
+    try:
+        with sidecar_process(model.url, tmp_path) as sidecar, httpx.Client(timeout=10) as client:
+            for _ in range(5):  # leaves kept-alive connections in the pool
+                assert client.post(sidecar.url + "/v1/models/m:predict", json=V1).status_code == 200
+            model.stop()
+            down = client.post(sidecar.url + "/v1/models/m:predict", json=V1)
+            assert down.status_code == 502
+            model = start_model_server(port=model.port)
+            # Pooled connections to the old process are gone; a fresh one is made.
+            for _ in range(5):
+                assert client.post(sidecar.url + "/v1/models/m:predict", json=V1).status_code == 200
+            ready = client.get(sidecar.admin + "/readyz")
+            assert ready.status_code == 200, ready.text
+            assert sidecar.terminate() == 0
+        assert [row["status"] for row in sidecar.rows()] == [200] * 5 + [502] + [200] * 5
+    finally:
+        model.stop()
+
+
+def test_readyz_follows_the_upstream_health_route(tmp_path: Path) -> None:
+    model = start_model_server(env={"UPSTREAM_READY": "0"})
+    try:
+        with sidecar_process(model.url, tmp_path) as sidecar:
+            ready = httpx.get(sidecar.admin + "/readyz", timeout=5)
+            assert ready.status_code == 503
+            assert ready.json()["reasons"] == [
+                f"upstream health check GET {model.url}/health answered 503"
+            ]
+            health = httpx.get(sidecar.admin + "/health", timeout=5).json()["upstream"]
+            assert health["reachable"] is True and health["ready"] is False
+        with sidecar_process(model.url, tmp_path, "--upstream-health-path", "/echo") as sidecar:
+            assert httpx.get(sidecar.admin + "/readyz", timeout=5).status_code == 200
+    finally:
+        model.stop()
