@@ -12,6 +12,7 @@ On the lent GPU machine (see docs/benchmarks.md for the wheels it needs)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,8 +52,11 @@ def nvidia_smi() -> tuple[list[list[str]], list[list[str]]]:
         ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    split = lambda text: [[c.strip() for c in line.split(",")] for line in text.splitlines() if line]  # noqa: E731
-    return split(gpus), split(apps)
+    return _csv(gpus), _csv(apps)
+
+
+def _csv(text: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split(",")] for line in text.splitlines() if line]
 
 
 def main() -> int:
@@ -77,10 +81,8 @@ def main() -> int:
     deadline = time.monotonic() + args.seconds
     with httpx.Client(base_url="http://127.0.0.1:8765") as client:
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 client.post("/predict", json={"a": 1})
-            except httpx.TransportError:
-                pass
             time.sleep(0.2)
         # Read both sides back to back so they describe the same moment.
         smi_before = nvidia_smi()

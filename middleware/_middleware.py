@@ -24,6 +24,7 @@ logger = logging.getLogger("inferwatch")
 
 _REQUEST_ID = b"x-request-id"
 _CONTENT_TYPE = b"content-type"
+_ERROR = b"x-inferwatch-error"
 _MAX_REQUEST_ID = 128
 _UNMATCHED = "<unmatched>"
 _OTHER = "<other>"
@@ -132,6 +133,7 @@ class MonitorMiddleware:
         response_type: bytes | None = None
         status = 0
         first_byte: float | None = None
+        reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
 
         async def capture_receive() -> Message:
             nonlocal request_size, request_truncated
@@ -147,17 +149,21 @@ class MonitorMiddleware:
 
         async def capture_send(message: Message) -> None:
             nonlocal status, response_type, response_size, response_truncated, first_byte
+            nonlocal reported_error
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    item for item in message.get("headers", ()) if item[0].lower() != _REQUEST_ID
-                ]
+                headers = []
+                for item in message.get("headers", ()):
+                    key = item[0].lower()
+                    if key == _REQUEST_ID:
+                        continue
+                    if key == _CONTENT_TYPE:
+                        response_type = item[1]
+                    elif key == _ERROR:
+                        reported_error = item[1]
+                    headers.append(item)
                 headers.append(request_id_header)
                 message["headers"] = headers
-                for key, value in headers:
-                    if key.lower() == _CONTENT_TYPE:
-                        response_type = value
-                        break
             elif message["type"] == "http.response.body":
                 body = message.get("body")
                 if body:
@@ -181,6 +187,8 @@ class MonitorMiddleware:
         finally:
             latency = time.perf_counter() - started
             tracker.in_flight -= 1
+            if error is None and reported_error is not None:
+                error = reported_error.decode("latin-1")[:200]
             route = self._route_label(scope, status)
             tracker.observe(scope["method"], route, status, latency, first_byte)
             if error is not None or status >= 500 or random.random() < self._sample_rate:

@@ -116,3 +116,26 @@ async def test_check_needs_the_token_when_one_is_set(db_path: str, baseline_file
         assert ok.status_code == 200, ok.text
         assert ok.json()["status"] == "insufficient_data"
     app.engine.stop()
+
+
+async def test_a_drift_alert_is_kept_in_the_store_and_served(
+    db_path: str, baseline_file: Path
+) -> None:
+    app = MonitorMiddleware(
+        build_app(monitor=False), db=db_path, baseline=str(baseline_file), alert_for=1
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(1_000, seed=4, age_shift=15))
+        assert app.engine.flush()
+        assert (await c.post("/monitor/drift/check")).json()["drift_detected"]
+        answer = (await c.get("/monitor/alerts")).json()
+        assert [event["rule"] for event in answer["active"]] == ["feature_drift"]
+        assert answer["history"][0]["state"] == "firing"
+        assert "age" in answer["history"][0]["summary"]
+        assert app.engine.flush()
+        store = app.engine.writer.store
+        assert store is not None
+        assert store.query("SELECT rule, state FROM alerts") == [("feature_drift", "firing")]
+        metrics = (await c.get("/monitor/metrics")).text
+        assert 'inferwatch_alerts_active{rule="feature_drift"} 1.0' in metrics
+    app.engine.stop()

@@ -35,6 +35,7 @@ def test_upstream_down_gives_502_with_the_reason(tmp_path: Path) -> None:
         assert sidecar.terminate() == 0
     rows = sidecar.rows()
     assert [row["status"] for row in rows] == [502]
+    assert rows[0]["error"] == reason  # the stored row says why, as the client was told
     assert "upstream unreachable" in sidecar.output()
 
 
