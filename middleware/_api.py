@@ -71,6 +71,16 @@ def _query_time(request: Request, name: str) -> datetime | None:
         raise ValueError(f"{name}: {raw!r} is not an ISO-8601 time") from exc
 
 
+def _history_query(request: Request, *, default_limit: int) -> tuple[datetime | None, int]:
+    """``?since=`` and ``?limit=`` of a history endpoint; the limit is kept to 1..1000."""
+    raw = request.query_params.get("limit", str(default_limit))
+    try:
+        limit = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"limit: {raw!r} is not a whole number") from exc
+    return _query_time(request, "since"), max(1, min(limit, 1000))
+
+
 def build_api(engine: Engine) -> Starlette:
     """The monitor API as an ASGI app over ``engine``."""
 
@@ -158,11 +168,10 @@ def build_api(engine: Engine) -> Starlette:
 
     async def drift_history(request: Request) -> Response:
         try:
-            since = _query_time(request, "since")
-            limit = int(request.query_params.get("limit", "50"))
+            since, limit = _history_query(request, default_limit=50)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        reports = await run_in_threadpool(engine.drift.history, since, max(1, min(limit, 1000)))
+        reports = await run_in_threadpool(engine.drift.history, since, limit)
         return JSONResponse({"reports": reports})
 
     async def labels(request: Request) -> Response:
@@ -194,15 +203,14 @@ def build_api(engine: Engine) -> Starlette:
 
     async def alerts(request: Request) -> Response:
         try:
-            since = _query_time(request, "since")
-            limit = int(request.query_params.get("limit", "100"))
+            since, limit = _history_query(request, default_limit=100)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         manager = engine.alerts
         return JSONResponse(
             {
                 "active": manager.active(),
-                "history": manager.history(since, max(1, min(limit, 1000))),
+                "history": manager.history(since, limit),
                 "channels": manager.channels(),
             }
         )

@@ -8,6 +8,7 @@ the log records of the inferwatch, httpx and httpcore loggers. Queues, threads a
 
 from __future__ import annotations
 
+import abc
 import base64
 import email.policy
 import logging
@@ -135,14 +136,15 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
-class Channel:
+class Channel(abc.ABC):
     """Where alerts go. ``send`` delivers one event or raises :class:`DeliveryError`."""
 
     name: str = "channel"
     target: str = ""
 
+    @abc.abstractmethod
     def send(self, event: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        """Deliver one event, or raise :class:`DeliveryError`."""
 
     def close(self) -> None:
         """Release connections; the channel is not used afterwards."""
