@@ -146,7 +146,7 @@ class Channel(abc.ABC):
     def send(self, event: Mapping[str, Any]) -> None:
         """Deliver one event, or raise :class:`DeliveryError`."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: channels without connections keep it
         """Release connections; the channel is not used afterwards."""
 
 
