@@ -254,7 +254,8 @@ class Engine:
         values = [row.get(column) for column in columns]
         placeholders = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
-        self.writer.call(lambda store: store.writer.execute(sql, values))
+        future = self.writer.call(lambda store: store.writer.execute(sql, values))
+        future.add_done_callback(_log_failure(f"storing a row of {table}"))
 
     def _restore_alerts(self) -> None:
         store = self.writer.store
@@ -299,6 +300,15 @@ _ROW_TABLES = {
     ),
     "alert_deliveries": ("ts", "event_id", "channel", "outcome", "attempts", "error"),
 }  # fmt: skip
+
+
+def _log_failure(what: str) -> Any:
+    def report(future: Any) -> None:
+        error = future.exception()
+        if error is not None:
+            logger.warning("inferwatch: %s failed: %s", what, error)
+
+    return report
 
 
 def _column(value: float | None, dtype: Any = np.float64) -> np.ndarray:

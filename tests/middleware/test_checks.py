@@ -14,6 +14,7 @@ import pytest
 from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline
 from tests.apps.model_app import build_app
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -132,9 +133,9 @@ async def test_a_drift_alert_is_kept_in_the_store_and_served(
         assert [event["rule"] for event in answer["active"]] == ["feature_drift"]
         assert answer["history"][0]["state"] == "firing"
         assert "age" in answer["history"][0]["summary"]
-        assert app.engine.flush()
         store = app.engine.writer.store
         assert store is not None
+        wait_until(lambda: store.query("SELECT rule, state FROM alerts") != [], timeout=15)
         assert store.query("SELECT rule, state FROM alerts") == [("feature_drift", "firing")]
         metrics = (await c.get("/monitor/metrics")).text
         assert 'inferwatch_alerts_active{rule="feature_drift"} 1.0' in metrics

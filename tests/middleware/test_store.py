@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -20,7 +19,6 @@ from middleware import Engine, Settings
 from middleware._capture import Capture
 from middleware._store import Store
 from sidecar._cli import main
-from tests.conftest import uvicorn_process, wait_until
 
 
 def capture(ts: float, request_id: str, body: bytes = b'{"a": 1, "b": "x"}') -> Capture:
@@ -203,7 +201,7 @@ def test_read_only_file_at_start_is_reported(small_disk: Path) -> None:
 
 def test_kill_during_writes_leaves_a_file_that_opens(db_path: str) -> None:
     script = (
-        "import time, sys\n"
+        "import time\n"
         "from middleware import Engine, Settings\n"
         "from tests.middleware.test_store import capture\n"
         f"engine = Engine(Settings.load({{'db': {db_path!r}, 'flush_interval': 0.01}}))\n"
@@ -211,44 +209,19 @@ def test_kill_during_writes_leaves_a_file_that_opens(db_path: str) -> None:
         "i = 0\n"
         "while True:\n"
         "    engine.queue.put(capture(time.time(), f'r{i}')); i += 1\n"
-        "    if i % 500 == 0: print(i, flush=True); time.sleep(0.01)\n"
+        "    if i % 500 == 0: print(engine.counters.stored, flush=True); time.sleep(0.01)\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert process.stdout is not None
-    for _ in range(6):
-        process.stdout.readline()
+    # Kill it while it writes: once a few batches have landed and more are queued.
+    for line in process.stdout:
+        if int(line) >= 2000:
+            break
     process.kill()
     process.wait()
     with duckdb.connect(db_path) as con:
         requests = con.execute("SELECT count(*) FROM requests").fetchone()[0]
         features = con.execute("SELECT count(*) FROM features").fetchone()[0]
-    assert requests > 0
+    assert requests >= 2000
     assert features == 3 * requests  # batches are transactions: never half a request
-
-
-def test_export_from_a_running_app_needs_the_token(db_path: str, tmp_path: Path) -> None:
-    env = {"INFERWATCH_DB": db_path, "INFERWATCH_ADMIN_TOKEN": "s3cret"}
-    with uvicorn_process("tests.apps.model_app:app", env) as (_, url):
-        for _ in range(3):
-            httpx.post(url + "/predict", json={"instances": [{"a": 1}, {"a": 2}]})
-        assert httpx.get(url + "/monitor/export/features.parquet").status_code == 401
-        wrong = httpx.get(url + "/monitor/export/features.parquet",
-                          headers={"Authorization": "Bearer nope"})  # fmt: skip
-        assert wrong.status_code == 401
-        auth = {"Authorization": "Bearer s3cret"}
-        wait_until(lambda: httpx.get(url + "/monitor/health").json()["capture"]["stored"] == 3)
-        response = httpx.get(url + "/monitor/export/features.parquet", headers=auth)
-        assert response.status_code == 200
-        assert httpx.get(url + "/monitor/export/secrets.parquet", headers=auth).status_code == 404
-        bad = httpx.get(url + "/monitor/export/features.parquet?since=yesterday", headers=auth)
-        assert bad.status_code == 400
-    out = tmp_path / "f.parquet"
-    out.write_bytes(response.content)
-    with duckdb.connect() as con:
-        rows = con.execute("SELECT role, count(*) FROM read_parquet(?) GROUP BY role ORDER BY 1",
-                           [str(out)]).fetchall()  # fmt: skip
-    assert rows == [("input", 6), ("output", 6)]
