@@ -47,6 +47,7 @@ class Engine:
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
+        self._last_status: str | None = None
         self.drift = DriftChecks(self)
         self.latest_evaluation: dict[str, Any] | None = None
         self.alerts = AlertManager(
@@ -156,6 +157,8 @@ class Engine:
         interval, self._last_tick = now - self._last_tick, now
         if self.sampler is not None:
             self.latest_resources = self.sampler.sample()
+        window = self.settings.health_window
+        self._last_status = self._status(summarize(self.efficiency.recent(window), window))
         by_route: dict[str, list[tuple[float, int, float, float | None, str]]] = {"*": recent}
         for item in recent:
             by_route.setdefault(item[4], []).append(item)
@@ -207,11 +210,14 @@ class Engine:
         """The /health report over the last ``window_s`` seconds."""
         window = self.settings.health_window if window_s is None else window_s
         figures = summarize(self.efficiency.recent(window), window)
+        status = self._status(figures)
+        if window == self.settings.health_window:
+            self._last_status = status
         resources = self.latest_resources
         if resources is None and self.sampler is not None:
             resources = self.latest_resources = self.sampler.sample()
         return {
-            "status": self._status(figures),
+            "status": status,
             "window_s": window,
             "covered_s": round(min(window, self.efficiency.covered_s()), 3),
             **figures,
@@ -221,8 +227,15 @@ class Engine:
         }
 
     def health_status(self) -> str:
-        window = self.settings.health_window
-        return self._status(summarize(self.efficiency.recent(window), window))
+        """The serving status as of the last resource tick or /health answer.
+
+        Scrapes read this cached value: summarizing the health window's requests costs tens of
+        milliseconds at a few thousand requests per second, too much to pay every scrape.
+        """
+        if self._last_status is None:
+            window = self.settings.health_window
+            self._last_status = self._status(summarize(self.efficiency.recent(window), window))
+        return self._last_status
 
     def _status(self, figures: dict[str, Any]) -> str:
         """ok, degraded or failing, from error rate, p99 latency and capture drops."""
