@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from middleware._capture import Capture
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +67,35 @@ def uvicorn_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def make_capture(
+    request_id: str,
+    body: bytes,
+    response: bytes = b'{"predictions": [1]}',
+    *,
+    ts: float | None = None,
+) -> Capture:
+    """A captured POST /predict as the middleware hands it to the writer."""
+    return Capture(
+        ts=time.time() if ts is None else ts,
+        request_id=request_id,
+        method="POST",
+        path="/predict",
+        route="/predict",
+        status=200,
+        latency_s=0.002,
+        ttfb_s=0.001,
+        request_body=[body],
+        request_bytes=len(body),
+        request_truncated=False,
+        request_content_type="application/json",
+        response_body=[response],
+        response_bytes=len(response),
+        response_truncated=False,
+        response_content_type="application/json",
+        error=None,
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

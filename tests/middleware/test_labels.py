@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from middleware._labels import (
     write_labels,
 )
 from middleware._store import Store
+from tests.conftest import make_capture
 from tests.middleware.test_evaluation import NOW, insert
 
 LATER = datetime(2026, 3, 2, tzinfo=UTC)
@@ -157,26 +157,7 @@ def test_a_failed_write_leaves_nothing_behind(
 
 
 def capture(request_id: str, body: dict, response: dict) -> Capture:
-    request, answer = json.dumps(body).encode(), json.dumps(response).encode()
-    return Capture(
-        ts=time.time(),
-        request_id=request_id,
-        method="POST",
-        path="/predict",
-        route="/predict",
-        status=200,
-        latency_s=0.002,
-        ttfb_s=0.001,
-        request_body=[request],
-        request_bytes=len(request),
-        request_truncated=False,
-        request_content_type="application/json",
-        response_body=[answer],
-        response_bytes=len(answer),
-        response_truncated=False,
-        response_content_type="application/json",
-        error=None,
-    )
+    return make_capture(request_id, json.dumps(body).encode(), json.dumps(response).encode())
 
 
 def test_a_label_for_row_3_of_a_batch_lands_on_row_3(db_path: str) -> None:

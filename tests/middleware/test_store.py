@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -19,28 +20,11 @@ from middleware import Engine, Settings
 from middleware._capture import Capture
 from middleware._store import Store
 from sidecar._cli import main
+from tests.conftest import make_capture, uvicorn_process, wait_until
 
 
 def capture(ts: float, request_id: str, body: bytes = b'{"a": 1, "b": "x"}') -> Capture:
-    return Capture(
-        ts=ts,
-        request_id=request_id,
-        method="POST",
-        path="/predict",
-        route="/predict",
-        status=200,
-        latency_s=0.002,
-        ttfb_s=0.001,
-        request_body=[body],
-        request_bytes=len(body),
-        request_truncated=False,
-        request_content_type="application/json",
-        response_body=[b'{"predictions": [1]}'],
-        response_bytes=20,
-        response_truncated=False,
-        response_content_type="application/json",
-        error=None,
-    )
+    return make_capture(request_id, body, ts=ts)
 
 
 @contextlib.contextmanager
@@ -225,3 +209,27 @@ def test_kill_during_writes_leaves_a_file_that_opens(db_path: str) -> None:
         features = con.execute("SELECT count(*) FROM features").fetchone()[0]
     assert requests >= 2000
     assert features == 3 * requests  # batches are transactions: never half a request
+
+
+def test_export_from_a_running_app_needs_the_token(db_path: str, tmp_path: Path) -> None:
+    env = {"INFERWATCH_DB": db_path, "INFERWATCH_ADMIN_TOKEN": "s3cret"}
+    with uvicorn_process("tests.apps.model_app:app", env) as (_, url):
+        for _ in range(3):
+            httpx.post(url + "/predict", json={"instances": [{"a": 1}, {"a": 2}]})
+        assert httpx.get(url + "/monitor/export/features.parquet").status_code == 401
+        wrong = httpx.get(url + "/monitor/export/features.parquet",
+                          headers={"Authorization": "Bearer nope"})  # fmt: skip
+        assert wrong.status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        wait_until(lambda: httpx.get(url + "/monitor/health").json()["capture"]["stored"] == 3)
+        response = httpx.get(url + "/monitor/export/features.parquet", headers=auth)
+        assert response.status_code == 200
+        assert httpx.get(url + "/monitor/export/secrets.parquet", headers=auth).status_code == 404
+        bad = httpx.get(url + "/monitor/export/features.parquet?since=yesterday", headers=auth)
+        assert bad.status_code == 400
+    out = tmp_path / "f.parquet"
+    out.write_bytes(response.content)
+    with duckdb.connect() as con:
+        rows = con.execute("SELECT role, count(*) FROM read_parquet(?) GROUP BY role ORDER BY 1",
+                           [str(out)]).fetchall()  # fmt: skip
+    assert rows == [("input", 6), ("output", 6)]

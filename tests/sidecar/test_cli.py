@@ -3,15 +3,14 @@ from __future__ import annotations
 import csv
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from middleware import Engine, Settings
-from middleware._capture import Capture
 from sidecar._cli import main
+from tests.conftest import make_capture
 
 
 def write_csv(path: Path, rows: int, shift: float = 0.0) -> None:
@@ -33,16 +32,8 @@ def log_traffic(db: str, rows: int, shift: float) -> list[str]:
             {"instances": [{"x": rng.gauss(shift, 1), "kind": rng.choice("pq")} for _ in range(10)]}
         ).encode()
         ids.append(f"r{i}")
-        engine.queue.put(
-            Capture(
-                ts=time.time(), request_id=f"r{i}", method="POST", path="/p", route="/p",
-                status=200, latency_s=0.001, ttfb_s=0.001, request_body=[body],
-                request_bytes=len(body), request_truncated=False, request_content_type=None,
-                response_body=[json.dumps({"predictions": ["p"] * 10}).encode()],
-                response_bytes=10, response_truncated=False, response_content_type=None,
-                error=None,
-            )
-        )  # fmt: skip
+        answer = json.dumps({"predictions": ["p"] * 10}).encode()
+        engine.queue.put(make_capture(f"r{i}", body, answer))
     engine.stop()
     return ids
 
