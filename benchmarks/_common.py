@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -10,7 +12,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -133,3 +135,54 @@ def make_prediction_bodies(count: int, batch: int, seed: int = 11) -> list[bytes
         json.dumps({"predictions": [round(rng.random(), 6) for _ in range(batch)]}).encode()
         for _ in range(count)
     ]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """Run ``app``'s ASGI lifespan startup, yield, then its shutdown (as a server would)."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    said: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return await inbox.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        said.append(message)
+
+    await inbox.put({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(app(scope, receive, send))
+    while not said:
+        await asyncio.sleep(0.001)
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await task
+
+
+async def asgi_request(app: Any, method: str, path: str, body: bytes) -> int:
+    """One HTTP request straight into ``app``, no network; returns the response status."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000), "state": {},
+        "headers": [
+            (b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return status

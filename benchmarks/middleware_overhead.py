@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     COUNTRIES,
+    asgi_request,
+    lifespan,
     machine_info,
     machine_markdown,
     make_bodies,
@@ -160,62 +162,26 @@ def _find_engine(app: Any) -> Any:
 
 async def _drive_in_process(app: Any, requests: int, warm: int) -> dict[str, Any]:
     """Lifespan startup, ``warm`` + ``requests`` POSTs straight through ASGI, then shutdown."""
-    import asyncio
-
     bodies = make_bodies(BODIES, BATCH)
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    said: list[dict[str, Any]] = []
-
-    async def life_receive() -> dict[str, Any]:
-        return await inbox.get()
-
-    async def life_send(message: dict[str, Any]) -> None:
-        said.append(message)
-
-    await inbox.put({"type": "lifespan.startup"})
-    life = asyncio.ensure_future(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, life_receive, life_send)
-    )
-    while not said:
-        await asyncio.sleep(0.001)
     statuses: dict[int, int] = {}
 
     async def one(body: bytes) -> None:
-        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        status = await asgi_request(app, "POST", "/predict", body)
+        statuses[status] = statuses.get(status, 0) + 1
 
-        async def receive() -> dict[str, Any]:
-            return pending.pop() if pending else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
-
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": "/predict", "raw_path": b"/predict",
-            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000), "state": {},
-            "headers": [
-                (b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }  # fmt: skip
-        await app(scope, receive, send)
-
-    for i in range(warm):
-        await one(bodies[i % BODIES])
-    engine = _find_engine(app)
-    if engine is not None:
-        engine.flush(60)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for i in range(requests):
-        await one(bodies[i % BODIES])
-    if engine is not None:  # the writer's work for these requests counts too
-        engine.flush(600)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    capture = engine.capture_health() if engine is not None else {}
-    await inbox.put({"type": "lifespan.shutdown"})
-    await life
+    async with lifespan(app):
+        for i in range(warm):
+            await one(bodies[i % BODIES])
+        engine = _find_engine(app)
+        if engine is not None:
+            engine.flush(60)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(requests):
+            await one(bodies[i % BODIES])
+        if engine is not None:  # the writer's work for these requests counts too
+            engine.flush(600)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        capture = engine.capture_health() if engine is not None else {}
     return {
         "cpu_us": cpu / requests * 1e6,
         "wall_us": wall / requests * 1e6,

@@ -39,7 +39,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, machine_markdown, make_bodies, markdown_table, median, wrk_version
+from _common import (
+    asgi_request,
+    lifespan,
+    machine_info,
+    machine_markdown,
+    make_bodies,
+    markdown_table,
+    median,
+    wrk_version,
+)
 from middleware_overhead import (
     BATCH,
     BODIES,
@@ -233,7 +242,6 @@ def _cpu_per_call(fn: Any, calls: int, clock: Any) -> float:
 
 
 async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, Any]:
-    import asyncio
 
     from middleware_overhead import create_app
     from prometheus_client import generate_latest
@@ -247,99 +255,67 @@ async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, An
     async def info() -> dict[str, str]:
         return {"model": "churn", "version": "1"}
 
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    said: list[dict[str, Any]] = []
+    async with lifespan(app):
 
-    async def life_receive() -> dict[str, Any]:
-        return await inbox.get()
+        async def one(method: str, path: str, body: bytes) -> None:
+            await asgi_request(app, method, path, body)
 
-    async def life_send(message: dict[str, Any]) -> None:
-        said.append(message)
+        # Real requests over three routes and three status classes, so labels exist.
+        bodies = make_bodies(BODIES, BATCH)
+        for i in range(400):
+            await one("POST", "/predict", bodies[i % BODIES])
+        for _ in range(50):
+            await one("POST", "/predict", b'{"instances": []}')  # 422
+            await one("GET", "/info", b"")
+            await one("GET", "/nowhere", b"")  # 404
+        engine = _find_engine(app)
+        if engine is None:
+            raise RuntimeError("no MonitorMiddleware engine in the app")
+        registry = build_registry(engine)
+        tracker = engine.efficiency
+        rng = random.Random(3)
+        results: dict[str, Any] = {"ring_size": tracker._ring.maxlen, "fills": []}
+        sampler = ResourceSampler()
+        time.sleep(0.2)
+        results["sample_ms"] = _cpu_per_call(sampler.sample, calls, time.thread_time) * 1e3
+        for fill in fills:
+            # Top the ring up to ``fill`` requests inside the health window, as the request path
+            # records them (observe), with a realistic mix of routes, statuses and latencies.
+            while len(tracker._ring) < fill:
+                roll = rng.random()
+                route, method, status = (
+                    ("/predict", "POST", 200) if roll < 0.97
+                    else ("/predict", "POST", 422) if roll < 0.985
+                    else ("/info", "GET", 200)
+                )  # fmt: skip
+                latency = rng.lognormvariate(-6.5, 0.4)
+                tracker.observe(method, route, status, latency, latency * 0.98)
+            # Spread the ring over time as a server at ``rate`` req/s fills it, so that a tick's
+            # one-second slice holds ``rate`` requests (observe stamps them all "now").
+            now = time.monotonic()
+            ring = list(tracker._ring)
+            tracker._ring.clear()
+            for i, item in enumerate(ring):
+                tracker._ring.append((now - (len(ring) - i) / rate, *item[1:]))
+            size = len(tracker._ring)
+            scrape = _cpu_per_call(lambda: generate_latest(registry), calls, time.thread_time)
+            body = generate_latest(registry)
 
-    await inbox.put({"type": "lifespan.startup"})
-    life = asyncio.ensure_future(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, life_receive, life_send)
-    )
-    while not said:
-        await asyncio.sleep(0.001)
+            def tick() -> None:
+                engine._last_tick = time.monotonic() - 1.0
+                engine._tick()
+                engine.flush(60)
 
-    async def one(method: str, path: str, body: bytes) -> None:
-        pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            return pending.pop() if pending else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            return None
-
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000), "state": {},
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-        }  # fmt: skip
-        await app(scope, receive, send)
-
-    # Real requests over three routes and three status classes, so labels exist.
-    bodies = make_bodies(BODIES, BATCH)
-    for i in range(400):
-        await one("POST", "/predict", bodies[i % BODIES])
-    for _ in range(50):
-        await one("POST", "/predict", b'{"instances": []}')  # 422
-        await one("GET", "/info", b"")
-        await one("GET", "/nowhere", b"")  # 404
-    engine = _find_engine(app)
-    if engine is None:
-        raise RuntimeError("no MonitorMiddleware engine in the app")
-    registry = build_registry(engine)
-    tracker = engine.efficiency
-    rng = random.Random(3)
-    results: dict[str, Any] = {"ring_size": tracker._ring.maxlen, "fills": []}
-    sampler = ResourceSampler()
-    time.sleep(0.2)
-    results["sample_ms"] = _cpu_per_call(sampler.sample, calls, time.thread_time) * 1e3
-    for fill in fills:
-        # Top the ring up to ``fill`` requests inside the health window, as the request path
-        # records them (observe), with a realistic mix of routes, statuses and latencies.
-        while len(tracker._ring) < fill:
-            roll = rng.random()
-            route, method, status = (
-                ("/predict", "POST", 200) if roll < 0.97
-                else ("/predict", "POST", 422) if roll < 0.985
-                else ("/info", "GET", 200)
-            )  # fmt: skip
-            latency = rng.lognormvariate(-6.5, 0.4)
-            tracker.observe(method, route, status, latency, latency * 0.98)
-        # Spread the ring over time as a server at ``rate`` req/s fills it, so that a tick's
-        # one-second slice holds ``rate`` requests (observe stamps them all "now").
-        now = time.monotonic()
-        ring = list(tracker._ring)
-        tracker._ring.clear()
-        for i, item in enumerate(ring):
-            tracker._ring.append((now - (len(ring) - i) / rate, *item[1:]))
-        size = len(tracker._ring)
-        scrape = _cpu_per_call(lambda: generate_latest(registry), calls, time.thread_time)
-        body = generate_latest(registry)
-
-        def tick() -> None:
-            engine._last_tick = time.monotonic() - 1.0
-            engine._tick()
-            engine.flush(60)
-
-        tick_cpu = _cpu_per_call(tick, calls, time.process_time)
-        results["fills"].append(
-            {
-                "ring": size,
-                "scrape_ms": scrape * 1e3,
-                "tick_ms": tick_cpu * 1e3,
-                "metrics_bytes": len(body),
-                "metrics_lines": body.count(b"\n"),
-            }
-        )
-    await inbox.put({"type": "lifespan.shutdown"})
-    await life
+            tick_cpu = _cpu_per_call(tick, calls, time.process_time)
+            results["fills"].append(
+                {
+                    "ring": size,
+                    "scrape_ms": scrape * 1e3,
+                    "tick_ms": tick_cpu * 1e3,
+                    "metrics_bytes": len(body),
+                    "metrics_lines": body.count(b"\n"),
+                }
+            )
     return results
 
 
