@@ -20,12 +20,13 @@ from prometheus_client.core import Metric
 from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
 from ._checks import DriftChecks
-from ._efficiency import EfficiencyTracker, summarize
+from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
 from ._metrics import evaluation_metrics
 from ._periodic import Periodic
 from ._resources import ResourceSampler
+from ._series import SeriesRows
 from ._settings import Settings
 from ._writer import ColumnHints, StoreWriter
 
@@ -44,6 +45,7 @@ class Engine:
         self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
         self.efficiency = EfficiencyTracker()
         self.periodic = Periodic()
+        self.series = SeriesRows(self.writer.submit_series)
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
@@ -89,6 +91,7 @@ class Engine:
         self.alerts.close(timeout=5.0)
         if self.sampler is not None:
             self.sampler.close()
+        self.series.submit()
         self.writer.stop(timeout)
         atexit.unregister(self.stop)
         logger.info(
@@ -101,6 +104,7 @@ class Engine:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything captured so far is in the store."""
+        self.series.submit()
         return self.writer.flush(timeout)
 
     def readiness_problems(self) -> list[str]:
@@ -157,60 +161,37 @@ class Engine:
         interval, self._last_tick = now - self._last_tick, now
         if self.sampler is not None:
             self.latest_resources = self.sampler.sample()
-        window = self.settings.health_window
-        self._last_status = self._status(summarize(self.efficiency.recent(window), window))
-        by_route: dict[str, list[tuple[float, int, float, float | None, str]]] = {"*": recent}
+        self._last_status = self._status(
+            self.efficiency.window_figures(self.settings.health_window)
+        )
+        by_route: dict[str, list[tuple[float, int, float, float | None, str]]] = {}
         for item in recent:
             by_route.setdefault(item[4], []).append(item)
+        everything = summarize(recent, interval)
+        summaries = [("*", everything)]
+        for route, items in by_route.items():
+            # Most model servers have one route: its figures are the whole interval's.
+            same = len(items) == len(recent)
+            summaries.append((route, everything if same else summarize(items, interval)))
         stamp = np.datetime64(int(time.time() * 1e6), "us")
-        rows = [(route, summarize(items, interval)) for route, items in by_route.items()]
-        self.writer.submit_series(
-            "efficiency",
-            {
-                "ts": np.full(len(rows), stamp),
-                "interval_s": np.full(len(rows), interval),
-                "route": np.array([route for route, _ in rows], dtype=object),
-                "requests": np.array([r["requests"]["count"] for _, r in rows], dtype=np.int64),
-                "errors": np.array([r["requests"]["errors"] for _, r in rows], dtype=np.int64),
-                **{
-                    f"{key}_ms": np.array([r["latency_ms"][key] for _, r in rows], dtype=np.float64)
-                    for key in ("p50", "p95", "p99", "max")
-                },
-                "ttfb_p50_ms": np.array([r["ttfb_ms"]["p50"] for _, r in rows], dtype=np.float64),
-            },
-        )
-        sample = self.latest_resources
-        if sample is not None:
-            gpus = sample.get("gpus") or []
-            cgroup = sample.get("cgroup") or {}
-            utilization = [
-                g["utilization_percent"] for g in gpus if g.get("utilization_percent") is not None
-            ]
-            used = [g["memory_used_bytes"] for g in gpus if g.get("memory_used_bytes") is not None]
-            self.writer.submit_series(
-                "resources",
-                {
-                    "ts": np.array([stamp]),
-                    "process_cpu_percent": _column(sample["process"].get("cpu_percent")),
-                    "process_rss_bytes": _column(sample["process"].get("rss_bytes"), np.int64),
-                    "system_cpu_percent": _column(sample["system"].get("cpu_percent")),
-                    "system_memory_used_percent": _column(
-                        sample["system"].get("memory_used_percent")
-                    ),
-                    "cgroup_memory_bytes": _column(cgroup.get("memory_current_bytes"), np.int64),
-                    "cgroup_memory_max_bytes": _column(cgroup.get("memory_max_bytes"), np.int64),
-                    "gpu_utilization_percent": _column(
-                        sum(utilization) / len(utilization) if utilization else None
-                    ),
-                    "gpu_memory_used_bytes": _column(sum(used) if used else None, np.int64),
-                },
-            )
+        self.series.add_efficiency(stamp, interval, summaries)
+        if self.latest_resources is not None:
+            self.series.add_resources(stamp, self.latest_resources)
+        self.series.submit_due()
 
     def health(self, window_s: float | None = None) -> dict[str, Any]:
         """The /health report over the last ``window_s`` seconds."""
         window = self.settings.health_window if window_s is None else window_s
         figures = summarize(self.efficiency.recent(window), window)
-        status = self._status(figures)
+        status = self._status(
+            WindowFigures(
+                figures["requests"]["count"],
+                figures["requests"]["errors"],
+                None
+                if figures["latency_ms"]["p99"] is None
+                else figures["latency_ms"]["p99"] / 1e3,
+            )
+        )
         if window == self.settings.health_window:
             self._last_status = status
         resources = self.latest_resources
@@ -229,20 +210,19 @@ class Engine:
     def health_status(self) -> str:
         """The serving status as of the last resource tick or /health answer.
 
-        Scrapes read this cached value: summarizing the health window's requests costs tens of
-        milliseconds at a few thousand requests per second, too much to pay every scrape.
+        Scrapes read this cached value, so that a scrape never pays for the health window.
         """
         if self._last_status is None:
-            window = self.settings.health_window
-            self._last_status = self._status(summarize(self.efficiency.recent(window), window))
+            self._last_status = self._status(
+                self.efficiency.window_figures(self.settings.health_window)
+            )
         return self._last_status
 
-    def _status(self, figures: dict[str, Any]) -> str:
+    def _status(self, figures: WindowFigures) -> str:
         """ok, degraded or failing, from error rate, p99 latency and capture drops."""
         settings, counters = self.settings, self.counters
-        error_rate = figures["requests"]["error_rate"]
-        p99 = figures["latency_ms"]["p99"]
-        p99_s = 0.0 if p99 is None else p99 / 1000.0
+        error_rate = figures.error_rate
+        p99_s = figures.p99_s or 0.0
         if error_rate >= settings.error_rate_failing or p99_s >= settings.latency_p99_failing:
             return "failing"
         drop_rate = counters.dropped / counters.sampled if counters.sampled else 0.0
@@ -322,9 +302,3 @@ def _log_failure(what: str) -> Any:
             logger.warning("inferwatch: %s failed: %s", what, error)
 
     return report
-
-
-def _column(value: float | None, dtype: Any = np.float64) -> np.ndarray:
-    if value is None:
-        return np.array([None], dtype=object if dtype is np.int64 else np.float64)
-    return np.array([value], dtype=dtype)

@@ -34,6 +34,28 @@ def test_window_forgets_what_is_older() -> None:
     assert len(tracker.recent(10)) == 2
 
 
+@pytest.mark.parametrize("ring_size", [100_000, 50])
+def test_window_figures_agree_with_a_full_summary(ring_size: int) -> None:
+    """The incremental window the status is read from equals summarizing the ring afresh."""
+    tracker = EfficiencyTracker(ring_size=ring_size)
+    # Batches 0.06 s apart against a 0.15 s window: the edge falls between batches, never on one.
+    window = 0.15
+    for step in range(6):
+        for i in range(40):
+            status = 500 if (i + step) % 7 == 0 else 200
+            tracker.observe("POST", "/p", status, 0.001 * (i + 1) * (step + 1), None)
+        time.sleep(0.06)
+        figures = tracker.window_figures(window)
+        full = summarize(tracker.recent(window), window)
+        assert figures.count == full["requests"]["count"]
+        assert figures.errors == full["requests"]["errors"]
+        assert figures.p99_s is not None
+        assert round(figures.p99_s * 1000, 3) == full["latency_ms"]["p99"]
+    time.sleep(window + 0.01)
+    assert tracker.window_figures(window).count == 0
+    assert tracker.window_figures(window).p99_s is None
+
+
 def test_empty_window() -> None:
     figures = summarize([], 300)
     assert figures["requests"]["count"] == 0
