@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,14 +41,19 @@ class Store:
         self, path: str, *, read_only: bool = False, memory_bytes: int = 256 * 2**20
     ) -> None:
         self.path = path
+        root: duckdb.DuckDBPyConnection | None = None
+        created = False
         try:
-            if not read_only and os.path.dirname(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not read_only:
+                if os.path.dirname(path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                created = _clear_empty_file(path)
             # DuckDB's cache would otherwise grow to 80% of the machine's memory beside the model.
-            self._root = duckdb.connect(
+            root = duckdb.connect(
                 path, read_only=read_only, config={"memory_limit": f"{memory_bytes // 2**20}MiB"}
             )
-            self._writer = self._root.cursor()
+            self._root = root
+            self._writer = root.cursor()
             if not read_only:
                 for statement in STATEMENTS:
                     self._writer.execute(statement)
@@ -56,6 +62,14 @@ class Store:
                     [str(SCHEMA_VERSION)],
                 )
         except (duckdb.Error, OSError) as exc:
+            # A connection left open would keep DuckDB's cached instance, and its file lock, for
+            # the next attempt; a file this attempt created but could not finish (a full disk
+            # cuts its header short) would never open again once space returns.
+            if root is not None:
+                with contextlib.suppress(duckdb.Error):
+                    root.close()
+            if created:
+                _remove_unfinished(path)
             raise MonitorError(f"Cannot open the log store {path!r}: {_first_line(exc)}") from exc
         self._cursor_lock = threading.Lock()
         self._closed = False
@@ -205,6 +219,35 @@ class Store:
         finally:
             self._writer.close()
             self._root.close()
+
+
+_HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers
+
+
+def _clear_empty_file(path: str) -> bool:
+    """True when opening ``path`` creates the file; an empty file left by a crash is removed.
+
+    An empty file holds nothing, but DuckDB refuses it as "not a valid DuckDB database file".
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return True
+    if not stat.S_ISREG(info.st_mode) or info.st_size > 0:
+        return False
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    return True
+
+
+def _remove_unfinished(path: str) -> None:
+    """Remove a file that the failed open created, if it did not get a whole header."""
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_size < _HEADER_BYTES:
+            os.remove(path)
+            with contextlib.suppress(OSError):
+                os.remove(path + ".wal")
 
 
 def _naive_utc(moment: datetime) -> datetime:
