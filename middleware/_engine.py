@@ -44,7 +44,9 @@ class Engine:
         self.queue = CaptureQueue(settings.queue_size, self.counters)
         self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
         self.efficiency = EfficiencyTracker()
-        self.periodic = Periodic()
+        # Two threads: a check that takes longer than its interval must not delay the samples.
+        self.sampling = Periodic()
+        self.checking = Periodic()
         self.series = SeriesRows(self.writer.submit_series)
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
@@ -71,10 +73,11 @@ class Engine:
             self.sampler = ResourceSampler(
                 pid=self.settings.model_pid, process_match=self.settings.model_process
             )
-            self.periodic.add("resources", self.settings.resource_interval, self._tick)
+            self.sampling.add("resources", self.settings.resource_interval, self._tick)
             interval = self.settings.check_interval
-            self.periodic.add("checks", interval, self.run_checks, first_in=interval)
-            self.periodic.start()
+            self.checking.add("checks", interval, self.run_checks, first_in=interval)
+            self.sampling.start()
+            self.checking.start()
             self.running = True
             # Processes that never send lifespan shutdown still get their captures written.
             atexit.register(self.stop)
@@ -87,7 +90,8 @@ class Engine:
                 return
             self.running = False
             self._stopped = True
-        self.periodic.stop()
+        self.checking.stop()
+        self.sampling.stop()
         self.alerts.close(timeout=5.0)
         if self.sampler is not None:
             self.sampler.close()
