@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -59,7 +60,11 @@ class BaselineFile:
             self.refresh()
 
     def refresh(self) -> Baseline | None:
-        """The baseline in force, after re-reading the file if it changed."""
+        """The baseline in force, after re-reading the file if it changed.
+
+        A file that is gone, unreadable or not a valid baseline keeps the last good one in force
+        and sets :attr:`error`; nothing it holds can raise into the caller.
+        """
         if self.path is None:
             return None
         with self._lock:
@@ -67,23 +72,33 @@ class BaselineFile:
                 info = os.stat(self.path)  # follows the ..data symlink a ConfigMap swaps
                 stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
             except OSError as exc:
-                self.error = f"Cannot read the baseline {self.path!r}: {exc.strerror}."
+                # Forget the stamp: the same file put back (a rename, a restore) is read again.
+                self._stamp = None
+                self._failed(f"Cannot read the baseline {self.path!r}: {exc.strerror}")
                 return self.baseline
             if stamp == self._stamp:
                 return self.baseline
             self._stamp = stamp
             try:
-                self.baseline = load_baseline(self.path)
+                baseline = load_baseline(self.path)
             except MonitorError as exc:
-                kept = " The last good baseline stays in force." if self.baseline else ""
-                self.error = f"{exc}{kept}"
-                logger.warning("inferwatch: %s", self.error)
+                self._failed(str(exc))
+            except Exception as exc:  # a shape the validation missed must not stop the checks
+                self._failed(f"baseline file {self.path} could not be loaded: {exc!r}")
+                logger.exception("inferwatch: loading the baseline %s failed", self.path)
             else:
+                self.baseline = baseline
                 self.error = None
-                logger.info(
-                    "inferwatch: baseline %s loaded (%d rows)", self.path, self.baseline.rows
-                )
+                logger.info("inferwatch: baseline %s loaded (%d rows)", self.path, baseline.rows)
             return self.baseline
+
+    def _failed(self, reason: str) -> None:
+        reason = reason.rstrip(". ") + "."
+        if self.baseline is not None:
+            reason += " The last good baseline stays in force."
+        if reason != self.error:
+            logger.warning("inferwatch: %s", reason)
+        self.error = reason
 
 
 class DriftChecks:
@@ -103,13 +118,17 @@ class DriftChecks:
         if store is None:
             raise MonitorError(f"The log store is unavailable: {engine.writer.last_error}")
         baseline = self.baseline.refresh()
-        report = run_check(
-            store.cursor,
-            baseline,
-            window_s=engine.settings.window,
-            min_rows=engine.settings.min_rows,
-            baseline_path=self.baseline.path,
-        )
+        try:
+            report = run_check(
+                store.cursor,
+                baseline,
+                window_s=engine.settings.window,
+                min_rows=engine.settings.min_rows,
+                baseline_path=self.baseline.path,
+            )
+        except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
+            self.failures += 1
+            raise MonitorError(f"Checking the log store failed: {_first_line(exc)}") from exc
         if self.baseline.error is not None:
             report["baseline"]["error"] = self.baseline.error
         self.latest = report
@@ -130,10 +149,14 @@ class DriftChecks:
         if store is None:
             return []
         floor = (since or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
-        rows = store.query(
-            "SELECT report FROM drift_reports WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
-            [floor, limit],
-        )
+        try:
+            rows = store.query(
+                "SELECT report FROM drift_reports WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+                [floor, limit],
+            )
+        except (duckdb.Error, MonitorError) as exc:  # as when the store is unavailable
+            logger.warning("inferwatch: reading the drift history failed: %s", _first_line(exc))
+            return []
         return [orjson.loads(row[0]) for row in rows]
 
     def problems(self) -> list[str]:
@@ -189,3 +212,8 @@ class DriftChecks:
                 anomalies.add_metric([kind], count)
             rows.add_metric([], report["window"]["rows"])
         yield from (status, scores, thresholds, drifted, anomalies, rows)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__).rstrip(".") + "."

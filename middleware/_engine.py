@@ -45,8 +45,8 @@ class Engine:
         self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
-        self.sampling = Periodic()
-        self.checking = Periodic()
+        self.sampling = Periodic("inferwatch-resources")
+        self.checking = Periodic("inferwatch-checks")
         self.series = SeriesRows(self.writer.submit_series)
         self.sampler: ResourceSampler | None = None
         self.latest_resources: dict[str, Any] | None = None
@@ -90,13 +90,15 @@ class Engine:
                 return
             self.running = False
             self._stopped = True
-        self.checking.stop()
+        # A check still running after a second is interrupted when the writer closes the store.
+        self.checking.stop(timeout=1.0)
         self.sampling.stop()
         self.alerts.close(timeout=5.0)
         if self.sampler is not None:
             self.sampler.close()
         self.series.submit()
         self.writer.stop(timeout)
+        self.checking.stop(timeout=5.0)
         atexit.unregister(self.stop)
         logger.info(
             "inferwatch engine stopped: %d sampled, %d stored, %d dropped, %d write errors",
@@ -129,10 +131,16 @@ class Engine:
         return ColumnHints(columns=baseline.columns)
 
     def run_checks(self) -> dict[str, Any]:
-        """One round of checks: skew and drift, model quality, then the alert rules."""
-        report = self.drift.run()
-        quality = self.evaluate()
-        self.alerts.evaluate(health=self.health(), drift=report, evaluation=quality)
+        """One round of checks: skew and drift, model quality, then the alert rules.
+
+        The rules run even when a check fails (an unavailable store is what some of them watch).
+        """
+        report = quality = None
+        try:
+            report = self.drift.run()
+            quality = self.evaluate()
+        finally:
+            self.alerts.evaluate(health=self.health(), drift=report, evaluation=quality)
         return report
 
     def evaluate(self) -> dict[str, Any]:

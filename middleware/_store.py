@@ -10,6 +10,7 @@ import contextlib
 import os
 import stat
 import threading
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,6 +73,7 @@ class Store:
                 _remove_unfinished(path)
             raise MonitorError(f"Cannot open the log store {path!r}: {_first_line(exc)}") from exc
         self._cursor_lock = threading.Lock()
+        self._readers: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
 
     @property
@@ -84,7 +86,9 @@ class Store:
         with self._cursor_lock:
             if self._closed:
                 raise MonitorError("The log store is closed.")
-            return self._root.cursor()
+            cursor = self._root.cursor()
+            self._readers.add(cursor)
+            return cursor
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one read query on a fresh cursor and fetch every row."""
@@ -212,13 +216,20 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            readers = list(self._readers)
+        # A check still scanning at shutdown is stopped, not waited for: its report is moot.
+        for reader in readers:
+            with contextlib.suppress(duckdb.Error):
+                reader.interrupt()
         try:
             self._writer.execute("CHECKPOINT")
         except duckdb.Error:
-            pass
+            pass  # a full or read-only disk: the write-ahead log keeps what was committed
         finally:
-            self._writer.close()
-            self._root.close()
+            with contextlib.suppress(duckdb.Error):
+                self._writer.close()
+            with contextlib.suppress(duckdb.Error):
+                self._root.close()
 
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers

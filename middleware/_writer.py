@@ -1,20 +1,27 @@
 """The writer thread: parses captured bodies into feature rows and writes them in batches.
 
 It is the only thread that writes to the log store. Failures of the store (a broken, locked,
-read-only or full file) are counted and retried; they never reach the request path.
+read-only or full file) are counted and retried; they never reach the request path. A write that
+fails because of the store closes it: the engine then reports the store unavailable (``/readyz``
+answers 503) until it opens again, tried after 1 s, then at doubling waits up to every 10 s.
+
+Durations and periods use the monotonic clock. Stored times are wall-clock times, so when the wall
+clock steps (NTP, a VM restored), retention never deletes what this process wrote within the
+last ``retention`` seconds of real time, however far the wall clock moved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import duckdb
@@ -33,8 +40,20 @@ logger = logging.getLogger("inferwatch")
 T = TypeVar("T")
 
 _BATCH_CAPTURES = 2_000
+_REOPEN_FIRST_S = 1.0
 _REOPEN_EVERY_S = 10.0
 _MAINTAIN_EVERY_S = 30.0
+_CLOCK_STEP_S = 2.0  # a change of the wall clock against the monotonic one that is a step
+# Errors that say the store itself failed (I/O, a full disk, a read-only or vanished file, an
+# invalidated database), as against a bad statement: the store is closed and opened again.
+_STORE_FAILURES: tuple[type[Exception], ...] = (
+    duckdb.IOException,
+    duckdb.TransactionException,
+    duckdb.ConnectionException,
+    duckdb.FatalException,
+    duckdb.InternalError,
+    duckdb.PermissionException,
+)
 _EVICT_SHARE = 0.1
 
 
@@ -74,6 +93,13 @@ class StoreWriter:
         self._series: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1_000)
         self._maintenance_asked = 0
         self._maintenance_done = 0
+        self._next_open = 0.0
+        self._reopen_delay = _REOPEN_FIRST_S
+        self._next_maintenance = 0.0
+        self._clock_offset = time.time() - time.monotonic()
+        # One entry per wall-clock offset that rows were written under: (monotonic time of the
+        # latest such write, wall minus monotonic time then). A new entry follows a step.
+        self._frames: deque[tuple[float, float]] = deque()
         self._thread = threading.Thread(target=self._run, name="inferwatch-writer", daemon=True)
         queue.batch = _BATCH_CAPTURES
         queue.ready = self._wake.set
@@ -141,21 +167,49 @@ class StoreWriter:
     def _open_store(self) -> None:
         try:
             store = Store(self._settings.db, memory_bytes=self._settings.db_memory)
+        except MonitorError as exc:
+            self._report(str(exc))
+            self._retry_later()
+            return
+        try:
             for role, name in store.known_names():
                 self._names.setdefault(role, set()).add(name)
             self.db_bytes = store.file_bytes()
-        except MonitorError as exc:
-            self._report(str(exc))
+        except duckdb.Error as exc:
+            self._report(f"Cannot open the log store {self._settings.db!r}: {_first_line(exc)}")
+            _close_quietly(store)
+            self._retry_later()
             return
         with self._store_lock:
             self._store = store
+        self._reopen_delay = _REOPEN_FIRST_S
+        if self.last_error is not None:
+            logger.info("inferwatch: the log store %s is open again", self._settings.db)
         self.last_error = None
 
+    def _retry_later(self) -> None:
+        """Open the store again after a wait that doubles with each failure, up to 10 s."""
+        self._next_open = time.monotonic() + self._reopen_delay
+        self._reopen_delay = min(self._reopen_delay * 2, _REOPEN_EVERY_S)
+
+    def _failed(self, store: Store, exc: duckdb.Error, what: str) -> None:
+        """Report a failed statement; when the store itself failed, close it to open it again."""
+        self._report(f"{what} failed: {_first_line(exc)}")
+        if not _store_failed(exc):
+            return
+        with self._store_lock:
+            if self._store is not store:
+                return
+            self._store = None
+        _close_quietly(store)
+        self._retry_later()
+
     def _run(self) -> None:
-        next_open = next_maintenance = time.monotonic()
+        self._next_maintenance = time.monotonic()
         while True:
             stopping = self._stopping.is_set()
             self._busy = True
+            self._watch_clock()
             batch = self._queue.take(_BATCH_CAPTURES)
             if batch:
                 self._write(batch)
@@ -164,14 +218,13 @@ class StoreWriter:
             while self._calls:
                 self._run_call(*self._calls.popleft())
             now = time.monotonic()
-            if self._store is None and now >= next_open and not stopping:
-                next_open = now + _REOPEN_EVERY_S
+            if self._store is None and now >= self._next_open and not stopping:
                 self._open_store()
             asked = self._maintenance_asked
             if (
-                asked > self._maintenance_done or now >= next_maintenance
+                asked > self._maintenance_done or now >= self._next_maintenance
             ) and self._store is not None:
-                next_maintenance = now + _MAINTAIN_EVERY_S
+                self._next_maintenance = now + _MAINTAIN_EVERY_S
                 self._maintain()
             self._maintenance_done = asked
             self._busy = False
@@ -192,13 +245,9 @@ class StoreWriter:
             requests, features = self._to_columns(captures)
             store.insert(requests, features)
         except duckdb.Error as exc:
+            # Failed first: once the count shows, readiness already says why.
+            self._failed(store, exc, "Writing to the log store")
             self._counters.write_errors += len(captures)
-            self._report(f"Writing to the log store failed: {_first_line(exc)}")
-            if isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc):
-                with self._store_lock:
-                    self._store = None
-                with contextlib.suppress(duckdb.Error):
-                    store.close()
             return
         except Exception as exc:  # a bug in parsing must not stop the writer
             self._counters.write_errors += len(captures)
@@ -208,6 +257,7 @@ class StoreWriter:
         self._counters.stored += len(captures)
         self._counters.rows_stored += len(features["name"]) if features else 0
         self.db_bytes = store.file_bytes()
+        self._note_written()
 
     def _run_call(self, work: Callable[[Store], Any], future: Future[Any]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -219,7 +269,14 @@ class StoreWriter:
         try:
             future.set_result(work(store))
         except BaseException as exc:
-            future.set_exception(exc)
+            if isinstance(exc, duckdb.Error) and _store_failed(exc):
+                # Callers answer a MonitorError as "unavailable" (503), not as a bug.
+                self._failed(store, exc, "A log store call")
+                unavailable = MonitorError(f"The log store failed: {_first_line(exc)}")
+                unavailable.__cause__ = exc
+                future.set_exception(unavailable)
+            else:
+                future.set_exception(exc)
 
     def _write_series(self) -> None:
         while self._series:
@@ -230,7 +287,9 @@ class StoreWriter:
             try:
                 store.insert_series(table, batch)
             except duckdb.Error as exc:
-                self._report(f"Writing {table} failed: {_first_line(exc)}")
+                self._failed(store, exc, f"Writing {table}")
+            else:
+                self._note_written()
 
     def _to_columns(self, captures: list[Capture]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         counters, limits, names = self._counters, self._limits, self._names
@@ -349,7 +408,7 @@ class StoreWriter:
             return
         settings, counters = self._settings, self._counters
         try:
-            cutoff = datetime.now(UTC) - timedelta(seconds=settings.retention)
+            cutoff = datetime.fromtimestamp(self._retention_cutoff(), UTC)
             counters.rows_expired += store.delete_older_than(cutoff)
             # Evicting a share at a time keeps one pass short; the next pass goes on if needed.
             if store.data_bytes() > settings.max_db_bytes:
@@ -357,12 +416,63 @@ class StoreWriter:
                 store.checkpoint()
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
-            self._report(f"Log store maintenance failed: {_first_line(exc)}")
+            self._failed(store, exc, "Log store maintenance")
+
+    def _note_written(self) -> None:
+        """Remember that rows were written now, under the wall clock's present offset."""
+        now = time.monotonic()
+        offset = time.time() - now
+        frames = self._frames
+        if frames and abs(frames[-1][1] - offset) < _CLOCK_STEP_S:
+            frames[-1] = (now, frames[-1][1])
+        else:
+            frames.append((now, offset))
+
+    def _retention_cutoff(self) -> float:
+        """The wall time before which rows are older than ``retention``, steps of the clock aside.
+
+        Rows carry the wall time they were written under. After the clock stepped forward, the
+        rows written before the step in the last ``retention`` seconds of monotonic time would
+        look older than they are: the cutoff is taken in the earliest wall-clock frame that such
+        rows were written under, so that they stay until they are in fact that old.
+        """
+        now = time.monotonic()
+        since = now - self._settings.retention
+        frames = self._frames
+        while frames and frames[0][0] < since:
+            frames.popleft()
+        offset = min((frame[1] for frame in frames), default=math.inf)
+        return now + min(offset, time.time() - now) - self._settings.retention
+
+    def _watch_clock(self) -> None:
+        """Log a step of the wall clock, and apply retention at once with the guard above."""
+        offset = time.time() - time.monotonic()
+        step = offset - self._clock_offset
+        if abs(step) < _CLOCK_STEP_S:
+            return
+        self._clock_offset = offset
+        logger.warning(
+            "inferwatch: the wall clock stepped %s by %.0f s; new rows carry the new time, and "
+            "retention keeps every row written in the last %.0f s whatever its time",
+            "forward" if step > 0 else "back",
+            abs(step),
+            self._settings.retention,
+        )
+        self._next_maintenance = 0.0
 
     def _report(self, message: str) -> None:
         if message != self.last_error:
             logger.warning("inferwatch: %s", message)
         self.last_error = message
+
+
+def _store_failed(exc: duckdb.Error) -> bool:
+    return isinstance(exc, _STORE_FAILURES) or "invalidated" in str(exc)
+
+
+def _close_quietly(store: Store) -> None:
+    with contextlib.suppress(duckdb.Error, MonitorError):
+        store.close()
 
 
 def _first_line(exc: BaseException) -> str:
