@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,6 +29,7 @@ from ._engine import Engine
 from ._errors import MonitorError
 from ._labels import MAX_BODY_BYTES, LabelError, parse_labels, write_labels
 from ._metrics import build_registry
+from ._openapi import openapi_endpoint
 from ._settings import parse_duration
 
 __all__ = ["JSONResponse", "build_api"]
@@ -66,9 +67,15 @@ def _query_time(request: Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        return datetime.fromisoformat(raw)
+        moment = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise ValueError(f"{name}: {raw!r} is not an ISO-8601 time") from exc
+    if moment.tzinfo is None:  # a time without an offset is UTC
+        return moment.replace(tzinfo=UTC)
+    try:  # here, so that 0001-01-01T00:00+01:00 is a 400 and not an OverflowError later
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{name}: {raw!r} is outside the years 1 to 9999 in UTC") from exc
 
 
 def _history_query(request: Request, *, default_limit: int) -> tuple[datetime | None, int]:
@@ -228,6 +235,7 @@ def build_api(engine: Engine) -> Starlette:
         Route("/evaluation", evaluation),
         Route("/alerts", alerts),
         Route("/export/{table}.parquet", _require_token(engine, export)),
+        Route("/openapi.json", openapi_endpoint(engine.settings.admin_token is not None)),
         Route(
             "/dashboard",
             dashboard_endpoint(engine.settings.admin_token, _require_token(engine, dashboard_page)),

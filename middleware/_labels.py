@@ -134,7 +134,7 @@ def _timestamp(value: Any, bad: Callable[[str], LabelError]) -> datetime:
             raise bad(f"'timestamp' {value} is not epoch seconds (milliseconds by mistake?)")
         return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
     if isinstance(value, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):
             moment = datetime.fromisoformat(value)
             if moment.tzinfo is not None:
                 moment = moment.astimezone(UTC).replace(tzinfo=None)

@@ -116,6 +116,9 @@ def _put(row: _Row, name: str, key: str | None, v: Any, depth: int, cx: _Ctx) ->
     if len(name) > cx.max_name:
         name = name[: cx.max_name]
         cx.capped += 1
+        if name in cx.redact:  # cut, a long name must not land on a redacted one
+            cx.redacted += 1
+            return
     if len(row) >= cx.max_fields and name not in row:
         cx.capped += 1
     elif t is str and len(v) > _MAX_STR:

@@ -306,6 +306,17 @@ class Settings:
         "Longest wait for the upstream's response or its next body chunk; then 504.",
         modes="sidecar",
     )
+    client_timeout: float = _setting(
+        60.0,
+        "duration",
+        "Longest a client may take to send a request head, or pause in its body or in reading "
+        "the response; then 408 and the connection closes.",
+        modes="sidecar",
+    )
+    max_head_bytes: int = _setting(
+        65_536, "size", "Largest request head (line and headers) read; larger ones get 431.",
+        modes="sidecar",
+    )  # fmt: skip
     upstream_connect_timeout: float = _setting(
         5.0, "duration", "Longest wait for a connection to the upstream; then 504.", modes="sidecar"
     )

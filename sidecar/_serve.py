@@ -3,7 +3,8 @@
 Start: check settings, bind both ports (a taken port is one clear line), start the engine once,
 serve. SIGTERM or SIGINT: /readyz turns 503, the proxy stops accepting and lets in-flight requests
 finish for up to ``drain_timeout``, the admin server stops, then the engine writes everything
-captured and the process exits 0. A second signal cuts the drain short.
+captured and the process exits 0. A second signal cuts the drain short. Both servers speak
+HTTP/1.1 through :class:`TimedHttpProtocol`, which bounds how long and how much a client may send.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from middleware import MonitorError, MonitorMiddleware, Settings
 from middleware._api import build_api
@@ -28,11 +30,139 @@ from ._connection import UpstreamError
 from ._proxy import Proxy, RequestIds, UpstreamStats
 from ._upstream import Upstream, UpstreamPool
 
-__all__ = ["serve"]
+__all__ = ["CLIENT_TIMEOUT", "MAX_HEAD_BYTES", "TimedHttpProtocol", "serve"]
 
 logger = logging.getLogger("inferwatch")
 
 _CLIENT_KEEPALIVE = 75.0  # above the idle timeouts of the load balancers that usually front us
+
+CLIENT_TIMEOUT = 60.0
+"""Default of ``client_timeout``: seconds a client has to send a request head, and may fall silent
+within a body or while it is sent a response (nginx's client_header_timeout, client_body_timeout
+and send_timeout)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Default of ``max_head_bytes``: the largest request head (line and headers) read, else 431."""
+
+
+def _answer(status: bytes, reason: str) -> bytes:
+    body = b'{"error": "%s"}' % reason.encode("ascii")
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"x-inferwatch-error: %s\r\nconnection: close\r\n\r\n%s"
+        % (status, len(body), reason.encode("ascii"), body)
+    )
+
+
+_TIMEOUT = _answer(b"408 Request Timeout", "the client sent too slowly")
+_TOO_LARGE = _answer(b"431 Request Header Fields Too Large", "the request head is too large")
+
+
+class TimedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits on clients that it lacks.
+
+    uvicorn times only idle keep-alive connections. Without this, a client that connects and
+    says nothing, trickles its head, pauses mid-body or stops reading its response holds a
+    connection for ever (and mid-body or mid-response an upstream connection too, of which there
+    are ``upstream_max_connections``), and a head of any size is buffered whole. Here a head must
+    arrive within :data:`CLIENT_TIMEOUT` of the connection or of its first byte, a body may not
+    pause longer than that, nor may a client stop reading for longer, and a head may hold at most
+    :data:`MAX_HEAD_BYTES` (plus one read): else 408 or 431, and the connection closes.
+    """
+
+    timeout = CLIENT_TIMEOUT
+    max_head = MAX_HEAD_BYTES
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
+        self._in_head = True  # waiting for the first request's head
+        self._in_body = False
+        self._head_bytes = 0
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        was_in_head = self._in_head
+        super().data_received(data)
+        if self._in_head and was_in_head:  # every byte of this read belongs to the head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head:
+                self._refuse(_TOO_LARGE)
+        elif self._in_body:  # its silence starts again
+            self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._in_body = False, True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm()
+        super().on_message_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.timeout, self._stopped_reading)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not (self._in_head or self._in_body) or self.transport.is_closing():
+            return
+        if self._in_body and self.flow.read_paused:
+            self._arm()  # the body waits for the upstream, not for the client
+            return
+        self._refuse(_TIMEOUT)
+
+    def _stopped_reading(self) -> None:
+        self._stalled = None
+        # Nothing can be said to a client that does not read, and close() would wait for it to
+        # read what is buffered: abort() drops it, and the proxy sees the client gone.
+        self.transport.abort()
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer ``answer`` unless a response is under way, and close the connection."""
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if self._in_body and cycle is not None:
+            idle = not cycle.response_started
+            # The app reading this body sees the client gone now, and its answer goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._in_head = self._in_body = False
+        self._disarm()
+        if not self.transport.is_closing():
+            if idle:
+                self.transport.write(answer)
+            self.transport.close()
 
 
 class _QuietUpstreamErrors(logging.Filter):
@@ -115,10 +245,15 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-def _config(app: Any, *, proxy: bool, drain: float) -> uvicorn.Config:
+def _config(app: Any, *, proxy: bool, drain: float, settings: Settings) -> uvicorn.Config:
+    protocol = type(
+        "TimedHttpProtocol",
+        (TimedHttpProtocol,),
+        {"timeout": settings.client_timeout, "max_head": settings.max_head_bytes},
+    )
     return uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol,
         ws="none",
         lifespan="off",
         interface="asgi3",
@@ -159,9 +294,12 @@ async def _main(
             RequestIds(MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)),
             proxy=True,
             drain=settings.drain_timeout,
+            settings=settings,
         )
     )
-    admin = _Server(_config(AdminApp(build_api(engine), probe), proxy=False, drain=1.0))
+    admin = _Server(
+        _config(AdminApp(build_api(engine), probe), proxy=False, drain=1.0, settings=settings)
+    )
     logging.getLogger("uvicorn.error").addFilter(_QuietUpstreamErrors())
 
     def on_signal(signum: int) -> None:

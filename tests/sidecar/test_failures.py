@@ -8,7 +8,13 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.sidecar.conftest import ModelServer, Sidecar, sidecar_process, start_model_server
+from tests.sidecar.conftest import (
+    ModelServer,
+    Sidecar,
+    raw_request,
+    sidecar_process,
+    start_model_server,
+)
 
 V1 = {"instances": [{"a": 1, "b": 2}]}
 
@@ -102,3 +108,16 @@ def test_readyz_follows_the_upstream_health_route(tmp_path: Path) -> None:
             assert httpx.get(sidecar.admin + "/readyz", timeout=5).status_code == 200
     finally:
         model.stop()
+
+
+def test_client_limits_are_settings(model: ModelServer, tmp_path: Path) -> None:
+    flags = ("--client-timeout", "1s", "--max-head-bytes", "1KiB")
+    with sidecar_process(model.url, tmp_path, *flags) as sidecar:
+        port = int(sidecar.url.rsplit(":", 1)[1])
+        # A head still unfinished past 1 KiB (a head that ends within one read is let through).
+        big = b"GET /health HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 4096
+        assert raw_request(port, big).startswith(b"HTTP/1.1 431 ")
+        silent = raw_request(port, b"GET /health HTTP/1.1\r\n", timeout=30)
+        assert silent.startswith(b"HTTP/1.1 408 ")
+        assert httpx.get(sidecar.url + "/health", timeout=10).status_code == 200
+        assert sidecar.terminate() == 0
