@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import duckdb
 import numpy as np
 from prometheus_client.core import Metric
 
@@ -52,6 +53,7 @@ class Engine:
         self.latest_resources: dict[str, Any] | None = None
         self._last_tick = time.monotonic()
         self._last_status: str | None = None
+        self.db_memory_bytes: int | None = None  # DuckDB's own memory, read each resource tick
         self.drift = DriftChecks(self)
         self.latest_evaluation: dict[str, Any] | None = None
         self.alerts = AlertManager(
@@ -173,6 +175,7 @@ class Engine:
         interval, self._last_tick = now - self._last_tick, now
         if self.sampler is not None:
             self.latest_resources = self.sampler.sample()
+        self.db_memory_bytes = self._db_memory()
         self._last_status = self._status(
             self.efficiency.window_figures(self.settings.health_window)
         )
@@ -190,6 +193,17 @@ class Engine:
         if self.latest_resources is not None:
             self.series.add_resources(stamp, self.latest_resources)
         self.series.submit_due()
+
+    def _db_memory(self) -> int | None:
+        """Bytes DuckDB holds (buffers, caches, query state): its part of the process's RSS."""
+        store = self.writer.store
+        if store is None:
+            return None
+        try:
+            used = store.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")
+        except (MonitorError, duckdb.Error):
+            return None  # the writer reports the store's failures
+        return int(used[0][0] or 0)
 
     def health(self, window_s: float | None = None) -> dict[str, Any]:
         """The /health report over the last ``window_s`` seconds."""
@@ -287,6 +301,7 @@ class Engine:
             "write_errors": counters.write_errors,
             "queue_depth": len(self.queue),
             "db_bytes": self.writer.db_bytes,
+            "db_memory_bytes": self.db_memory_bytes,
             "parse_errors": counters.parse_errors,
             "fields_capped": counters.fields_capped,
             "fields_redacted": counters.fields_redacted,

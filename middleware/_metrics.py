@@ -114,6 +114,12 @@ class EngineCollector(Collector):
             "Bytes the log store file and its write-ahead log take on disk.",
             value=engine.writer.db_bytes,
         )
+        if engine.db_memory_bytes is not None:
+            yield GaugeMetricFamily(
+                "inferwatch_store_memory_bytes",
+                "Memory DuckDB holds for the log store (buffers, caches, queries).",
+                value=engine.db_memory_bytes,
+            )
 
     def _resources(self, sample: dict[str, Any] | None) -> Iterator[Metric]:
         if not sample:

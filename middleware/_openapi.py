@@ -89,6 +89,7 @@ _HEALTH = _object(
                 "write_errors": _COUNT,
                 "queue_depth": _COUNT,
                 "db_bytes": _COUNT,
+                "db_memory_bytes": _nullable("integer"),
             },
             {"last_error": _nullable("string")},
         ),

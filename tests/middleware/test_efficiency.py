@@ -142,5 +142,9 @@ def test_time_series_lands_in_the_store(db_path: str) -> None:
         samples = store.query("SELECT count(*), min(process_rss_bytes) FROM resources")
         assert samples[0][0] >= 2
         assert samples[0][1] > 0
+        # DuckDB's own part of the memory, read each tick, under its limit.
+        used = engine.health()["capture"]["db_memory_bytes"]
+        assert isinstance(used, int)
+        assert 0 <= used <= engine.settings.db_memory
     finally:
         engine.stop()
