@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from ._baseline import Baseline, load_baseline
 from ._drift import run_check
 from ._errors import MonitorError
+from ._window_cap import capped_window
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -118,12 +119,22 @@ class DriftChecks:
         if store is None:
             raise MonitorError(f"The log store is unavailable: {engine.writer.last_error}")
         baseline = self.baseline.refresh()
+        settings = engine.settings
+        now = datetime.now(UTC)
         try:
+            cursor = store.cursor()
+            try:
+                window_s, capped = capped_window(
+                    cursor, now.replace(tzinfo=None), settings.window, settings.max_window_rows
+                )
+            finally:
+                cursor.close()
             report = run_check(
                 store.cursor,
                 baseline,
-                window_s=engine.settings.window,
-                min_rows=engine.settings.min_rows,
+                window_s=window_s,
+                now=now,
+                min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
@@ -131,6 +142,10 @@ class DriftChecks:
             raise MonitorError(f"Checking the log store failed: {_first_line(exc)}") from exc
         if self.baseline.error is not None:
             report["baseline"]["error"] = self.baseline.error
+        # A window cut to its newest max_window_rows says so, and how long it was meant to be.
+        report["window"]["capped"] = capped
+        if capped:
+            report["window"]["requested_s"] = settings.window
         self.latest = report
         self.checks += 1
         document = orjson.dumps(_without_histograms(report), option=orjson.OPT_SERIALIZE_NUMPY)

@@ -159,6 +159,12 @@ class Settings:
     check_interval: float = _setting(60.0, "duration", "Time between skew checks.")
     window: float = _setting(3600.0, "duration", "How much recent traffic a skew check reads.")
     min_rows: int = _setting(100, "count", "Fewest rows a skew check gives a verdict on.")
+    max_window_rows: int = _setting(
+        500_000,
+        "count",
+        "Most input rows a periodic skew check reads: the newest of its window, so that its cost "
+        "stays bounded at any request rate.",
+    )
     prediction_field: str | None = _setting(
         None, "text", "Output field that is the prediction (inferred when clear)."
     )

@@ -82,6 +82,38 @@ async def test_unchanged_traffic_is_ok(db_path: str, baseline_file: Path) -> Non
     assert report["schema_anomalies"] == []
 
 
+async def test_a_check_reads_only_the_newest_max_window_rows(
+    db_path: str, baseline_file: Path
+) -> None:
+    """Old unshifted traffic, then 300 shifted rows: a cap of 300 sees only the shift."""
+    app = MonitorMiddleware(
+        build_app(monitor=False), db=db_path, baseline=str(baseline_file), max_window_rows=300
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(2_000, seed=4))
+        assert app.engine.flush()
+        await post_all(c, instances(300, seed=5, age_shift=15))
+        assert app.engine.flush()
+        report = (await c.post("/monitor/drift/check")).json()
+    app.engine.stop()
+    assert report["window"]["capped"] is True
+    assert report["window"]["requested_s"] == 3600.0
+    assert report["window"]["rows"] == 300
+    assert report["drifted_features"] == ["age"]
+
+
+async def test_a_window_under_the_cap_is_whole(db_path: str, baseline_file: Path) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_all(c, instances(500, seed=6))
+        assert app.engine.flush()
+        report = (await c.post("/monitor/drift/check")).json()
+    app.engine.stop()
+    assert report["window"]["capped"] is False
+    assert "requested_s" not in report["window"]
+    assert report["window"]["rows"] == 500
+
+
 async def test_a_broken_new_baseline_keeps_the_last_good_one(
     db_path: str, baseline_file: Path
 ) -> None:
