@@ -73,7 +73,10 @@ class Periodic:
                     try:
                         job.run()
                     except Exception as exc:
-                        _failed(job, exc)
+                        if self._stopping.is_set():  # closing the store interrupts a running job
+                            logger.info("inferwatch job %s stopped by shutdown: %s", job.name, exc)
+                        else:
+                            _failed(job, exc)
                     else:
                         if job.failing:
                             logger.info(

@@ -804,7 +804,8 @@ def _store_counts(db: Path, batch: int) -> dict[str, Any]:
 def _sidecar_log_facts(log: Path) -> dict[str, Any]:
     text = log.read_text(errors="replace")
     return {
-        "job_failures": text.count("inferwatch job "),
+        "job_failures": len(re.findall(r"inferwatch job \S+ failed", text)),
+        "job_overruns": len(re.findall(r"inferwatch job \S+ took", text)),
         "warnings": sum(1 for line in text.splitlines() if "WARNING" in line or "ERROR" in line),
         "tail": text.splitlines()[-15:],
     }
