@@ -1,13 +1,25 @@
 """A full skew check of 1,000,000 logged rows, beside Evidently's DataDriftPreset on the same data.
 
     .venv/bin/python benchmarks/drift_check.py [--rows 1000000] [--build-rows 10000000]
-                                               [--skip-evidently] [--skip-build] [--workdir DIR]
+        [--db-memory default,128MiB,unlimited] [--repeats 5] [--rounds 1] [--before DIR]
+        [--skip-evidently] [--skip-build] [--workdir DIR]
 
 Both sides get the same 20 numeric and 5 categorical features: a reference table (our baseline
 is built from it) and a current table, which inferwatch reads from a log store in its real long
 layout (25 rows of ``features`` per request) and Evidently from Parquet into pandas. Each side
-runs in a child process of its own, so that wall time and peak memory (the child's
-``ru_maxrss``) are its alone. Evidently needs a virtual environment of its own:
+runs in a child process of its own, so that wall time and peak memory (the child's peak RSS,
+VmHWM) are its alone.
+
+The check opens the store as the engine and ``inferwatch check`` do (``Store``, read-only, with
+DuckDB's ``memory_limit`` at ``db_memory``): ``default`` is the engine's default ``db_memory``,
+a size such as ``128MiB`` another ``db_memory``, and ``unlimited`` a plain DuckDB connection at
+DuckDB's own default (80% of the machine's memory). Each child runs the check ``--repeats``
+times; ``--rounds`` runs every child again, in turn, to spread the load of a shared machine.
+``--before DIR`` names a copy of the code before a change (``mkdir DIR && git archive HEAD
+middleware | tar -x -C DIR`` copies the last commit's): its check runs in children of its own,
+alternating with this tree's, on the same data.
+
+Evidently needs a virtual environment of its own:
 
     python3 -m venv .venv-evidently
     .venv-evidently/bin/pip install evidently 'pandas<3'
@@ -22,6 +34,7 @@ of Parquet and of CSV.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -32,6 +45,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENTLY_PYTHON = ROOT / ".venv-evidently" / "bin" / "python"
@@ -117,8 +131,9 @@ def prepare(workdir: Path, rows: int) -> dict[str, str]:
     return paths
 
 
-def _child(args: list[str], python: str = sys.executable) -> dict:
-    env = os.environ | {"DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT)}
+def _child(args: list[str], python: str = sys.executable, code: Path = ROOT) -> dict:
+    """Run this file's ``child_<args[0]>`` in a new process importing inferwatch from ``code``."""
+    env = os.environ | {"DO_NOT_TRACK": "1", "PYTHONPATH": str(code)}
     started = time.perf_counter()
     done = subprocess.run(
         [python, __file__, "--child", *args], capture_output=True, text=True, env=env, check=False
@@ -140,21 +155,70 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child_check(store: str, baseline_path: str, memory_limit: str, repeats: int) -> dict:
+_QUERY_KINDS = (
+    ("count(DISTINCT hash", "instance rows"),
+    ("FROM requests", "parse status"),
+    ("unnest($lo_m", "numeric bins"),
+    ("unnest($dkeys", "categories"),
+    ("type <> 'null'", "values per role"),
+    ("SELECT role, name, type, count(*)", "values per (role, name, type)"),
+)
+
+
+class _TimedCursor:
+    """A store cursor that adds each query's wall and CPU time to ``spent`` by kind."""
+
+    def __init__(self, cursor: Any, spent: dict[str, list[float]]) -> None:
+        self._cursor, self._spent = cursor, spent
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        flat = " ".join(sql.split())
+        kind = next((k for key, k in _QUERY_KINDS if key in flat), flat[:40])
+        t0, c0 = time.perf_counter(), time.process_time()
+        rows = self._cursor.execute(sql, params).fetchall()
+        wall, cpu = self._spent.setdefault(kind, [0.0, 0.0])
+        self._spent[kind] = [wall + time.perf_counter() - t0, cpu + time.process_time() - c0]
+        return _Fetched(rows)
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+class _Fetched:
+    def __init__(self, rows: list[tuple]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[tuple]:
+        return self._rows
+
+    def fetchone(self) -> tuple | None:
+        return self._rows[0] if self._rows else None
+
+
+def child_check(store: str, baseline_path: str, memory: str, repeats: str) -> dict:
+    """Open the store (``memory``: ``unlimited`` or the bytes of ``db_memory``) and check it
+    ``repeats`` times; the figures of every run, of every kind of query and the peak RSS."""
     import duckdb
 
+    import middleware
     from middleware._baseline import load_baseline
     from middleware._drift import run_check
+    from middleware._store import Store
 
     started = time.perf_counter()
-    config = {} if memory_limit == "default" else {"memory_limit": memory_limit}
-    con = duckdb.connect(store, read_only=True, config=config)
+    if memory == "unlimited":
+        con = duckdb.connect(store, read_only=True)
+        cursor = con.cursor
+    else:  # as the engine and `inferwatch check` open it
+        cursor = Store(store, read_only=True, memory_bytes=int(memory)).cursor
     baseline = load_baseline(baseline_path)
-    times, cpu, report = [], [], {}
-    for _ in range(repeats):
+    times, cpu, queries, report = [], [], [], {}
+    load = [os.getloadavg()[0]]
+    for _ in range(int(repeats)):
+        spent: dict[str, list[float]] = {}
         t0, c0 = time.perf_counter(), time.process_time()
         report = run_check(
-            con.cursor,
+            lambda spent=spent: _TimedCursor(cursor(), spent),
             baseline,
             window_s=SPAN_S + 60,
             now=START + timedelta(seconds=SPAN_S + 1),
@@ -162,15 +226,19 @@ def child_check(store: str, baseline_path: str, memory_limit: str, repeats: int)
         )
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
+        queries.append(spent)
+    load.append(os.getloadavg()[0])
     return {
-        "first_s": times[0],
-        "median_s": statistics.median(times),
-        "cpu_s": statistics.median(cpu),
+        "code": str(Path(middleware.__file__).parent.parent),
+        "times_s": times,
+        "cpu_s": cpu,
+        "queries": queries,
         "total_s": time.perf_counter() - started,
         "rows": report["window"]["rows"],
         "drifted": report["drifted_features"],
         "anomalies": len(report["schema_anomalies"]),
         "peak_rss_bytes": _peak_rss(),
+        "load": load,
     }
 
 
@@ -229,16 +297,80 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
+def _memory_options(spec: str) -> dict[str, str]:
+    """``--db-memory`` entries by label: the bytes of ``db_memory``, or ``unlimited``."""
+    sys.path.insert(0, str(ROOT))
+    from middleware._settings import Settings, parse_size
+
+    default = {f.name: f.default for f in dataclasses.fields(Settings)}["db_memory"]
+    options = {}
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        if item == "unlimited":
+            options["unlimited (DuckDB's default)"] = "unlimited"
+        elif item == "default":
+            options[f"db_memory {default // 2**20} MiB (default)"] = str(default)
+        else:
+            size = parse_size(item)
+            options[f"db_memory {size // 2**20} MiB"] = str(size)
+    return options
+
+
+def run_checks(args: argparse.Namespace, paths: dict[str, str], baseline: str) -> dict:
+    """Every (code, memory) child, round after round; the runs of each, merged."""
+    codes = {"after": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    merged: dict[tuple[str, str], dict] = {}
+    for _ in range(args.rounds):
+        for label, memory in _memory_options(args.db_memory).items():
+            for version, code in codes.items():
+                what = ["check", paths["store"], baseline, memory, str(args.repeats)]
+                run = _child(what, code=code)
+                empty = {"times_s": [], "cpu_s": [], "queries": [], "load": []}
+                into = merged.setdefault((version, label), run | empty)
+                for key in empty:
+                    into[key] += run[key]
+                into["peak_rss_bytes"] = max(into["peak_rss_bytes"], run["peak_rss_bytes"])
+                print(
+                    f"inferwatch check ({version}: {run['code']}; {label}): runs "
+                    f"{', '.join(f'{t:.2f}' for t in run['times_s'])} s, CPU "
+                    f"{', '.join(f'{t:.2f}' for t in run['cpu_s'])} s, peak RSS "
+                    f"{_mb(run['peak_rss_bytes'])}, {run['rows']:,} rows, drifted "
+                    f"{run['drifted']}, load {run['load'][0]:.1f} to {run['load'][1]:.1f}"
+                )
+    for ours in merged.values():
+        ours["median_s"] = statistics.median(ours["times_s"])
+        ours["median_cpu_s"] = statistics.median(ours["cpu_s"])
+    return merged
+
+
+def _breakdown(checks: dict[tuple[str, str], dict]) -> str:
+    """Median wall and CPU seconds per check of each kind of query, per code and setting."""
+    from benchmarks._common import markdown_table
+
+    kinds = sorted({k for ours in checks.values() for q in ours["queries"] for k in q})
+    rows = []
+    for (version, label), ours in checks.items():
+        cells = []
+        for kind in kinds:
+            spent = [q.get(kind, [0.0, 0.0]) for q in ours["queries"]]
+            wall = statistics.median(w for w, _ in spent)
+            cpu = statistics.median(c for _, c in spent)
+            cells.append(f"{wall:.3f} ({cpu:.2f})" if wall or cpu else "")
+        rows.append([version, label, *cells])
+    return markdown_table(["code", "store opened with", *kinds], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--build-rows", type=int, default=10_000_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="checks per child process")
+    parser.add_argument("--rounds", type=int, default=1, help="child processes per setting")
     parser.add_argument(
-        "--memory-limit",
-        default="128MB",
-        help="DuckDB memory_limit of the store connection for the second check run",
+        "--db-memory",
+        default="default,128MiB,unlimited",
+        help="how the store is opened for each check: default, a size, unlimited",
     )
+    parser.add_argument("--before", type=Path, default=None, help="a checkout to compare with")
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -247,12 +379,11 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         run = {"check": child_check, "evidently": child_evidently, "build": child_build}[kind]
-        extra = [args.repeats] if kind == "check" else []
-        print(json.dumps(run(*rest, *extra)))
+        print(json.dumps(run(*rest)))
         return
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks._common import machine_info, machine_markdown
+    from benchmarks._common import machine_info, machine_markdown, markdown_table
 
     with tempfile.TemporaryDirectory(prefix="inferwatch-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -269,15 +400,8 @@ def main() -> None:
             f"baseline from {args.rows:,} reference rows: {built['total_s']:.2f} s, "
             f"{built['bytes']:,} bytes"
         )
-        checks = {}
-        for limit in ("default", args.memory_limit):
-            ours = checks[limit] = _child(["check", paths["store"], baseline, limit])
-            print(
-                f"inferwatch check (store opened with memory_limit {limit}): first "
-                f"{ours['first_s']:.3f} s, median of {args.repeats} {ours['median_s']:.3f} s "
-                f"({ours['cpu_s']:.2f} CPU s), peak RSS {_mb(ours['peak_rss_bytes'])}, "
-                f"{ours['rows']:,} rows, drifted {ours['drifted']}"
-            )
+        checks = run_checks(args, paths, baseline)
+        theirs = None
         if not args.skip_evidently:
             if not EVIDENTLY_PYTHON.exists():
                 raise SystemExit(f"no {EVIDENTLY_PYTHON}: create it as this file's docstring says")
@@ -289,13 +413,31 @@ def main() -> None:
                 f"({theirs['cpu_s']:.1f} CPU s; the report alone {theirs['run_s']:.2f} s), "
                 f"peak RSS {_mb(theirs['peak_rss_bytes'])}, drifted {theirs['drifted']}"
             )
-            for limit, ours in checks.items():
-                print(
-                    f"ratios, memory_limit {limit}: "
-                    f"{theirs['total_s'] / ours['median_s']:.0f}x faster "
-                    f"({theirs['cpu_s'] / ours['cpu_s']:.0f}x less CPU), "
-                    f"{theirs['peak_rss_bytes'] / ours['peak_rss_bytes']:.1f}x less memory"
-                )
+        rows = []
+        for (version, label), ours in checks.items():
+            ratios = ["", "", ""]
+            if theirs is not None:
+                ratios = [
+                    f"{theirs['total_s'] / ours['median_s']:.0f}x",
+                    f"{theirs['cpu_s'] / ours['median_cpu_s']:.0f}x",
+                    f"{theirs['peak_rss_bytes'] / ours['peak_rss_bytes']:.1f}x",
+                ]
+            rows.append(
+                [
+                    version,
+                    label,
+                    f"{ours['times_s'][0]:.2f} s",
+                    f"median of {len(ours['times_s'])}: {ours['median_s']:.2f} s",
+                    f"{ours['median_cpu_s']:.2f}",
+                    _mb(ours["peak_rss_bytes"]),
+                    ", ".join(ours["drifted"]),
+                    *ratios,
+                ]
+            )
+        headers = ["code", "store opened with", "first", "wall", "CPU s", "peak RSS", "drifted"]
+        headers += ["faster than Evidently", "less CPU", "less memory"]
+        print("\n" + markdown_table(headers, rows))
+        print("\nmedian wall s (CPU s) per check, by query:\n" + _breakdown(checks))
         if not args.skip_build:
             build_scale(work, args.build_rows)
         print("\nmachine:\n" + machine_markdown(machine_info()))

@@ -11,9 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import logsumexp
-from scipy.stats import rankdata
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -70,6 +67,10 @@ def ph_threshold(
 
 
 def _exponent(z: np.ndarray, delta: float) -> float | None:
+    # SciPy's optimize and stats load here, not at import: they add 50 MB to every process.
+    from scipy.optimize import brentq
+    from scipy.special import logsumexp
+
     y = z - z.mean() - delta
     if not y.max() > 0:
         return None
@@ -155,5 +156,7 @@ def rank_scores(values: np.ndarray) -> np.ndarray:
     Absolute regression errors have outliers that a sum of raw values mistakes for a change;
     their ranks do not, and a rise in the errors is still a rise in the ranks.
     """
+    from scipy.stats import rankdata
+
     x = np.asarray(values, dtype=np.float64)
     return rankdata(x, method="average") / max(x.size, 1)

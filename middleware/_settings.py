@@ -182,7 +182,7 @@ class Settings:
         1_048_576, "size", "Largest request or response body captured; larger ones are counted."
     )
     db_memory: int = _setting(
-        256 * 2**20, "size", "Memory DuckDB may use for the log store (caches and checks)."
+        128 * 2**20, "size", "Memory DuckDB may use for the log store (caches and checks)."
     )
     retention: float = _setting(7 * 86400.0, "duration", "Age after which logged rows are deleted.")
     max_db_bytes: int = _setting(

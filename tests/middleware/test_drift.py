@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
 
+from middleware import _drift
 from middleware._baseline import Baseline, FeatureBaseline, build_baseline, load_baseline
 from middleware._drift import CategoricalWindow, NumericWindow, evaluate_feature, run_check
 from middleware._schema import STATEMENTS
@@ -490,6 +491,33 @@ def test_each_schema_anomaly_comes_from_its_own_cause_only(
     assert report["skew_detected"] is bool(expected)
     for anomaly in report["schema_anomalies"]:
         assert 0 < anomaly["share"] <= 1 and anomaly["detail"]
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_type_counts_taken_from_the_bins_equal_the_type_query(
+    tmp_path: Path, small_baseline: Baseline, defect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the bins and categories account for every value but nulls, the check skips the
+    query of values per type; the report is the same as with it."""
+    columns = clean(2_000, seed=2)
+    damage, _ = DEFECTS[defect]
+    damage(columns)
+    con = open_store(tmp_path / "s.duckdb")
+    end = log_rows(con, columns)
+    # explicit nulls of a known feature, and outputs the baseline has no section for
+    con.execute(
+        """INSERT INTO features SELECT ts, request_id, row_index, role, 'note', 'null', NULL, NULL
+           FROM features f WHERE name = 'color' AND NOT EXISTS (
+               SELECT 1 FROM features g WHERE g.request_id = f.request_id AND g.name = 'note')"""
+    )
+    log_rows(con, {"prediction": np.ones(2_000)}, role="output")
+    queried = []
+    type_counts = _drift.type_counts
+    monkeypatch.setattr(_drift, "type_counts", lambda *a: queried.append(1) or type_counts(*a))
+    fast = check(con, small_baseline, end, 2_000)
+    assert bool(queried) is (defect in ("unexpected_feature", "type_mismatch"))
+    monkeypatch.setattr(_drift, "values_per_role", lambda *_: {"input": -1, "output": -1})
+    assert check(con, small_baseline, end, 2_000) == fast
 
 
 def test_noise_alone_raises_no_anomaly_in_small_windows(
