@@ -46,31 +46,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import make_record  # the benchmarks' churn records
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTE = "/v1/models/churn:predict"
-COUNTRIES = ("DE", "FR", "US", "GB", "ES", "IT", "NL", "PL")
-CHANNELS = ("web", "mobile", "branch", "partner")
 FEATURES = 10  # per record
 _CHECKS_METRIC = re.compile(r"^inferwatch_drift_checks_total (\S+)$", re.MULTILINE)
 _CAPTURE_METRIC = re.compile(r"^inferwatch_capture_(\w+)_total (\S+)$", re.MULTILINE)
 
 # --------------------------------------------------------------------------- the model
-
-
-def make_record(rng: random.Random) -> dict[str, Any]:
-    """One 10-feature churn record: five ints, three floats, a bool and two categoricals."""
-    return {
-        "age": rng.randint(18, 90),
-        "income": round(rng.lognormvariate(10.5, 0.6), 2),
-        "tenure_months": rng.randint(0, 240),
-        "balance": round(rng.uniform(-2_000, 60_000), 2),
-        "num_products": rng.randint(1, 6),
-        "credit_score": rng.randint(300, 850),
-        "utilization": round(rng.random(), 4),
-        "is_active": rng.random() < 0.7,
-        "country": rng.choice(COUNTRIES),
-        "channel": rng.choice(CHANNELS),
-    }
 
 
 def score(record: dict[str, Any]) -> float:
