@@ -49,6 +49,7 @@ from _common import (
     pin_to_core,
 )
 
+import middleware._columns as columns_module
 import middleware._store as store_module
 import middleware._writer as writer_module
 from middleware import Engine, Settings
@@ -203,9 +204,9 @@ def ingest_once(
     clock = BatchClock(engine.writer)
     timing = Timers()
     if timers:
-        timing.wrap(writer_module, "parse_request", "parse request")
-        timing.wrap(writer_module, "parse_response", "parse response")
-        timing.wrap(engine.writer, "_to_columns", "columnize (incl. parse)")
+        timing.wrap(columns_module, "parse_request", "parse request")
+        timing.wrap(columns_module, "parse_response", "parse response")
+        timing.wrap(engine.writer._columnizer, "columns", "columnize (incl. parse)")
         timing.wrap(store_module.Store, "insert", "DuckDB insert")
     old_batch = set_batch_captures(batch_captures)
     try:
@@ -555,7 +556,7 @@ def report(
                 "rows/s (timed run, wall)",
                 "writer CPU µs/row",
                 "parse (orjson + shapes)",
-                "columnize (Python lists → NumPy)",
+                "columnize (rows → NumPy columns)",
                 "DuckDB insert",
                 "rest of _write",
             ],

@@ -7,6 +7,7 @@ rows", lists the shapes and their names.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
@@ -58,7 +59,8 @@ class _Ctx:
         self.keys_ok: KeysView[str] | None = None
         self.names: list[str] = []
         self.names_ok = True  # no positional name is redacted or too long
-        self.add_names(columns or ())
+        if columns:
+            self.add_names(columns)
 
     def add_names(self, names: Iterable[object]) -> None:
         new = [n if n.__class__ is str else str(n) for n in names]
@@ -260,7 +262,7 @@ def _predictions(p: Any, cx: _Ctx) -> list[_Row]:
                 _put(row, f"prediction.{col}", col, v, 1, cx)
         return rows
     p = cx.cap_rows(p if p.__class__ is list else [p])
-    if cx.plain(["prediction"]) and _clean(p):
+    if "prediction" not in cx.redact and cx.max_name >= len("prediction") and _clean(p):
         return [{"prediction": v} for v in p]
     rows = []
     for v in p:
@@ -358,6 +360,7 @@ def _sse(body: bytes, cx: _Ctx) -> Parsed:
     return Parsed(status, [], detail=f"{bad} of {events} stream events undecodable, no choices")
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of routes; bounded, as paths come from clients
 def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
     path = "/" + path.partition("?")[0].rstrip("/")

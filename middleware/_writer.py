@@ -18,18 +18,17 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import duckdb
-import numpy as np
 
 from ._capture import Capture, CaptureCounters, CaptureQueue
+from ._columns import ColumnHints, Columnizer
 from ._errors import MonitorError
-from ._payload import ParseLimits, parse_request, parse_response
+from ._payload import ParseLimits
 from ._settings import Settings
 from ._store import Store
 
@@ -57,14 +56,6 @@ _STORE_FAILURES: tuple[type[Exception], ...] = (
 _EVICT_SHARE = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class ColumnHints:
-    """Feature names for positional payloads, taken from the baseline when it gives them."""
-
-    columns: Sequence[str] | None = None
-    tensor_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-
 class StoreWriter:
     """Owns the log store and the thread that fills it from a :class:`CaptureQueue`."""
 
@@ -79,11 +70,14 @@ class StoreWriter:
         self._settings = settings
         self._queue = queue
         self._counters = counters
-        self._hints = hints
-        self._limits = ParseLimits(
-            max_fields_per_row=settings.max_fields_per_row, redact=frozenset(settings.redact)
+        self._columnizer = Columnizer(
+            limits=ParseLimits(
+                max_fields_per_row=settings.max_fields_per_row, redact=frozenset(settings.redact)
+            ),
+            max_names=settings.max_features,
+            counters=counters,
+            hints=hints,
         )
-        self._names: dict[str, set[str]] = {"input": set(), "output": set()}
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._wake = threading.Event()
@@ -173,7 +167,7 @@ class StoreWriter:
             return
         try:
             for role, name in store.known_names():
-                self._names.setdefault(role, set()).add(name)
+                self._columnizer.names.setdefault(role, set()).add(name)
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
             self._report(f"Cannot open the log store {self._settings.db!r}: {_first_line(exc)}")
@@ -242,7 +236,7 @@ class StoreWriter:
             self._counters.write_errors += len(captures)
             return
         try:
-            requests, features = self._to_columns(captures)
+            requests, features = self._columnizer.columns(captures)
             store.insert(requests, features)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
@@ -290,117 +284,6 @@ class StoreWriter:
                 self._failed(store, exc, f"Writing {table}")
             else:
                 self._note_written()
-
-    def _to_columns(self, captures: list[Capture]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        counters, limits, names = self._counters, self._limits, self._names
-        hints = self._hints()
-        max_names = self._settings.max_features
-        req_ts: list[int] = []
-        req_status: list[int] = []
-        in_status: list[str] = []
-        out_status: list[str] = []
-        in_rows: list[int] = []
-        out_rows: list[int] = []
-        owner: list[int] = []  # which capture a feature value came from
-        row_index: list[int] = []
-        role_col: list[str] = []
-        name_col: list[str] = []
-        type_col: list[str] = []
-        num_col: list[float | None] = []
-        str_col: list[str | None] = []
-        for position, capture in enumerate(captures):
-            req_ts.append(int(capture.ts * 1_000_000))
-            req_status.append(capture.status)
-            parsed_in = parse_request(
-                b"".join(capture.request_body),
-                path=capture.path,
-                content_type=capture.request_content_type,
-                truncated=capture.request_truncated,
-                columns=hints.columns,
-                tensor_columns=hints.tensor_columns,
-                limits=limits,
-            )
-            parsed_out = parse_response(
-                b"".join(capture.response_body),
-                path=capture.path,
-                content_type=capture.response_content_type,
-                truncated=capture.response_truncated,
-                tensor_columns=hints.tensor_columns,
-                limits=limits,
-            )
-            in_status.append(parsed_in.status)
-            out_status.append(parsed_out.status)
-            in_rows.append(len(parsed_in.rows))
-            out_rows.append(len(parsed_out.rows))
-            if parsed_in.status == "parse_error":
-                counters.parse_errors += 1
-            counters.fields_capped += parsed_in.capped + parsed_out.capped
-            counters.fields_redacted += parsed_in.redacted + parsed_out.redacted
-            for role, parsed in (("input", parsed_in), ("output", parsed_out)):
-                known = names[role]
-                for index, row in enumerate(parsed.rows):
-                    for name, value in row.items():
-                        if name not in known:
-                            if len(known) >= max_names:
-                                counters.names_capped += 1
-                                continue
-                            known.add(name)
-                        kind = type(value)
-                        if kind is str:
-                            type_col.append("string")
-                            num_col.append(None)
-                            str_col.append(value)  # type: ignore[arg-type]
-                        elif kind is bool:
-                            type_col.append("boolean")
-                            num_col.append(1.0 if value else 0.0)
-                            str_col.append(None)
-                        elif value is None:
-                            type_col.append("null")
-                            num_col.append(None)
-                            str_col.append(None)
-                        else:
-                            type_col.append("number")
-                            num_col.append(value)  # type: ignore[arg-type]
-                            str_col.append(None)
-                        owner.append(position)
-                        row_index.append(index)
-                        role_col.append(role)
-                        name_col.append(name)
-        ts = np.array(req_ts, dtype="datetime64[us]")
-        ids = np.array([c.request_id for c in captures], dtype=object)
-        requests = {
-            "ts": ts,
-            "request_id": ids,
-            "method": np.array([c.method for c in captures], dtype=object),
-            "route": np.array([c.route for c in captures], dtype=object),
-            "status": np.array(req_status, dtype=np.int16),
-            "latency_ms": np.array([c.latency_s * 1000.0 for c in captures], dtype=np.float64),
-            "ttfb_ms": np.array(
-                [None if c.ttfb_s is None else c.ttfb_s * 1000.0 for c in captures],
-                dtype=np.float64,
-            ),
-            "request_bytes": np.array([c.request_bytes for c in captures], dtype=np.int64),
-            "response_bytes": np.array([c.response_bytes for c in captures], dtype=np.int64),
-            "error": np.array([c.error for c in captures], dtype=object),
-            "input_status": np.array(in_status, dtype=object),
-            "output_status": np.array(out_status, dtype=object),
-            "input_rows": np.array(in_rows, dtype=np.int32),
-            "output_rows": np.array(out_rows, dtype=np.int32),
-        }
-        if not name_col:
-            return requests, None
-        take = np.array(owner, dtype=np.intp)
-        features = {
-            "ts": ts[take],
-            "request_id": ids[take],
-            "row_index": np.array(row_index, dtype=np.int32),
-            "role": np.array(role_col, dtype=object),
-            "name": np.array(name_col, dtype=object),
-            "type": np.array(type_col, dtype=object),
-            "num": np.array(num_col, dtype=np.float64),
-            "str": np.array(str_col, dtype=object),
-        }
-        return requests, features
 
     def _maintain(self) -> None:
         store = self._store

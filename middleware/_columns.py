@@ -1,0 +1,187 @@
+"""Captured exchanges to the log store's columns: one request row each, one feature row per value.
+
+Runs on the writer thread. The per-value work is done by C loops (``map``, ``chain``, NumPy)
+rather than a Python loop over values: at ``sample_rate`` 1.0 this is most of what monitoring
+costs a model server, and a Python loop costs about three times as much per value.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+
+from ._capture import Capture, CaptureCounters
+from ._payload import ParseLimits, parse_request, parse_response
+
+__all__ = ["ColumnHints", "Columnizer"]
+
+_ROLES = ("input", "output")
+_ROLE_NAMES = np.array(_ROLES, dtype=object)
+_TYPE_NAMES = np.array(["number", "boolean", "string", "null"], dtype=object)
+_NUMBER, _BOOLEAN, _STRING = 0, 1, 2
+# Whatever is not a string, a boolean or null is stored as a number, as the parser only
+# gives back JSON's scalars (ints that fit 64 bits, floats, NaN and the infinities included).
+_TYPE_CODES: defaultdict[type, int] = defaultdict(
+    int, {float: 0, int: 0, bool: 1, str: 2, type(None): 3}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnHints:
+    """Feature names for positional payloads, taken from the baseline when it gives them."""
+
+    columns: Sequence[str] | None = None
+    tensor_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+Columns = dict[str, np.ndarray]
+
+
+class Columnizer:
+    """Parses captures and lays them out as the ``requests`` and ``features`` tables' columns.
+
+    Keeps the distinct feature names seen per role, so that ``max_features`` holds across
+    batches (and, seeded from the store, across restarts).
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: ParseLimits,
+        max_names: int,
+        counters: CaptureCounters,
+        hints: Callable[[], ColumnHints] = ColumnHints,
+    ) -> None:
+        self._limits = limits
+        self._max_names = max_names
+        self._counters = counters
+        self._hints = hints
+        self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
+
+    def columns(self, captures: list[Capture]) -> tuple[Columns, Columns | None]:
+        """The request rows of ``captures`` and their feature rows (None when there are none)."""
+        counters, limits, hints = self._counters, self._limits, self._hints()
+        statuses: tuple[list[str], list[str]] = ([], [])
+        row_counts: tuple[list[int], list[int]] = ([], [])
+        rows: list[dict[str, object]] = []  # every stored row, capture by capture, inputs first
+        spans: list[tuple[int, int, int]] = []  # (capture, role, rows) for each run of rows
+        for position, capture in enumerate(captures):
+            parsed_in = parse_request(
+                b"".join(capture.request_body),
+                path=capture.path,
+                content_type=capture.request_content_type,
+                truncated=capture.request_truncated,
+                columns=hints.columns,
+                tensor_columns=hints.tensor_columns,
+                limits=limits,
+            )
+            parsed_out = parse_response(
+                b"".join(capture.response_body),
+                path=capture.path,
+                content_type=capture.response_content_type,
+                truncated=capture.response_truncated,
+                tensor_columns=hints.tensor_columns,
+                limits=limits,
+            )
+            if parsed_in.status == "parse_error":
+                counters.parse_errors += 1
+            for role, parsed in enumerate((parsed_in, parsed_out)):
+                statuses[role].append(parsed.status)
+                row_counts[role].append(len(parsed.rows))
+                if parsed.capped:
+                    counters.fields_capped += parsed.capped
+                if parsed.redacted:
+                    counters.fields_redacted += parsed.redacted
+                if parsed.rows:
+                    rows += self._admitted(parsed.rows, _ROLES[role])
+                    spans.append((position, role, len(parsed.rows)))
+        requests = _request_columns(captures, statuses, row_counts)
+        if not any(rows):
+            return requests, None
+        return requests, _feature_columns(requests, rows, spans)
+
+    def _admitted(self, rows: list[dict[str, object]], role: str) -> list[dict[str, object]]:
+        """``rows`` as they may be stored: with no more distinct names than ``max_features``."""
+        known = self.names[role]
+        if known.issuperset(chain.from_iterable(rows)):
+            return rows
+        return [self._admit(row, known) for row in rows]
+
+    def _admit(self, row: dict[str, object], known: set[str]) -> dict[str, object]:
+        """The row without the values of names beyond ``max_features`` (each one counted)."""
+        kept: dict[str, object] = {}
+        for name, value in row.items():
+            if name not in known:
+                if len(known) >= self._max_names:
+                    self._counters.names_capped += 1
+                    continue
+                known.add(name)
+            kept[name] = value
+        return kept
+
+
+def _request_columns(
+    captures: list[Capture],
+    statuses: tuple[list[str], list[str]],
+    row_counts: tuple[list[int], list[int]],
+) -> Columns:
+    ts = np.array([int(c.ts * 1_000_000) for c in captures], dtype=np.int64)
+    return {
+        "ts": ts.astype("datetime64[us]"),
+        "request_id": np.array([c.request_id for c in captures], dtype=object),
+        "method": np.array([c.method for c in captures], dtype=object),
+        "route": np.array([c.route for c in captures], dtype=object),
+        "status": np.array([c.status for c in captures], dtype=np.int16),
+        "latency_ms": np.array([c.latency_s * 1000.0 for c in captures], dtype=np.float64),
+        "ttfb_ms": np.array(
+            [None if c.ttfb_s is None else c.ttfb_s * 1000.0 for c in captures],
+            dtype=np.float64,
+        ),
+        "request_bytes": np.array([c.request_bytes for c in captures], dtype=np.int64),
+        "response_bytes": np.array([c.response_bytes for c in captures], dtype=np.int64),
+        "error": np.array([c.error for c in captures], dtype=object),
+        "input_status": np.array(statuses[0], dtype=object),
+        "output_status": np.array(statuses[1], dtype=object),
+        "input_rows": np.array(row_counts[0], dtype=np.int32),
+        "output_rows": np.array(row_counts[1], dtype=np.int32),
+    }
+
+
+def _feature_columns(
+    requests: Columns, rows: list[dict[str, object]], spans: list[tuple[int, int, int]]
+) -> Columns:
+    """One column entry per value of ``rows``, in row order and each row's key order."""
+    span = np.array(spans, dtype=np.intp).reshape(-1, 3)
+    span_rows = span[:, 2]
+    # Per row: its capture, its role and its index within its capture's rows of that role.
+    row_owner = np.repeat(span[:, 0], span_rows)
+    row_role = np.repeat(span[:, 1], span_rows)
+    row_index = np.arange(len(rows)) - np.repeat(np.cumsum(span_rows) - span_rows, span_rows)
+    counts = np.fromiter(map(len, rows), dtype=np.intp, count=len(rows))
+    total = int(counts.sum())
+    names = np.fromiter(chain.from_iterable(rows), dtype=object, count=total)
+    values = np.fromiter(chain.from_iterable(map(dict.values, rows)), dtype=object, count=total)
+    codes = np.fromiter(map(_TYPE_CODES.__getitem__, map(type, values)), dtype=np.int8, count=total)
+    # NumPy float arrays carry no NULL: NaN here is NULL in the table unless the type is
+    # number (the store's insert turns it back into NaN there).
+    num = np.full(total, np.nan)
+    numeric = codes <= _BOOLEAN
+    num[numeric] = values[numeric].astype(np.float64)
+    text = np.full(total, None, dtype=object)
+    strings = codes == _STRING
+    text[strings] = values[strings]
+    owner = np.repeat(row_owner, counts)
+    return {
+        "ts": requests["ts"][owner],
+        "request_id": requests["request_id"][owner],
+        "row_index": np.repeat(row_index, counts).astype(np.int32),
+        "role": _ROLE_NAMES[np.repeat(row_role, counts)],
+        "name": names,
+        "type": _TYPE_NAMES[codes],
+        "num": num,
+        "str": text,
+    }
