@@ -7,7 +7,6 @@ queue. Parsing, DuckDB and everything slow happen in the engine's threads.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._capture import Capture
 from ._engine import Engine
+from ._request_ids import new_request_id
 from ._settings import Settings
 
 __all__ = ["MonitorMiddleware"]
@@ -121,7 +121,7 @@ class MonitorMiddleware:
             elif key == _CONTENT_TYPE:
                 request_type = value
         if not request_id or len(request_id) > _MAX_REQUEST_ID or not request_id.isascii():
-            request_id = os.urandom(16).hex().encode()  # a quarter of uuid4's cost
+            request_id = new_request_id()
         request_id_header = (_REQUEST_ID, request_id)
 
         request_chunks: list[bytes] = []

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from middleware._request_ids import new_request_id
 
 from ._connection import ClientDisconnected, Connection, UpstreamError
 from ._headers import request_headers, response_headers, upstream_target
@@ -115,7 +116,7 @@ class RequestIds:
             if current is None or not (0 < len(current) <= 128 and current.isascii()):
                 if current is not None:
                     headers = [item for item in headers if item[0] != _REQUEST_ID]
-                new = (_REQUEST_ID, uuid.uuid4().hex.encode("ascii"))
+                new = (_REQUEST_ID, new_request_id())
                 scope = {**scope, "headers": [*headers, new]}
         await self.app(scope, receive, send)
 

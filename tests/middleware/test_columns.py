@@ -158,7 +158,7 @@ def test_values_keep_their_type(raw: bytes, kind: str, num: float | None) -> Non
     assert features is not None
     assert list(features["type"]) == [kind]
     value = features["num"][0]
-    assert (math.isnan(value) if num is None else value == num)
+    assert math.isnan(value) if num is None else value == num
     assert features["str"][0] is None
 
 
