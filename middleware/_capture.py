@@ -10,74 +10,38 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 __all__ = ["Capture", "CaptureCounters", "CaptureQueue"]
 
 
-class Capture:
+class Capture(NamedTuple):
     """One sampled request and its response: body chunks as received, sizes and timings.
 
-    Bodies stay as the chunk lists the request path collected; the writer joins them.
+    Bodies stay as the chunks the request path collected; the writer joins them. In the queue
+    a capture is a plain tuple of atoms (numbers, strings, bytes, tuples of bytes), which
+    Python's garbage collector stops tracking at its first pass: thousands wait there between
+    writes, and as tracked objects they made full collections, which walk the model's whole
+    heap, run several times as often.
     """
 
-    __slots__ = (
-        "error",
-        "latency_s",
-        "method",
-        "path",
-        "request_body",
-        "request_bytes",
-        "request_content_type",
-        "request_id",
-        "request_truncated",
-        "response_body",
-        "response_bytes",
-        "response_content_type",
-        "response_truncated",
-        "route",
-        "status",
-        "ts",
-        "ttfb_s",
-    )
-
-    def __init__(
-        self,
-        *,
-        ts: float,
-        request_id: str,
-        method: str,
-        path: str,
-        route: str,
-        status: int,
-        latency_s: float,
-        ttfb_s: float | None,
-        request_body: list[bytes],
-        request_bytes: int,
-        request_truncated: bool,
-        request_content_type: str | None,
-        response_body: list[bytes],
-        response_bytes: int,
-        response_truncated: bool,
-        response_content_type: str | None,
-        error: str | None,
-    ) -> None:
-        self.ts = ts
-        self.request_id = request_id
-        self.method = method
-        self.path = path
-        self.route = route
-        self.status = status
-        self.latency_s = latency_s
-        self.ttfb_s = ttfb_s
-        self.request_body = request_body
-        self.request_bytes = request_bytes
-        self.request_truncated = request_truncated
-        self.request_content_type = request_content_type
-        self.response_body = response_body
-        self.response_bytes = response_bytes
-        self.response_truncated = response_truncated
-        self.response_content_type = response_content_type
-        self.error = error
+    ts: float
+    request_id: str
+    method: str
+    path: str
+    route: str
+    status: int
+    latency_s: float
+    ttfb_s: float | None
+    request_body: tuple[bytes, ...]
+    request_bytes: int
+    request_truncated: bool
+    request_content_type: str | None
+    response_body: tuple[bytes, ...]
+    response_bytes: int
+    response_truncated: bool
+    response_content_type: str | None
+    error: str | None
 
 
 @dataclass(slots=True)
@@ -116,14 +80,19 @@ class CaptureQueue:
         batch: int = 2_000,
         ready: Callable[[], None] | None = None,
     ) -> None:
-        self._items: deque[Capture] = deque()
+        self._items: deque[tuple[Any, ...]] = deque()
         self.capacity = capacity
         self.counters = counters
         self.batch = batch
         self.ready = ready
 
-    def put(self, capture: Capture) -> bool:
-        """Queue a capture, or count it as dropped when the writer has fallen behind."""
+    def put(self, capture: tuple[Any, ...]) -> bool:
+        """Queue a capture, or count it as dropped when the writer has fallen behind.
+
+        The request path passes a plain tuple in :class:`Capture`'s field order: only an exact
+        tuple is untracked by the garbage collector (a Capture is a tuple subclass, and kept
+        tracked), and building one is cheaper too. A Capture is accepted as well.
+        """
         self.counters.sampled += 1
         if len(self._items) >= self.capacity:
             self.counters.dropped += 1
@@ -133,10 +102,10 @@ class CaptureQueue:
             self.ready()  # a full batch: wake the writer now instead of at its next flush
         return True
 
-    def take(self, limit: int) -> list[Capture]:
-        """Remove and return up to ``limit`` captures, oldest first."""
+    def take(self, limit: int) -> list[tuple[Any, ...]]:
+        """Remove and return up to ``limit`` captures (tuples, as put), oldest first."""
         items = self._items
-        batch: list[Capture] = []
+        batch: list[tuple[Any, ...]] = []
         while items and len(batch) < limit:
             batch.append(items.popleft())
         return batch

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -62,28 +63,33 @@ class Columnizer:
         self._hints = hints
         self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
 
-    def columns(self, captures: list[Capture]) -> tuple[Columns, Columns | None]:
-        """The request rows of ``captures`` and their feature rows (None when there are none)."""
+    def columns(self, captures: Sequence[tuple[Any, ...]]) -> tuple[Columns, Columns | None]:
+        """The request rows of ``captures`` and their feature rows (None when there are none).
+
+        Each capture is a tuple in :class:`Capture`'s field order (a Capture or a plain tuple).
+        """
         counters, limits, hints = self._counters, self._limits, self._hints()
         statuses: tuple[list[str], list[str]] = ([], [])
         row_counts: tuple[list[int], list[int]] = ([], [])
         rows: list[dict[str, object]] = []  # every stored row, capture by capture, inputs first
         spans: list[tuple[int, int, int]] = []  # (capture, role, rows) for each run of rows
         for position, capture in enumerate(captures):
+            _, _, _, path, _, _, _, _, request, _, cut_request, request_type = capture[:12]
+            response, _, cut_response, response_type, _ = capture[12:]
             parsed_in = parse_request(
-                b"".join(capture.request_body),
-                path=capture.path,
-                content_type=capture.request_content_type,
-                truncated=capture.request_truncated,
+                b"".join(request),
+                path=path,
+                content_type=request_type,
+                truncated=cut_request,
                 columns=hints.columns,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
             parsed_out = parse_response(
-                b"".join(capture.response_body),
-                path=capture.path,
-                content_type=capture.response_content_type,
-                truncated=capture.response_truncated,
+                b"".join(response),
+                path=path,
+                content_type=response_type,
+                truncated=cut_response,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
@@ -125,25 +131,23 @@ class Columnizer:
 
 
 def _request_columns(
-    captures: list[Capture],
+    captures: Sequence[tuple[Any, ...]],
     statuses: tuple[list[str], list[str]],
     row_counts: tuple[list[int], list[int]],
 ) -> Columns:
-    ts = np.array([int(c.ts * 1_000_000) for c in captures], dtype=np.int64)
+    # Each field of every capture, in order (empty tuples when there are no captures).
+    field = Capture._make(list(zip(*captures, strict=True)) or [()] * len(Capture._fields))
     return {
-        "ts": ts.astype("datetime64[us]"),
-        "request_id": np.array([c.request_id for c in captures], dtype=object),
-        "method": np.array([c.method for c in captures], dtype=object),
-        "route": np.array([c.route for c in captures], dtype=object),
-        "status": np.array([c.status for c in captures], dtype=np.int16),
-        "latency_ms": np.array([c.latency_s * 1000.0 for c in captures], dtype=np.float64),
-        "ttfb_ms": np.array(
-            [None if c.ttfb_s is None else c.ttfb_s * 1000.0 for c in captures],
-            dtype=np.float64,
-        ),
-        "request_bytes": np.array([c.request_bytes for c in captures], dtype=np.int64),
-        "response_bytes": np.array([c.response_bytes for c in captures], dtype=np.int64),
-        "error": np.array([c.error for c in captures], dtype=object),
+        "ts": (np.array(field.ts) * 1_000_000).astype(np.int64).astype("datetime64[us]"),
+        "request_id": np.array(field.request_id, dtype=object),
+        "method": np.array(field.method, dtype=object),
+        "route": np.array(field.route, dtype=object),
+        "status": np.array(field.status, dtype=np.int16),
+        "latency_ms": np.array(field.latency_s, dtype=np.float64) * 1000.0,
+        "ttfb_ms": np.array(field.ttfb_s, dtype=np.float64) * 1000.0,
+        "request_bytes": np.array(field.request_bytes, dtype=np.int64),
+        "response_bytes": np.array(field.response_bytes, dtype=np.int64),
+        "error": np.array(field.error, dtype=object),
         "input_status": np.array(statuses[0], dtype=object),
         "output_status": np.array(statuses[1], dtype=object),
         "input_rows": np.array(row_counts[0], dtype=np.int32),

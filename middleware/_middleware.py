@@ -13,7 +13,6 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._capture import Capture
 from ._engine import Engine
 from ._request_ids import new_request_id
 from ._settings import Settings
@@ -193,25 +192,26 @@ class MonitorMiddleware:
             tracker.observe(scope["method"], route, status, latency, first_byte)
             if error is not None or status >= 500 or random.random() < self._sample_rate:
                 try:
+                    # A plain tuple in Capture's field order: see CaptureQueue.put.
                     engine.queue.put(
-                        Capture(
-                            ts=wall,
-                            request_id=request_id.decode("ascii", "replace"),
-                            method=scope["method"],
-                            path=scope["path"],
-                            route=route,
-                            status=status,
-                            latency_s=latency,
-                            ttfb_s=first_byte,
-                            request_body=request_chunks,
-                            request_bytes=request_size,
-                            request_truncated=request_truncated,
-                            request_content_type=_text(request_type),
-                            response_body=response_chunks,
-                            response_bytes=response_size,
-                            response_truncated=response_truncated,
-                            response_content_type=_text(response_type),
-                            error=error,
+                        (
+                            wall,
+                            request_id.decode("ascii", "replace"),
+                            scope["method"],
+                            scope["path"],
+                            route,
+                            status,
+                            latency,
+                            first_byte,
+                            tuple(request_chunks),
+                            request_size,
+                            request_truncated,
+                            _text(request_type),
+                            tuple(response_chunks),
+                            response_size,
+                            response_truncated,
+                            _text(response_type),
+                            error,
                         )
                     )
                 except Exception:  # the model's response is already on its way

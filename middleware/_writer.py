@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from ._capture import Capture, CaptureCounters, CaptureQueue
+from ._capture import CaptureCounters, CaptureQueue
 from ._columns import ColumnHints, Columnizer
 from ._errors import MonitorError
 from ._payload import ParseLimits
@@ -230,7 +230,7 @@ class StoreWriter:
                 self._wake.wait(self._settings.flush_interval)
                 self._wake.clear()
 
-    def _write(self, captures: list[Capture]) -> None:
+    def _write(self, captures: list[tuple[Any, ...]]) -> None:
         store = self._store
         if store is None:
             self._counters.write_errors += len(captures)
