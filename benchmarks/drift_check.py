@@ -92,7 +92,7 @@ def prepare(workdir: Path, rows: int) -> dict[str, str]:
     import duckdb
 
     sys.path.insert(0, str(ROOT))
-    from middleware._schema import STATEMENTS
+    from middleware._store import Store, append_features
 
     paths = {
         "reference": str(workdir / "reference.parquet"),
@@ -103,31 +103,34 @@ def prepare(workdir: Path, rows: int) -> dict[str, str]:
     for name, seed, drift in (("reference", 1, False), ("current", 2, True)):
         con.execute(f"CREATE TABLE {name} AS {_table_sql(rows, seed, drift)}")
         con.execute(f"COPY (SELECT * EXCLUDE (i) FROM {name}) TO '{paths[name]}' (FORMAT parquet)")
-    con.execute(f"ATTACH '{paths['store']}' AS store")
-    for statement in STATEMENTS:
-        con.execute(statement.replace("IF NOT EXISTS ", "IF NOT EXISTS store.main."))
+    con.close()
+    store = Store(paths["store"])
     step_us = int(SPAN_S * 1e6 / rows)
     ts = f"TIMESTAMP '{START.isoformat()}' + to_microseconds(i * {step_us})"
     numbers = ", ".join(f"n{k}" for k in range(NUMERIC))
     names = ", ".join(f"c{k}" for k in range(CATEGORICAL))
-    con.execute(
-        f"""INSERT INTO store.features
-        SELECT {ts}, md5(CAST(i AS VARCHAR)), 0, 'input', name, type, num, str FROM (
+    cursor = store.writer
+    cursor.execute(  # the very rows of current.parquet, numbered in file order
+        "CREATE TEMP TABLE current AS SELECT row_number() OVER () - 1 AS i, * FROM read_parquet(?)",
+        [paths["current"]],
+    )
+    append_features(
+        cursor,
+        f"""SELECT {ts}, md5(CAST(i AS VARCHAR)), 0, 'input', name, type, num, str FROM (
             SELECT i, name, 'number' AS type, num, NULL AS str
             FROM (UNPIVOT current ON {numbers} INTO NAME name VALUE num)
             UNION ALL
             SELECT i, name, 'string', NULL, str
             FROM (UNPIVOT (SELECT i, {names} FROM current) ON {names} INTO NAME name VALUE str)
-        ) ORDER BY i, name"""
+        ) ORDER BY i, name""",
     )
-    con.execute(
-        f"""INSERT INTO store.requests (ts, request_id, method, route, status, latency_ms,
+    cursor.execute(
+        f"""INSERT INTO requests (ts, request_id, method, route, status, latency_ms,
                request_bytes, response_bytes, input_status, output_status, input_rows, output_rows)
         SELECT {ts}, md5(CAST(i AS VARCHAR)), 'POST', '/predict', 200, 3.0, 900, 40, 'ok', 'ok',
                1, 1 FROM current"""
     )
-    con.execute("DETACH store")
-    con.close()
+    store.close()
     return paths
 
 

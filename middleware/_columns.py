@@ -12,25 +12,26 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._capture import Capture, CaptureCounters
+from ._column_ids import ColumnIds
 from ._payload import ParseLimits, parse_request, parse_response
+from ._schema import ROLE_CODES, TYPE_CODES
 
-__all__ = ["ColumnHints", "Columnizer"]
+__all__ = ["Batch", "ColumnHints", "Columnizer"]
 
-_ROLES = ("input", "output")
+_ROLES = tuple(sorted(ROLE_CODES, key=ROLE_CODES.__getitem__))  # by role code
 _YIELD_EVERY = 32  # captures parsed between two pauses (about 1 ms of work)
 _YIELD_S = 0.000_05
-_ROLE_NAMES = np.array(_ROLES, dtype=object)
-_TYPE_NAMES = np.array(["number", "boolean", "string", "null"], dtype=object)
-_NUMBER, _BOOLEAN, _STRING = 0, 1, 2
+_BOOLEAN, _STRING = TYPE_CODES["boolean"], TYPE_CODES["string"]
 # Whatever is not a string, a boolean or null is stored as a number, as the parser only
 # gives back JSON's scalars (ints that fit 64 bits, floats, NaN and the infinities included).
 _TYPE_CODES: defaultdict[type, int] = defaultdict(
-    int, {float: 0, int: 0, bool: 1, str: 2, type(None): 3}
+    lambda: TYPE_CODES["number"],
+    {bool: _BOOLEAN, str: _STRING, type(None): TYPE_CODES["null"]},
 )
 
 
@@ -43,6 +44,14 @@ class ColumnHints:
 
 
 Columns = dict[str, np.ndarray]
+
+
+class Batch(NamedTuple):
+    """Columns to insert: ``requests``, ``feature_values`` and new ``feature_columns`` rows."""
+
+    requests: Columns
+    features: Columns | None
+    new_columns: Columns | None
 
 
 class Columnizer:
@@ -65,9 +74,16 @@ class Columnizer:
         self._counters = counters
         self._hints = hints
         self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
+        self.ids = ColumnIds()
 
-    def columns(self, captures: Sequence[tuple[Any, ...]]) -> tuple[Columns, Columns | None]:
-        """The request rows of ``captures`` and their feature rows (None when there are none).
+    def load(self, columns: list[tuple[int, str, str, str]]) -> None:
+        """Take up a store's ``feature_columns`` rows: its names count toward the cap."""
+        for _, role, name, _ in columns:
+            self.names.setdefault(role, set()).add(name)
+        self.ids.load(columns)
+
+    def columns(self, captures: Sequence[tuple[Any, ...]]) -> Batch:
+        """The request rows of ``captures``, their feature rows and any new feature columns.
 
         Each capture is a tuple in :class:`Capture`'s field order (a Capture or a plain tuple).
         """
@@ -114,8 +130,9 @@ class Columnizer:
                     spans.append((position, role, len(parsed.rows)))
         requests = _request_columns(captures, statuses, row_counts)
         if not any(rows):
-            return requests, None
-        return requests, _feature_columns(requests, rows, spans)
+            return Batch(requests, None, None)
+        features = _feature_columns(requests, rows, spans, self.ids)
+        return Batch(requests, features, self.ids.unstored(features["column_id"]))
 
     def _admitted(self, rows: list[dict[str, object]], role: str) -> list[dict[str, object]]:
         """``rows`` as they may be stored: with no more distinct names than ``max_features``."""
@@ -163,7 +180,10 @@ def _request_columns(
 
 
 def _feature_columns(
-    requests: Columns, rows: list[dict[str, object]], spans: list[tuple[int, int, int]]
+    requests: Columns,
+    rows: list[dict[str, object]],
+    spans: list[tuple[int, int, int]],
+    ids: ColumnIds,
 ) -> Columns:
     """One column entry per value of ``rows``, in row order and each row's key order."""
     span = np.array(spans, dtype=np.intp).reshape(-1, 3)
@@ -174,7 +194,7 @@ def _feature_columns(
     row_index = np.arange(len(rows)) - np.repeat(np.cumsum(span_rows) - span_rows, span_rows)
     counts = np.fromiter(map(len, rows), dtype=np.intp, count=len(rows))
     total = int(counts.sum())
-    names = np.fromiter(chain.from_iterable(rows), dtype=object, count=total)
+    names = list(chain.from_iterable(rows))
     values = np.fromiter(chain.from_iterable(map(dict.values, rows)), dtype=object, count=total)
     codes = np.fromiter(map(_TYPE_CODES.__getitem__, map(type, values)), dtype=np.int8, count=total)
     # NumPy float arrays carry no NULL: NaN here is NULL in the table unless the type is
@@ -190,9 +210,7 @@ def _feature_columns(
         "ts": requests["ts"][owner],
         "request_id": requests["request_id"][owner],
         "row_index": np.repeat(row_index, counts).astype(np.int32),
-        "role": _ROLE_NAMES[np.repeat(row_role, counts)],
-        "name": names,
-        "type": _TYPE_NAMES[codes],
+        "column_id": ids.ids(names, codes, np.repeat(row_role, counts)),
         "num": num,
         "str": text,
     }

@@ -3,13 +3,43 @@
 Times are UTC ``TIMESTAMP`` values. Feature values are stored in long form, one row per
 (request, instance, role, name), so that a value of an unexpected type keeps its own type and a
 schema change upstream never needs ``ALTER TABLE``. docs/store.md describes each column.
+
+The ``features`` view is what readers query. Underneath, ``feature_values`` holds each value
+with an integer ``column_id`` in place of its role, name and type, which ``feature_columns``
+spells out: writing three short strings per value cost more than half of storing it.
 """
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "STATEMENTS"]
+__all__ = [
+    "FEATURES_VIEW",
+    "ROLE_CODES",
+    "SCHEMA_VERSION",
+    "STATEMENTS",
+    "TYPE_CODES",
+    "column_id_sql",
+]
 
-SCHEMA_VERSION = 1
+# A column id is name index * 8 + type code * 2 + role code: the writer computes it with array
+# arithmetic from one dictionary lookup per value, and a name keeps its index for every type.
+ROLE_CODES = {"input": 0, "output": 1}
+TYPE_CODES = {"number": 0, "boolean": 1, "string": 2, "null": 3}
+
+FEATURES_VIEW = """
+    CREATE VIEW IF NOT EXISTS features AS
+    SELECT v.ts, v.request_id, v.row_index, c.role, c.name, c.type, v.num, v.str
+    FROM feature_values v JOIN feature_columns c ON c.id = v.column_id
+"""
+
+
+def column_id_sql(index: str, role: str, kind: str) -> str:
+    """SQL for the column id of name index ``index``, role ``role`` and type ``kind``."""
+    types = " ".join(f"WHEN '{k}' THEN {v}" for k, v in TYPE_CODES.items())
+    roles = " ".join(f"WHEN '{k}' THEN {v}" for k, v in ROLE_CODES.items())
+    return f"({index}) * 8 + (CASE {kind} {types} END) * 2 + (CASE {role} {roles} END)"
+
+
+SCHEMA_VERSION = 2
 
 STATEMENTS: tuple[str, ...] = (
     """
@@ -112,15 +142,22 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
     """
-    CREATE TABLE IF NOT EXISTS features (
+    CREATE TABLE IF NOT EXISTS feature_columns (
+        id INTEGER PRIMARY KEY,
+        role VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        type VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS feature_values (
         ts TIMESTAMP NOT NULL,
         request_id VARCHAR NOT NULL,
         row_index INTEGER NOT NULL,
-        role VARCHAR NOT NULL,
-        name VARCHAR NOT NULL,
-        type VARCHAR NOT NULL,
+        column_id INTEGER NOT NULL,
         num DOUBLE,
         str VARCHAR
     )
     """,
+    FEATURES_VIEW,
 )

@@ -17,21 +17,46 @@ from typing import Any
 import duckdb
 
 from ._errors import MonitorError
-from ._schema import SCHEMA_VERSION, STATEMENTS
+from ._schema import SCHEMA_VERSION, STATEMENTS, column_id_sql
 
-__all__ = ["Store"]
+__all__ = ["Store", "append_features"]
 
 _EXPORTABLE = frozenset({"requests", "features", "efficiency", "resources"})
 _SERIES = ("efficiency", "resources")
 _AGED = (*_SERIES, "drift_reports", "alerts", "alert_deliveries")
 _INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
-# NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number is never NULL
-# otherwise, which lets the insert turn it back into NaN.
+# NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number (type code 0 in the
+# column id) is never NULL otherwise, which lets the insert turn it back into NaN.
 _INSERT_FEATURES = """
-INSERT INTO features
-SELECT ts, request_id, row_index, role, name, type,
-       CASE WHEN type = 'number' AND num IS NULL THEN 'nan'::DOUBLE ELSE num END, str
+INSERT INTO feature_values
+SELECT ts, request_id, row_index, column_id,
+       CASE WHEN column_id // 2 % 4 = 0 AND num IS NULL THEN 'nan'::DOUBLE ELSE num END, str
 FROM feature_batch
+"""
+_INSERT_COLUMNS = "INSERT INTO feature_columns SELECT id, role, name, type FROM column_batch"
+# Long-form rows staged by append_features: each (role, name, type) gets its column id, a new
+# name the index after the highest one in use.
+_STAGED_COLUMNS = f"""
+INSERT INTO feature_columns
+WITH known AS (SELECT DISTINCT name, id // 8 AS idx FROM feature_columns),
+     fresh AS (
+         SELECT name, (SELECT coalesce(max(idx) + 1, 0) FROM known)
+                      + row_number() OVER (ORDER BY name) - 1 AS idx
+         FROM (SELECT DISTINCT name FROM iw_staged_features)
+         WHERE name NOT IN (SELECT name FROM known)
+     ),
+     wanted AS (
+         SELECT DISTINCT w.role, w.name, w.type, n.idx
+         FROM iw_staged_features w
+         JOIN (SELECT * FROM known UNION ALL SELECT * FROM fresh) n USING (name)
+     )
+SELECT {column_id_sql("idx", "role", "type")} AS id, role, name, type FROM wanted
+WHERE id NOT IN (SELECT id FROM feature_columns)
+"""  # noqa: S608 - fixed names and codes only
+_STAGED_VALUES = """
+INSERT INTO feature_values
+SELECT s.ts, s.request_id, s.row_index, c.id, s.num, s.str
+FROM iw_staged_features s JOIN feature_columns c USING (role, name, type)
 """
 
 
@@ -56,8 +81,7 @@ class Store:
             self._root = root
             self._writer = root.cursor()
             if not read_only:
-                for statement in STATEMENTS:
-                    self._writer.execute(statement)
+                _create_or_upgrade(self._writer)
                 self._writer.execute(
                     "INSERT OR REPLACE INTO inferwatch_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)],
@@ -98,8 +122,13 @@ class Store:
         finally:
             cursor.close()
 
-    def insert(self, request_batch: dict[str, Any], feature_batch: dict[str, Any] | None) -> None:
-        """Write one batch of request rows and feature rows in one transaction.
+    def insert(
+        self,
+        request_batch: dict[str, Any],
+        feature_batch: dict[str, Any] | None,
+        column_batch: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one batch of request rows, feature values and new feature columns at once.
 
         Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
         them in place, which measured as fast as Arrow and needs no pyarrow.
@@ -109,6 +138,9 @@ class Store:
         try:
             cursor.register("request_batch", request_batch)
             cursor.execute(_INSERT_REQUESTS)
+            if column_batch is not None:
+                cursor.register("column_batch", column_batch)
+                cursor.execute(_INSERT_COLUMNS)
             if feature_batch is not None:
                 cursor.register("feature_batch", feature_batch)
                 cursor.execute(_INSERT_FEATURES)
@@ -118,7 +150,7 @@ class Store:
                 cursor.execute("ROLLBACK")
             raise
         finally:
-            for name in ("request_batch", "feature_batch"):
+            for name in ("request_batch", "column_batch", "feature_batch"):
                 with contextlib.suppress(duckdb.Error):
                     cursor.unregister(name)
 
@@ -133,15 +165,16 @@ class Store:
         finally:
             cursor.unregister("series_batch")
 
-    def known_names(self) -> list[tuple[str, str]]:
-        """Every (role, name) in the store, so the distinct-name cap holds across restarts."""
-        return self._writer.execute("SELECT DISTINCT role, name FROM features").fetchall()
+    def feature_columns(self) -> list[tuple[int, str, str, str]]:
+        """Every (id, role, name, type) of ``feature_columns``: the writer's ids, and the names
+        that count toward the distinct-name cap across restarts."""
+        return self._writer.execute("SELECT id, role, name, type FROM feature_columns").fetchall()
 
     def delete_older_than(self, cutoff: datetime) -> int:
         """Delete requests and feature rows logged before ``cutoff``; return the feature rows."""
         naive = _naive_utc(cutoff)
         cursor = self._writer
-        deleted = cursor.execute("DELETE FROM features WHERE ts < ?", [naive]).fetchone()
+        deleted = cursor.execute("DELETE FROM feature_values WHERE ts < ?", [naive]).fetchone()
         cursor.execute("DELETE FROM requests WHERE ts < ?", [naive])
         for table in _AGED:
             cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [naive])  # noqa: S608
@@ -230,6 +263,46 @@ class Store:
                 self._writer.close()
             with contextlib.suppress(duckdb.Error):
                 self._root.close()
+
+
+def append_features(cursor: duckdb.DuckDBPyConnection, select: str, params: Any = None) -> None:
+    """Store long-form rows: ``select`` gives (ts, request_id, row_index, role, name, type, num,
+    str), as the ``features`` view reads; new (role, name, type) get their column ids.
+
+    For rows made in SQL: moving a store of the first schema over, and test data.
+    """
+    cursor.execute(
+        "CREATE OR REPLACE TEMP TABLE iw_staged_features (ts TIMESTAMP, request_id VARCHAR, "
+        "row_index INTEGER, role VARCHAR, name VARCHAR, type VARCHAR, num DOUBLE, str VARCHAR)"
+    )
+    try:
+        cursor.execute(f"INSERT INTO iw_staged_features {select}", params)
+        cursor.execute(_STAGED_COLUMNS)
+        cursor.execute(_STAGED_VALUES)
+    finally:
+        cursor.execute("DROP TABLE IF EXISTS iw_staged_features")
+
+
+def _create_or_upgrade(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables; a store of schema 1 (``features`` a table) has its rows moved over."""
+    old = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'features'"
+    ).fetchone()
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        if old and old[0]:
+            cursor.execute("ALTER TABLE features RENAME TO features_schema_1")
+        for statement in STATEMENTS:
+            cursor.execute(statement)
+        if old and old[0]:
+            append_features(cursor, "SELECT * FROM features_schema_1 ORDER BY ts")
+            cursor.execute("DROP TABLE features_schema_1")
+        cursor.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
 
 
 _HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers

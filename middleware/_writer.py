@@ -166,8 +166,7 @@ class StoreWriter:
             self._retry_later()
             return
         try:
-            for role, name in store.known_names():
-                self._columnizer.names.setdefault(role, set()).add(name)
+            self._columnizer.load(store.feature_columns())
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
             self._report(f"Cannot open the log store {self._settings.db!r}: {_first_line(exc)}")
@@ -236,8 +235,8 @@ class StoreWriter:
             self._counters.write_errors += len(captures)
             return
         try:
-            requests, features = self._columnizer.columns(captures)
-            store.insert(requests, features)
+            batch = self._columnizer.columns(captures)
+            store.insert(*batch)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
             self._failed(store, exc, "Writing to the log store")
@@ -248,8 +247,10 @@ class StoreWriter:
             self._report(f"Preparing captured rows failed: {exc!r}")
             logger.exception("inferwatch writer failed on a batch")
             return
+        if batch.new_columns is not None:
+            self._columnizer.ids.mark_stored(batch.new_columns["id"])
         self._counters.stored += len(captures)
-        self._counters.rows_stored += len(features["name"]) if features else 0
+        self._counters.rows_stored += len(batch.features["num"]) if batch.features else 0
         self.db_bytes = store.file_bytes()
         self._note_written()
 

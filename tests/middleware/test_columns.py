@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middleware._capture import Capture, CaptureCounters
-from middleware._columns import Columnizer
+from middleware._columns import Batch, Columnizer
 from middleware._payload import ParseLimits, parse_request, parse_response
 
 
@@ -69,23 +68,33 @@ def _reference(
     return out
 
 
-def _laid_out(features: dict[str, np.ndarray] | None) -> list[tuple[Any, ...]]:
+def _laid_out(
+    columnizer: Columnizer, batch: Batch, columns: dict[int, tuple[str, str, str]] | None = None
+) -> list[tuple[Any, ...]]:
+    """The batch's feature rows in long form, column ids spelled out as (role, name, type)."""
+    columns = {} if columns is None else columns
+    if batch.new_columns is not None:
+        new = batch.new_columns
+        described = zip(new["id"], new["role"], new["name"], new["type"], strict=True)
+        for i, role, name, kind in described:
+            assert int(i) not in columns
+            columns[int(i)] = (role, name, kind)
+        columnizer.ids.mark_stored(new["id"])
+    features = batch.features
     if features is None:
         return []
     rows = zip(
         features["request_id"],
         features["row_index"].tolist(),
-        features["role"],
-        features["name"],
-        features["type"],
+        features["column_id"].tolist(),
         features["num"].tolist(),
         features["str"],
         strict=True,
     )
     # NaN stands for "no number" in the array; the store keeps it only for numbers.
     return [
-        (*row[:5], None if isinstance(row[5], float) and math.isnan(row[5]) else row[5], row[6])
-        for row in rows
+        (rid, index, *columns[cid], None if isinstance(num, float) and math.isnan(num) else num, s)
+        for rid, index, cid, num, s in rows
     ]
 
 
@@ -124,19 +133,21 @@ def test_columns_equal_a_loop_over_every_value(
     expected_counters, counters = CaptureCounters(), CaptureCounters()
     expected = _reference(captures, limits, max_names, expected_counters)
     columnizer = Columnizer(limits=limits, max_names=max_names, counters=counters)
-    requests, features = columnizer.columns(captures)
-    assert _same(_laid_out(features), expected)
+    batch = columnizer.columns(captures)
+    assert _same(_laid_out(columnizer, batch), expected)
     assert counters.names_capped == expected_counters.names_capped
-    assert len(requests["request_id"]) == len(captures)
+    assert len(batch.requests["request_id"]) == len(captures)
 
 
 def test_names_stay_capped_across_batches() -> None:
     counters = CaptureCounters()
     columnizer = Columnizer(limits=ParseLimits(), max_names=3, counters=counters)
-    columnizer.columns([_capture({"a": 1, "b": 2}, {"y": 1})])
-    _, features = columnizer.columns([_capture({"c": 3, "d": 4, "a": 5}, {"y": 2})])
-    assert features is not None
-    assert list(features["name"]) == ["c", "a", "y"]
+    columns: dict[int, tuple[str, str, str]] = {}
+    _laid_out(columnizer, columnizer.columns([_capture({"a": 1, "b": 2}, {"y": 1})]), columns)
+    rows = _laid_out(
+        columnizer, columnizer.columns([_capture({"c": 3, "d": 4, "a": 5}, {"y": 2})]), columns
+    )
+    assert [row[3] for row in rows] == ["c", "a", "y"]
     assert counters.names_capped == 1
     assert columnizer.names["input"] == {"a", "b", "c"}
 
@@ -154,16 +165,33 @@ def test_names_stay_capped_across_batches() -> None:
 )
 def test_values_keep_their_type(raw: bytes, kind: str, num: float | None) -> None:
     columnizer = Columnizer(limits=ParseLimits(), max_names=10, counters=CaptureCounters())
-    _, features = columnizer.columns([_capture(None, None, raw=raw)])
-    assert features is not None
-    assert list(features["type"]) == [kind]
-    value = features["num"][0]
+    batch = columnizer.columns([_capture(None, None, raw=raw)])
+    [(_, _, role, name, stored_kind, _, text)] = _laid_out(columnizer, batch)
+    assert (role, name, stored_kind, text) == ("input", "x", kind, None)
+    assert batch.features is not None
+    value = batch.features["num"][0]
     assert math.isnan(value) if num is None else value == num
-    assert features["str"][0] is None
 
 
 def test_a_batch_without_values_has_no_feature_rows() -> None:
     columnizer = Columnizer(limits=ParseLimits(), max_names=10, counters=CaptureCounters())
-    requests, features = columnizer.columns([_capture({}, [])])
-    assert features is None
-    assert list(requests["input_rows"]) == [1]
+    batch = columnizer.columns([_capture({}, [])])
+    assert batch.features is None
+    assert batch.new_columns is None
+    assert list(batch.requests["input_rows"]) == [1]
+
+
+def test_a_column_id_is_new_once_per_store() -> None:
+    columnizer = Columnizer(limits=ParseLimits(), max_names=10, counters=CaptureCounters())
+    first = columnizer.columns([_capture({"a": 1, "b": "x"}, [0.5])])
+    assert first.new_columns is not None
+    assert sorted(first.new_columns["name"]) == ["a", "b", "prediction"]
+    again = columnizer.columns([_capture({"a": 2, "b": "y"}, [0.1])])
+    assert again.new_columns is not None  # the store has not committed the first batch
+    columnizer.ids.mark_stored(again.new_columns["id"])
+    assert columnizer.columns([_capture({"a": 3, "b": "z"}, [0.2])]).new_columns is None
+    # a new type for a known name is a new column with the name's index
+    mixed = columnizer.columns([_capture({"a": "three"}, [0.2])])
+    assert mixed.new_columns is not None
+    assert list(mixed.new_columns["type"]) == ["string"]
+    assert mixed.new_columns["id"][0] >> 3 == first.features["column_id"][0] >> 3  # type: ignore[index]

@@ -21,6 +21,7 @@ from middleware import _drift
 from middleware._baseline import Baseline, FeatureBaseline, build_baseline, load_baseline
 from middleware._drift import CategoricalWindow, NumericWindow, evaluate_feature, run_check
 from middleware._schema import STATEMENTS
+from middleware._store import append_features
 
 T0 = datetime(2026, 3, 1)
 CONTRACT_KEYS = {
@@ -77,8 +78,9 @@ def log_rows(
     for name, values in columns.items():
         kind = values.dtype.kind if isinstance(values, np.ndarray) else "O"
         if kind in "fiub":
-            con.execute(
-                "INSERT INTO features SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
+            append_features(
+                con,
+                "SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
                 "$prefix || i, 0, $role, $name, $type, v, NULL "
                 "FROM (SELECT unnest($v::DOUBLE[]) AS v, unnest(range($n)) AS i)",
                 span
@@ -87,16 +89,18 @@ def log_rows(
             )
             continue
         if kind in "US":
-            con.execute(
-                "INSERT INTO features SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
+            append_features(
+                con,
+                "SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
                 "$prefix || i, 0, $role, $name, 'string', NULL, v "
                 "FROM (SELECT unnest($v::VARCHAR[]) AS v, unnest(range($n)) AS i)",
                 span | {"name": name, "v": values.tolist()},
             )
             continue
         types, nums, strs = _typed(list(values))
-        con.execute(
-            "INSERT INTO features SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
+        append_features(
+            con,
+            "SELECT $start + to_microseconds(CAST(i * $step AS BIGINT)), "
             "$prefix || i, 0, $role, $name, t, v, s FROM (SELECT unnest($t::VARCHAR[]) AS t, "
             "unnest($v::DOUBLE[]) AS v, unnest($s::VARCHAR[]) AS s, unnest(range($n)) AS i) "
             "WHERE t IS NOT NULL",
@@ -365,8 +369,9 @@ def log_table(
         kind = {"VARCHAR": "'string'", "BOOLEAN": "'boolean'"}.get(sql_type, "'number'")
         num = "NULL" if sql_type == "VARCHAR" else f'CAST("{name}" AS DOUBLE)'
         text = f'"{name}"' if sql_type == "VARCHAR" else "NULL"
-        con.execute(
-            f"INSERT INTO features SELECT {ts}, $prefix || i, 0, 'input', $name, {kind}, "
+        append_features(
+            con,
+            f"SELECT {ts}, $prefix || i, 0, 'input', $name, {kind}, "
             f'{num}, {text} FROM {table} WHERE {where} AND "{name}" IS NOT NULL',
             {"start": start, "prefix": prefix, "name": name},
         )
@@ -505,10 +510,11 @@ def test_type_counts_taken_from_the_bins_equal_the_type_query(
     con = open_store(tmp_path / "s.duckdb")
     end = log_rows(con, columns)
     # explicit nulls of a known feature, and outputs the baseline has no section for
-    con.execute(
-        """INSERT INTO features SELECT ts, request_id, row_index, role, 'note', 'null', NULL, NULL
+    append_features(
+        con,
+        """SELECT ts, request_id, row_index, role, 'note', 'null', NULL, NULL
            FROM features f WHERE name = 'color' AND NOT EXISTS (
-               SELECT 1 FROM features g WHERE g.request_id = f.request_id AND g.name = 'note')"""
+               SELECT 1 FROM features g WHERE g.request_id = f.request_id AND g.name = 'note')""",
     )
     log_rows(con, {"prediction": np.ones(2_000)}, role="output")
     queried = []

@@ -20,7 +20,7 @@ from middleware._changes import page_hinkley, rank_scores
 from middleware._drift import run_check
 from middleware._evaluation import classification_metrics, evaluate, regression_metrics
 from middleware._labels import Label, write_labels
-from middleware._store import Store
+from middleware._store import Store, append_features
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -81,7 +81,10 @@ def insert(
         "num": np.array(columns["num"], dtype=np.float64),
         "str": np.array(columns["str"], dtype=object),
     }
-    store.insert(requests, features)
+    store.insert(requests, None)
+    store.writer.register("long_rows", features)
+    append_features(store.writer, "SELECT * FROM long_rows")
+    store.writer.unregister("long_rows")
     return ids
 
 

@@ -48,7 +48,7 @@ def test_rows_survive_a_restart_and_open_elsewhere(db_path: str) -> None:
         assert con.execute("SELECT count(*) FROM features").fetchone() == (33,)
         assert con.execute(
             "SELECT value FROM inferwatch_meta WHERE key = 'schema_version'"
-        ).fetchone() == ("1",)
+        ).fetchone() == ("2",)
 
 
 def test_retention_deletes_old_rows(db_path: str) -> None:
@@ -86,14 +86,17 @@ def fill(db_path: str, rows: int, start: float) -> None:
         "ts": ts,
         "request_id": ids,
         "row_index": np.zeros(rows, dtype=np.int32),
-        "role": np.full(rows, "input", dtype=object),
-        "name": np.full(rows, "x", dtype=object),
-        "type": np.full(rows, "number", dtype=object),
+        "column_id": np.zeros(rows, dtype=np.int32),  # name index 0, a number, an input
         "num": np.random.default_rng(0).random(rows),
         "str": np.full(rows, None, dtype=object),
     }
+    columns = {
+        "id": np.zeros(1, dtype=np.int32),
+        **{k: np.array([v], dtype=object) for k, v in (("role", "input"), ("name", "x"))},
+        "type": np.array(["number"], dtype=object),
+    }
     store = Store(db_path)
-    store.insert(requests, features)
+    store.insert(requests, features, columns)
     store.close()
 
 
@@ -233,3 +236,70 @@ def test_export_from_a_running_app_needs_the_token(db_path: str, tmp_path: Path)
         rows = con.execute("SELECT role, count(*) FROM read_parquet(?) GROUP BY role ORDER BY 1",
                            [str(out)]).fetchall()  # fmt: skip
     assert rows == [("input", 6), ("output", 6)]
+
+
+_SCHEMA_1_FEATURES = """
+CREATE TABLE features (
+    ts TIMESTAMP NOT NULL, request_id VARCHAR NOT NULL, row_index INTEGER NOT NULL,
+    role VARCHAR NOT NULL, name VARCHAR NOT NULL, type VARCHAR NOT NULL, num DOUBLE, str VARCHAR
+)
+"""
+
+
+def test_a_store_of_the_first_schema_is_moved_over_intact(db_path: str) -> None:
+    old_rows = [
+        ("r1", 0, "input", "a", "number", 1.5, None),
+        ("r1", 0, "input", "b", "string", None, "x'; DROP TABLE requests; --"),
+        ("r1", 1, "input", "a", "number", float("nan"), None),
+        ("r2", 0, "input", "a", "string", None, "oops"),
+        ("r2", 0, "input", "flag", "boolean", 1.0, None),
+        ("r2", 0, "input", "gone", "null", None, None),
+        ("r2", 0, "output", "prediction", "number", 0.25, None),
+        ("r2", 0, "output", "a", "number", 7.0, None),
+    ]
+    with duckdb.connect(db_path) as con:
+        con.execute(_SCHEMA_1_FEATURES)
+        con.execute("CREATE TABLE inferwatch_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT INTO inferwatch_meta VALUES ('schema_version', '1')")
+        con.executemany(
+            "INSERT INTO features VALUES (TIMESTAMP '2026-11-27 10:00:00', ?, ?, ?, ?, ?, ?, ?)",
+            old_rows,
+        )
+    now = time.time()
+    with running(db=db_path, retention="3650d") as engine:
+        engine.queue.put(capture(now, "r3", b'{"a": 2, "new": true}'))
+    with duckdb.connect(db_path, read_only=True) as con:
+        moved = con.execute(
+            "SELECT request_id, row_index, role, name, type, num, str FROM features "
+            "WHERE request_id <> 'r3' ORDER BY request_id, row_index, role, name, type"
+        ).fetchall()
+        kinds = con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_name LIKE 'feature%' ORDER BY 1"
+        ).fetchall()
+        version = con.execute(
+            "SELECT value FROM inferwatch_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        columns = con.execute("SELECT id, role, name, type FROM feature_columns").fetchall()
+        new = con.execute(
+            "SELECT name, type, num FROM features WHERE request_id = 'r3' ORDER BY name"
+        ).fetchall()
+
+    def key(row: tuple[object, ...]) -> tuple[object, ...]:
+        num = row[5]
+        return (*row[:5], "nan" if isinstance(num, float) and num != num else num, row[6])
+
+    assert sorted(map(key, moved)) == sorted(map(key, old_rows))
+    assert kinds == [
+        ("feature_columns", "BASE TABLE"),
+        ("feature_values", "BASE TABLE"),
+        ("features", "VIEW"),
+    ]
+    assert version == ("2",)
+    assert new == [("a", "number", 2.0), ("new", "boolean", 1.0), ("prediction", "number", 1.0)]
+    # one id per (role, name, type), and one name index per name whatever its role or type
+    assert len({c[0] for c in columns}) == len(columns) == len({c[1:] for c in columns})
+    index = {}
+    for column_id, _, name, _ in columns:
+        assert index.setdefault(name, column_id >> 3) == column_id >> 3
+    assert len(set(index.values())) == len(index)
