@@ -46,6 +46,7 @@ from _common import machine_info, machine_markdown, markdown_table
 
 from middleware._evaluation import evaluate
 from middleware._labels import Label, import_label_file, write_labels
+from middleware._schema import ROLE_CODES, TYPE_CODES
 from middleware._store import Store
 
 TARGET_S = 3.0
@@ -102,13 +103,23 @@ def build_store(path: str, kind: str, n: int, now: datetime, seed: int = 1) -> t
             "input_rows": np.ones(m, dtype=np.int32),
             "output_rows": np.ones(m, dtype=np.int32),
         }
+        kinds = ["string" if t else "number" for t in text]
+        # column id: name index * 8 + type code * 2 + role code, as the writer assigns them
+        ids = [j * 8 + TYPE_CODES[kind] * 2 + ROLE_CODES[role] for j, (kind, role) in
+               enumerate(zip(kinds, roles, strict=True))]  # fmt: skip
+        columns = None
+        if lo == 0:
+            columns = {
+                "id": np.array(ids, dtype=np.int32),
+                "role": np.array(roles, dtype=object),
+                "name": np.array(names, dtype=object),
+                "type": np.array(kinds, dtype=object),
+            }
         features = {  # row-major: all values of one request together, as the writer emits them
             "ts": np.repeat(ts, k),
             "request_id": np.repeat(ids_all[lo:hi], k),
             "row_index": np.zeros(m * k, dtype=np.int32),
-            "role": np.tile(np.array(roles, dtype=object), m),
-            "name": np.tile(np.array(names, dtype=object), m),
-            "type": np.tile(np.array(["string" if t else "number" for t in text], object), m),
+            "column_id": np.tile(np.array(ids, dtype=np.int32), m),
             "num": np.column_stack(
                 [np.full(m, np.nan) if t else v for v, t in zip(values, text, strict=True)]
             ).ravel(),
@@ -116,7 +127,7 @@ def build_store(path: str, kind: str, n: int, now: datetime, seed: int = 1) -> t
                 [v if t else np.full(m, None, object) for v, t in zip(values, text, strict=True)]
             ).ravel(),
         }
-        store.insert(requests, features)
+        store.insert(requests, features, columns)
     store.close()
     return ids_all.tolist(), truth
 

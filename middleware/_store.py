@@ -86,6 +86,14 @@ class Store:
                     "INSERT OR REPLACE INTO inferwatch_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)],
                 )
+            elif _table_exists(self._writer, "features") and not _table_exists(
+                self._writer, "feature_values"
+            ):
+                root.close()
+                raise MonitorError(
+                    f"The log store {path!r} has the first schema: open it once for writing "
+                    "(start the monitor on it) to move it to schema 2."
+                )
         except (duckdb.Error, OSError) as exc:
             # A connection left open would keep DuckDB's cached instance, and its file lock, for
             # the next attempt; a file this attempt created but could not finish (a full disk
@@ -283,19 +291,26 @@ def append_features(cursor: duckdb.DuckDBPyConnection, select: str, params: Any 
         cursor.execute("DROP TABLE IF EXISTS iw_staged_features")
 
 
+def _table_exists(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store has a table (not a view) of this name."""
+    row = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _create_or_upgrade(cursor: duckdb.DuckDBPyConnection) -> None:
     """Create the tables; a store of schema 1 (``features`` a table) has its rows moved over."""
-    old = cursor.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = 'features'"
-    ).fetchone()
+    old = _table_exists(cursor, "features")
     cursor.execute("BEGIN TRANSACTION")
     try:
-        if old and old[0]:
+        if old:
             cursor.execute("ALTER TABLE features RENAME TO features_schema_1")
         for statement in STATEMENTS:
             cursor.execute(statement)
-        if old and old[0]:
+        if old:
             append_features(cursor, "SELECT * FROM features_schema_1 ORDER BY ts")
             cursor.execute("DROP TABLE features_schema_1")
         cursor.execute("COMMIT")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from middleware import Engine, Settings
 from middleware._capture import Capture
+from middleware._errors import MonitorError
 from middleware._store import Store
 from sidecar._cli import main
 from tests.conftest import make_capture, uvicorn_process, wait_until
@@ -303,3 +304,12 @@ def test_a_store_of_the_first_schema_is_moved_over_intact(db_path: str) -> None:
     for column_id, _, name, _ in columns:
         assert index.setdefault(name, column_id >> 3) == column_id >> 3
     assert len(set(index.values())) == len(index)
+
+
+def test_a_store_of_the_first_schema_read_only_says_how_to_move_it(db_path: str) -> None:
+    with duckdb.connect(db_path) as con:
+        con.execute(_SCHEMA_1_FEATURES)
+    with pytest.raises(MonitorError, match=r"first schema: open it once for writing"):
+        Store(db_path, read_only=True)
+    Store(db_path).close()  # moved over
+    Store(db_path, read_only=True).close()
