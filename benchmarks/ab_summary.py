@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 SIDES = ("before", "after")
-_RULE = "| --- | --- | --- | --- |"
 
 
 def _runs(out: Path, kind: str, side: str) -> list[dict[str, Any]]:
@@ -33,12 +32,23 @@ def ingest(out: Path) -> str:
         for payload in _runs(out, "ingest", side):
             for size, runs in payload["throughput"].items():
                 figures.setdefault((size, side), []).append(runs[0]["instance_rows_per_cpu_s"])
+            for size, run in payload["breakdown"].items():
+                insert = run["timers"]["DuckDB insert"] / run["captures"] * 1e6
+                figures.setdefault((f"insert {size}", side), []).append(insert)
             for run in payload["batch_sweep"]:
                 key = (f"batch {run['batch_captures']}", side)
                 figures.setdefault(key, []).append(run["cpu_seconds"] / run["captures"] * 1e6)
-    for size in sorted({k for k, _ in figures if not k.startswith("batch")}, key=int):
+    for size in sorted({k for k, _ in figures if k.isdigit()}, key=int):
         b, a = _median(figures[(size, "before")]), _median(figures[(size, "after")])
         rows.append(f"| {size} | {b:,.0f} | {a:,.0f} | {a / b:.2f} |")
+    rows += [
+        "",
+        "| records/request | before: DuckDB insert µs/capture | after | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key in sorted({k for k, _ in figures if k.startswith("insert")}, key=lambda k: int(k[7:])):
+        b, a = _median(figures[(key, "before")]), _median(figures[(key, "after")])
+        rows.append(f"| {key[7:]} | {b:,.1f} | {a:,.1f} | {a / b:.2f} |")
     rows += [
         "",
         "| captures per batch | before: CPU µs/request | after | ratio |",

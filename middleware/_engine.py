@@ -21,6 +21,7 @@ from prometheus_client.core import Metric
 from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
 from ._checks import DriftChecks
+from ._columns import ColumnHints
 from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
@@ -29,7 +30,7 @@ from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._series import SeriesRows
 from ._settings import Settings
-from ._writer import ColumnHints, StoreWriter
+from ._writer import StoreWriter
 
 __all__ = ["Engine"]
 

@@ -2,8 +2,7 @@
 
 A random 64-bit prefix per process (drawn again in a forked child, so workers forked from one
 parent never share it) followed by a 64-bit counter. ``uuid4`` asks the kernel for 16 random
-bytes on every request, which under load cost more than the rest of the request path's
-bookkeeping together.
+bytes on every request: under load, py-spy found it in 9% of the sidecar's event-loop samples.
 """
 
 from __future__ import annotations

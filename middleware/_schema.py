@@ -6,7 +6,7 @@ schema change upstream never needs ``ALTER TABLE``. docs/store.md describes each
 
 The ``features`` view is what readers query. Underneath, ``feature_values`` holds each value
 with an integer ``column_id`` in place of its role, name and type, which ``feature_columns``
-spells out: writing three short strings per value cost more than half of storing it.
+spells out: writing three short strings per value was about 40% of the cost of storing it.
 """
 
 from __future__ import annotations

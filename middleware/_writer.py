@@ -32,7 +32,7 @@ from ._payload import ParseLimits
 from ._settings import Settings
 from ._store import Store
 
-__all__ = ["ColumnHints", "StoreWriter"]
+__all__ = ["StoreWriter"]
 
 logger = logging.getLogger("inferwatch")
 
