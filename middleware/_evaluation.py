@@ -9,75 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from ._baseline import number_key_sql
 from ._changes import page_hinkley, rank_scores
+from ._class_codes import JoinedRows, class_rows
 from ._errors import MonitorError
+from ._prediction_fields import OUTPUT_WINDOW, FieldChoice, choose_fields, output_fields
+from ._quality_metrics import EPS, classification_metrics, regression_metrics
 
-__all__ = [
-    "DEFAULT_MARGIN",
-    "DEFAULT_REGRESSION_MARGIN",
-    "PREDICTION_NAMES",
-    "classification_metrics",
-    "evaluate",
-    "regression_metrics",
-]
+__all__ = ["DEFAULT_MARGIN", "DEFAULT_REGRESSION_MARGIN", "evaluate"]
 
 DEFAULT_MARGIN = 0.02
 """Accuracy drop (absolute) below the baseline's tolerated beyond sampling noise."""
 DEFAULT_REGRESSION_MARGIN = 0.10
 """Relative rise of MAE or RMSE over the baseline's tolerated beyond sampling noise."""
-PREDICTION_NAMES = frozenset({"prediction", "predictions", "label", "class", "y", "output"})
-"""Last name segments that mark an output field as the prediction."""
 
 Z = 2.326  # one-sided 99%: noise alone crosses a limit in about one check of a hundred
-_EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clip for log loss and MAPE
-_PROBABILITY = re.compile(r"prob|score|confidence", re.IGNORECASE)
-_SLOT = re.compile(r"^(.*)\[(\d+)\]$")
-_MAX_SLOTS = 100  # a longer probability vector is not read: n x k floats in memory
-_MAX_PER_CLASS = 100  # per-class figures listed, by support
-_WINDOW = "role = 'output' AND ts >= $start AND ts < $end"
-
-
 _TYPE = "CASE {} WHEN 'number' THEN 0 WHEN 'boolean' THEN 1 WHEN 'string' THEN 2 ELSE 3 END"
-
-
-def _key_sql(kind: str, num: str, text: str) -> str:
-    """A class key: the string itself, or a number's text the way the baseline writes it."""
-    numeric = f"{kind} <= 1 AND isfinite({num})"
-    return f"CASE WHEN {kind} = 2 THEN {text} WHEN {numeric} THEN {number_key_sql(num)} END"
-
-
-_PKEY, _LKEY = _key_sql("pk", "pnum", "pstr"), _key_sql("lk", "lnum", "lstr")
-_THRESHOLD_PKEY = "CASE WHEN isfinite(pnum) THEN CASE WHEN pnum >= 0.5 THEN '1' ELSE '0' END END"
-
-
-@dataclass(slots=True)
-class _Choice:
-    prediction: str | None = None
-    vector: list[str] = field(default_factory=list)  # probability fields, by class slot
-    scalar: str | None = None  # a single probability field
-    argmax: bool = False  # the prediction is the vector's most likely slot
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Rows:
-    """Joined rows in prediction-time order."""
-
-    t: np.ndarray  # prediction time, epoch microseconds
-    delay_s: np.ndarray  # label delay; the label's arrival (epoch microseconds) until sorted
-    y: np.ndarray  # class codes, or label values
-    p: np.ndarray
-    classes: list[str] = field(default_factory=list)
-    proba: np.ndarray | None = None  # n x classes, NaN where the response had none
 
 
 def evaluate(
@@ -124,11 +76,11 @@ def evaluate(
         "change": {"detected": False},
     }
     try:
-        fields = _profile(cursor, span, buckets)
+        fields = output_fields(cursor, span, buckets)
         if not fields:
             report["reasons"].append("No predictions were captured in the window.")
             return report
-        choice = _choose(fields, prediction, probability)
+        choice = choose_fields(fields, prediction, probability)
         report["notes"] = choice.notes
         if choice.prediction is None:
             report["status"] = "unknown_prediction"
@@ -167,122 +119,13 @@ def evaluate(
     return report
 
 
-def _profile(
-    cursor: duckdb.DuckDBPyConnection, span: dict[str, datetime], buckets: int
-) -> dict[str, dict]:
-    """Each output field of the window: rows per bucket, strings, numbers, range, integrality."""
-    finite = "type = 'number' AND isfinite(num)"
-    width = max((span["end"] - span["start"]).total_seconds() * 1e6 / buckets, 1.0)
-    found = cursor.execute(
-        "SELECT name, floor((epoch_us(ts) - epoch_us($start)) / $width)::BIGINT AS b, "  # noqa: S608
-        f"count(*), count(*) FILTER (WHERE type = 'string'), count(*) FILTER (WHERE {finite}), "
-        f"min(num) FILTER (WHERE {finite}), max(num) FILTER (WHERE {finite}), "
-        f"bool_and(num = trunc(num)) FILTER (WHERE {finite}) "
-        f"FROM features WHERE {_WINDOW} GROUP BY name, b",
-        {**span, "width": width},
-    ).fetchall()
-    fields: dict[str, dict] = {}
-    for name, bucket, rows, strings, numbers, low, high, integral in found:
-        stats = fields.setdefault(
-            name,
-            {
-                "buckets": np.zeros(buckets, dtype=np.int64),
-                "strings": 0,
-                "numbers": 0,
-                "low": math.inf,
-                "high": -math.inf,
-                "integral": True,
-            },
-        )
-        stats["buckets"][min(max(int(bucket), 0), buckets - 1)] += rows
-        stats["strings"] += strings
-        stats["numbers"] += numbers
-        if numbers:
-            stats["low"], stats["high"] = min(stats["low"], low), max(stats["high"], high)
-            stats["integral"] = stats["integral"] and integral
-    return fields
-
-
-def _is_probability(stats: dict) -> bool:
-    return stats["numbers"] > 0 and stats["low"] >= 0 and stats["high"] <= 1
-
-
-def _choose(fields: dict[str, dict], prediction: str | None, probability: str | None) -> _Choice:
-    """Which output field is the prediction and which the probability (docs: inference)."""
-    choice = _Choice()
-    vectors: dict[str, list[tuple[int, str]]] = {}
-    for name in fields:
-        if match := _SLOT.match(name):
-            vectors.setdefault(match[1], []).append((int(match[2]), name))
-    slots = {base: [n for _, n in sorted(v)] for base, v in vectors.items()}
-    scalars = [n for n in fields if not _SLOT.match(n)]
-
-    def leaf(name: str) -> str:
-        return name.rsplit(".", 1)[-1].lower()
-
-    def probable(name: str) -> bool:
-        return bool(_PROBABILITY.search(leaf(name))) and _is_probability(fields[name])
-
-    prob_vectors = [
-        base
-        for base, names in slots.items()
-        if all(_is_probability(fields[n]) for n in names) and len(names) <= _MAX_SLOTS
-    ]
-    if prediction is not None:
-        base = prediction.removesuffix("[*]")
-        if prediction in fields:
-            choice.prediction = prediction
-        elif base in slots:
-            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
-        else:
-            choice.notes.append(f"No output field {prediction!r} in the window.")
-            return choice
-    else:
-        named = [n for n in scalars if leaf(n) in PREDICTION_NAMES]
-        others = [n for n in scalars if not probable(n)]
-        if len(named) == 1 or (not named and len(others) == 1):
-            choice.prediction = named[0] if named else others[0]
-        elif len(fields) == len(scalars) == 1:  # a single output field, whatever its name
-            choice.prediction = scalars[0]
-        elif not scalars and len(prob_vectors) == 1:
-            base = prob_vectors[0]
-            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
-        else:
-            listed = ", ".join(sorted(fields)[:10]) or "none"
-            choice.notes.append(
-                f"Cannot tell which output field is the prediction (output fields: {listed}); "
-                "set the evaluation_prediction setting or ?prediction=."
-            )
-            return choice
-    if choice.argmax:
-        return choice
-    if probability is not None:
-        base = probability.removesuffix("[*]")
-        if probability in fields:
-            choice.scalar = probability
-        elif base in slots:
-            choice.vector = slots[base]
-        else:
-            choice.notes.append(f"No output field {probability!r} in the window.")
-        return choice
-    singles = [n for n in scalars if n != choice.prediction and probable(n)]
-    vectors_named = [b for b in prob_vectors if _PROBABILITY.search(leaf(b))]
-    if len(singles) == 1:
-        choice.scalar = singles[0]
-    elif not singles and len(vectors_named) == 1:
-        choice.vector = slots[vectors_named[0]]
-    elif singles or vectors_named:
-        choice.notes.append("More than one output field could be the probability; none is used.")
-    return choice
-
-
 def _joined(
     cursor: duckdb.DuckDBPyConnection,
     span: dict[str, datetime],
-    choice: _Choice,
+    choice: FieldChoice,
     task: str | None,
     report: dict[str, Any],
-) -> _Rows:
+) -> JoinedRows:
     """Join labels with the window's predictions (temp table ``iw_eval``); fetch the rows."""
     params: dict[str, Any] = {
         **span,
@@ -296,7 +139,7 @@ def _joined(
         # as good as the key here and joins several times faster.
         left = (
             "LEFT JOIN (SELECT hash(request_id, row_index) AS h, ts, num FROM features "  # noqa: S608
-            f"WHERE {_WINDOW} AND name = $probability AND type = 'number') q "
+            f"WHERE {OUTPUT_WINDOW} AND name = $probability AND type = 'number') q "
             "ON q.h = hash(p.request_id, p.row_index) AND q.ts = p.ts "
         )
     if choice.vector:
@@ -310,7 +153,7 @@ def _joined(
         f"coalesce(l.num, 'nan'::DOUBLE) AS lnum, l.str AS lstr{probability}{keys} "
         "FROM features p JOIN labels l ON l.request_id = p.request_id "
         f"AND l.row_index = p.row_index {left}"
-        f"WHERE p.{_WINDOW.replace(' AND ', ' AND p.')} AND p.name = $name "
+        f"WHERE p.{OUTPUT_WINDOW.replace(' AND ', ' AND p.')} AND p.name = $name "
         "AND l.received_at >= $start - INTERVAL 1 HOUR",
         params,
     )
@@ -320,9 +163,9 @@ def _joined(
     report["task"] = kind
     if kind == "regression":
         ok = (data["pk"] <= 1) & (data["lk"] <= 1) & np.isfinite(data["pnum"] + data["lnum"])
-        rows = _Rows(data["t"][ok], data["received"][ok], data["lnum"][ok], data["pnum"][ok])
+        rows = JoinedRows(data["t"][ok], data["received"][ok], data["lnum"][ok], data["pnum"][ok])
     else:
-        rows = _classes(cursor, span, data, choice, threshold, report)
+        rows = class_rows(cursor, span, data, choice, threshold, report)
     order = np.argsort(rows.t, kind="stable")
     rows.t, rows.y, rows.p = rows.t[order], rows.y[order], rows.p[order]
     rows.delay_s = (rows.delay_s[order] - rows.t) / 1e6
@@ -332,7 +175,7 @@ def _joined(
 
 
 def _task(
-    data: dict[str, np.ndarray], task: str | None, choice: _Choice, notes: list[str]
+    data: dict[str, np.ndarray], task: str | None, choice: FieldChoice, notes: list[str]
 ) -> tuple[str, bool]:
     """The task, and whether a [0, 1] prediction is cut at 0.5 into classes 0 and 1."""
     pk, pnum, lk, lnum = data["pk"], data["pnum"], data["lk"], data["lnum"]
@@ -356,268 +199,9 @@ def _task(
     return task, threshold
 
 
-def _classes(
-    cursor: duckdb.DuckDBPyConnection,
-    span: dict[str, datetime],
-    data: dict[str, np.ndarray],
-    choice: _Choice,
-    threshold: bool,
-    report: dict[str, Any],
-) -> _Rows:
-    """Class codes, and probabilities where the response has them, of the joined rows."""
-    notes, n = report["notes"], len(data["t"])
-    pk, pnum = data["pk"], data["pnum"]
-    if threshold:
-        pk, pnum = np.where(np.isfinite(pnum), 0, 3), (pnum >= 0.5).astype(np.float64)
-    if choice.argmax:  # the predicted class comes from the probabilities, below
-        pk = np.full_like(pk, 3)
-    if np.any(pk == 2) or np.any(data["lk"] == 2):
-        pkey = None if choice.argmax else _THRESHOLD_PKEY if threshold else _PKEY
-        classes, p, y = _string_codes(cursor, n, pkey, data["i"])
-    else:
-        classes, p, y = _number_codes(pk, pnum, data["lk"], data["lnum"])
-    slots = len(choice.vector)
-    slot_keys: list[str] | None = None
-    if threshold:
-        classes, p, y = _with_classes(classes, p, y, {"0", "1"})
-    elif slots:
-        present = {classes[c] for c in np.unique(np.concatenate([p[p >= 0], y[y >= 0]]))}
-        if present <= {str(i) for i in range(slots)}:
-            slot_keys = [str(i) for i in range(slots)]
-            classes, p, y = _with_classes(classes, p, y, set(slot_keys))
-        elif len(present) == slots:
-            slot_keys = _sorted(present)
-        else:
-            notes.append(f"{slots} probabilities per row but {len(present)} classes; not used.")
-    code = {key: c for c, key in enumerate(classes)}
-    rows = _Rows(data["t"], data["received"], y, p, classes)
-    if threshold:
-        rows.proba = np.column_stack([1.0 - data["pnum"], data["pnum"]])
-        report["probability_field"] = choice.prediction
-    elif slot_keys is not None:
-        found = _probabilities(cursor, span, choice.vector, data["i"])
-        rows.proba = np.zeros((n, len(classes)))
-        rows.proba[:, [code[key] for key in slot_keys]] = found
-        rows.proba[np.isnan(found).any(axis=1)] = np.nan
-        if choice.argmax:
-            best = np.argmax(np.nan_to_num(found, nan=-1.0), axis=1)
-            rows.p = np.array([code[key] for key in slot_keys])[best]
-            rows.p[np.isnan(found).all(axis=1)] = -1
-        report["probability_field"] = choice.vector[0].rsplit("[", 1)[0] + "[*]"
-    elif choice.scalar and len(classes) == 2:
-        score = data["q"]
-        agree = np.nanmean((score >= 0.5) == (p == 1)) if n else 1.0
-        if agree < 0.1:  # it sides with the other class throughout: it is that class's
-            score = 1.0 - score
-            notes.append(f"{choice.scalar} is read as the probability of {classes[0]!r}.")
-        elif agree < 0.9 and np.nanmin(score, initial=1.0) >= 0.5:
-            # Every score is at least 0.5 and does not side with the predicted class: it is the
-            # predicted class's confidence, so class 1's probability is its complement for 0s.
-            score = np.where(p == 1, score, 1.0 - score)
-            notes.append(f"{choice.scalar} is read as the confidence of the predicted class.")
-        rows.proba = np.column_stack([1.0 - score, score])
-        report["probability_field"] = choice.scalar
-    elif choice.scalar:
-        notes.append(f"{choice.scalar} is one probability for {len(classes)} classes; not used.")
-    keep = (rows.p >= 0) & (rows.y >= 0)
-    if not keep.all():
-        rows.t, rows.delay_s, rows.y, rows.p = (
-            rows.t[keep],
-            rows.delay_s[keep],
-            y[keep],
-            rows.p[keep],
-        )
-        rows.proba = rows.proba[keep] if rows.proba is not None else None
-    return rows
-
-
-def _number_codes(
-    pk: np.ndarray, pnum: np.ndarray, lk: np.ndarray, lnum: np.ndarray
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Classes and codes (-1: none) when predictions and labels are numbers or booleans."""
-    p_ok = (pk <= 1) & np.isfinite(pnum)
-    y_ok = (lk <= 1) & np.isfinite(lnum)
-    values = np.concatenate([pnum[p_ok], lnum[y_ok]])
-    small = values.size and np.all(values == np.trunc(values)) and values.min() >= 0
-    if small and values.max() < 1_000_000:  # class numbers 0..k: a table lookup, no sort
-        seen = np.zeros(int(values.max()) + 1, dtype=bool)
-        seen[values.astype(np.int64)] = True
-        table = np.cumsum(seen) - 1
-        unique = np.flatnonzero(seen).astype(np.float64)
-        p = np.where(p_ok, table[np.where(p_ok, pnum, 0).astype(np.int64)], -1)
-        y = np.where(y_ok, table[np.where(y_ok, lnum, 0).astype(np.int64)], -1)
-    else:
-        unique, inverse = np.unique(values, return_inverse=True)
-        p, y = np.full(pk.size, -1), np.full(lk.size, -1)
-        p[p_ok], y[y_ok] = inverse[: p_ok.sum()], inverse[p_ok.sum() :]
-    return [_number_key(v) for v in unique], p, y
-
-
-def _with_classes(
-    classes: list[str], p: np.ndarray, y: np.ndarray, wanted: set[str]
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Add classes no row has (a probability vector's), keeping the order and the codes right."""
-    if wanted <= set(classes):
-        return classes, p, y
-    merged = _sorted(set(classes) | wanted)
-    remap = np.array([merged.index(key) for key in classes] + [-1], dtype=np.int64)
-    return merged, remap[p], remap[y]  # code -1 stays -1 through the appended entry
-
-
-def _number_key(value: float) -> str:
-    return str(int(value)) if value == math.trunc(value) and abs(value) < 1e15 else repr(value)
-
-
-def _string_codes(
-    cursor: duckdb.DuckDBPyConnection, n: int, pkey: str | None, at: np.ndarray
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Classes and codes (-1: none) through a dictionary of the keys, inside DuckDB."""
-    pkey = pkey or "NULL"
-    found = cursor.execute(
-        f"SELECT DISTINCT key FROM (SELECT {pkey} AS key FROM iw_eval UNION ALL "  # noqa: S608
-        f"SELECT {_LKEY} FROM iw_eval) WHERE key IS NOT NULL"
-    ).fetchall()
-    classes = _sorted({str(row[0]) for row in found})
-    cursor.register(
-        "iw_classes",
-        {"key": np.array(classes, dtype=object), "code": np.arange(len(classes), dtype=np.int64)},
-    )
-    try:
-        data = cursor.execute(
-            "SELECT e.rowid AS i, coalesce(pc.code, -1) AS p, coalesce(lc.code, -1) AS y "  # noqa: S608
-            f"FROM iw_eval e LEFT JOIN iw_classes pc ON pc.key = {pkey} "
-            f"LEFT JOIN iw_classes lc ON lc.key = {_LKEY}"
-        ).fetchnumpy()
-    finally:
-        cursor.unregister("iw_classes")
-    p, y = np.full(n, -1), np.full(n, -1)
-    p[data["i"]], y[data["i"]] = data["p"], data["y"]
-    return classes, p[at], y[at]
-
-
-def _sorted(keys: set[str]) -> list[str]:
-    """Classes in scikit-learn's order: numerically when every key is a number."""
-    try:
-        return sorted(keys, key=float)
-    except ValueError:
-        return sorted(keys)
-
-
-def _probabilities(
-    cursor: duckdb.DuckDBPyConnection, span: dict[str, datetime], names: list[str], at: np.ndarray
-) -> np.ndarray:
-    """Values of output fields ``names`` for the ``iw_eval`` rows ``at``: len(at) x len(names)."""
-    params: dict[str, Any] = {**span, **{f"n{i}": name for i, name in enumerate(names)}}
-    listed = ", ".join(f"$n{i}" for i in range(len(names)))
-    data = cursor.execute(
-        f"SELECT e.rowid AS i, list_position([{listed}], q.name) - 1 AS slot, q.num "  # noqa: S608
-        "FROM iw_eval e JOIN features q ON hash(q.request_id, q.row_index) = e.h AND q.ts = e.ts "
-        f"WHERE q.{_WINDOW.replace(' AND ', ' AND q.')} AND q.name IN ({listed}) "
-        "AND q.type = 'number'",
-        params,
-    ).fetchnumpy()
-    full = np.full((int(at.max(initial=-1)) + 1, len(names)), np.nan)
-    full[data["i"], data["slot"]] = data["num"]
-    return full[at]
-
-
-def classification_metrics(
-    y: np.ndarray,
-    p: np.ndarray,
-    classes: list[str],
-    proba: np.ndarray | None = None,
-    *,
-    per_class: bool = True,
-) -> dict[str, Any]:
-    """Accuracy, macro and per-class precision, recall and F1, log loss and ROC AUC.
-
-    ``y`` and ``p`` are codes into ``classes``; ``proba`` (rows x classes) the predicted
-    probabilities, NaN where unknown. As scikit-learn: the macro average is over the classes
-    present in ``y`` or ``p``, and a ratio with nothing to divide is 0.
-    """
-    width = len(classes)
-    support = np.bincount(y, minlength=width)
-    predicted = np.bincount(p, minlength=width)
-    hits = np.bincount(y[y == p], minlength=width)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, hits / predicted, 0.0)
-        recall = np.where(support > 0, hits / support, 0.0)
-        total = precision + recall
-        f1 = np.where(total > 0, 2 * precision * recall / total, 0.0)
-    present = (support > 0) | (predicted > 0)
-    out: dict[str, Any] = {
-        "labels": int(y.size),
-        "accuracy": float(hits.sum() / y.size),
-        "macro_precision": float(precision[present].mean()),
-        "macro_recall": float(recall[present].mean()),
-        "macro_f1": float(f1[present].mean()),
-        "log_loss": None,
-        "roc_auc": None,
-    }
-    if proba is not None:
-        known = ~np.isnan(proba).any(axis=1)
-        out.update(_probability_metrics(y[known], proba[known], support[support > 0].size))
-    if per_class:
-        top = np.argsort(-support, kind="stable")[: min(width, _MAX_PER_CLASS)]
-        out["per_class"] = {
-            classes[c]: {
-                "precision": float(precision[c]),
-                "recall": float(recall[c]),
-                "f1": float(f1[c]),
-                "support": int(support[c]),
-            }
-            for c in sorted(top)
-            if present[c]
-        }
-    return out
-
-
-def _probability_metrics(y: np.ndarray, proba: np.ndarray, seen: int) -> dict[str, float | None]:
-    if y.size == 0:
-        return {}
-    chosen = np.clip(proba[np.arange(y.size), y], _EPS, 1 - _EPS)
-    out: dict[str, float | None] = {"log_loss": float(-np.log(chosen).mean())}
-    if proba.shape[1] == 2:  # binary: the greater class is the positive one
-        out["roc_auc"] = _auc(proba[:, 1], y == 1)
-    elif seen > 2:  # one-vs-rest, averaged over the classes present
-        scores = [_auc(proba[:, c], y == c) for c in np.unique(y)]
-        valid = [s for s in scores if s is not None]
-        out["roc_auc"] = float(np.mean(valid)) if valid else None
-    return out
-
-
-def _auc(score: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC as the Mann-Whitney statistic: average ranks of the positives, ties counted half."""
-    pos = int(positive.sum())
-    neg = positive.size - pos
-    if pos == 0 or neg == 0:
-        return None
-    order = np.argsort(score)  # ties are grouped below, so their order does not matter
-    ranked = score[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    ends = np.r_[starts[1:], ranked.size]
-    hits = np.add.reduceat(positive[order].astype(np.int64), starts)
-    rank_sum = float(np.dot(hits, (starts + ends + 1) / 2.0))
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
-
-
-def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """MAE, RMSE, MAPE and R2 as scikit-learn computes them (R2 of constant labels: 1 or 0)."""
-    error = p - y
-    sse = float(np.dot(error, error))
-    sst = float(((y - y.mean()) ** 2).sum())
-    return {
-        "labels": int(y.size),
-        "mae": float(np.abs(error).mean()),
-        "rmse": math.sqrt(sse / y.size),
-        "mape": float((np.abs(error) / np.maximum(np.abs(y), _EPS)).mean()),
-        "r2": 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0),
-    }
-
-
 def _fill(
     report: dict[str, Any],
-    rows: _Rows,
+    rows: JoinedRows,
     counts: np.ndarray,
     span: dict[str, datetime],
     buckets: int,
@@ -710,7 +294,7 @@ def _degradation(
         base, spread = float(quality[key]), float((errors**2 if squared else errors).std())
         se = spread * math.sqrt(inverse)
         if squared:  # delta method: sd(sqrt(mean)) = sd(mean) / (2 sqrt(mean))
-            se /= 2 * max(metrics["rmse"], _EPS)
+            se /= 2 * max(metrics["rmse"], EPS)
         checks.append((key, base, base * (1 + regression_margin) + Z * se, True))
     for key, base, limit, higher_is_worse in checks:
         value = metrics[key]

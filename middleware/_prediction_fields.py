@@ -1,0 +1,149 @@
+"""Which captured output field is the prediction, and which the probability.
+
+A response may carry several fields; the evaluation reads the window's output fields once
+(counts per bucket, types and ranges) and picks by name first, then by what the values look
+like. docs/evaluation.md lists the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+
+__all__ = ["OUTPUT_WINDOW", "PREDICTION_NAMES", "FieldChoice", "choose_fields", "output_fields"]
+
+PREDICTION_NAMES = frozenset({"prediction", "predictions", "label", "class", "y", "output"})
+"""Last name segments that mark an output field as the prediction."""
+OUTPUT_WINDOW = "role = 'output' AND ts >= $start AND ts < $end"
+"""SQL filter of ``features`` rows: the outputs captured in [$start, $end)."""
+
+_PROBABILITY = re.compile(r"prob|score|confidence", re.IGNORECASE)
+_SLOT = re.compile(r"^(.*)\[(\d+)\]$")
+_MAX_SLOTS = 100  # a longer probability vector is not read: n x k floats in memory
+
+
+@dataclass(slots=True)
+class FieldChoice:
+    """The prediction field and the probability field(s) chosen, with notes on why."""
+
+    prediction: str | None = None
+    vector: list[str] = field(default_factory=list)  # probability fields, by class slot
+    scalar: str | None = None  # a single probability field
+    argmax: bool = False  # the prediction is the vector's most likely slot
+    notes: list[str] = field(default_factory=list)
+
+
+def output_fields(
+    cursor: duckdb.DuckDBPyConnection, span: dict[str, datetime], buckets: int
+) -> dict[str, dict]:
+    """Each output field of the window: rows per bucket, strings, numbers, range, integrality."""
+    finite = "type = 'number' AND isfinite(num)"
+    width = max((span["end"] - span["start"]).total_seconds() * 1e6 / buckets, 1.0)
+    found = cursor.execute(
+        "SELECT name, floor((epoch_us(ts) - epoch_us($start)) / $width)::BIGINT AS b, "  # noqa: S608
+        f"count(*), count(*) FILTER (WHERE type = 'string'), count(*) FILTER (WHERE {finite}), "
+        f"min(num) FILTER (WHERE {finite}), max(num) FILTER (WHERE {finite}), "
+        f"bool_and(num = trunc(num)) FILTER (WHERE {finite}) "
+        f"FROM features WHERE {OUTPUT_WINDOW} GROUP BY name, b",
+        {**span, "width": width},
+    ).fetchall()
+    fields: dict[str, dict] = {}
+    for name, bucket, rows, strings, numbers, low, high, integral in found:
+        stats = fields.setdefault(
+            name,
+            {
+                "buckets": np.zeros(buckets, dtype=np.int64),
+                "strings": 0,
+                "numbers": 0,
+                "low": math.inf,
+                "high": -math.inf,
+                "integral": True,
+            },
+        )
+        stats["buckets"][min(max(int(bucket), 0), buckets - 1)] += rows
+        stats["strings"] += strings
+        stats["numbers"] += numbers
+        if numbers:
+            stats["low"], stats["high"] = min(stats["low"], low), max(stats["high"], high)
+            stats["integral"] = stats["integral"] and integral
+    return fields
+
+
+def _is_probability(stats: dict) -> bool:
+    return stats["numbers"] > 0 and stats["low"] >= 0 and stats["high"] <= 1
+
+
+def choose_fields(
+    fields: dict[str, dict], prediction: str | None, probability: str | None
+) -> FieldChoice:
+    """Which output field is the prediction and which the probability (docs: inference)."""
+    choice = FieldChoice()
+    vectors: dict[str, list[tuple[int, str]]] = {}
+    for name in fields:
+        if match := _SLOT.match(name):
+            vectors.setdefault(match[1], []).append((int(match[2]), name))
+    slots = {base: [n for _, n in sorted(v)] for base, v in vectors.items()}
+    scalars = [n for n in fields if not _SLOT.match(n)]
+
+    def leaf(name: str) -> str:
+        return name.rsplit(".", 1)[-1].lower()
+
+    def probable(name: str) -> bool:
+        return bool(_PROBABILITY.search(leaf(name))) and _is_probability(fields[name])
+
+    prob_vectors = [
+        base
+        for base, names in slots.items()
+        if all(_is_probability(fields[n]) for n in names) and len(names) <= _MAX_SLOTS
+    ]
+    if prediction is not None:
+        base = prediction.removesuffix("[*]")
+        if prediction in fields:
+            choice.prediction = prediction
+        elif base in slots:
+            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
+        else:
+            choice.notes.append(f"No output field {prediction!r} in the window.")
+            return choice
+    else:
+        named = [n for n in scalars if leaf(n) in PREDICTION_NAMES]
+        others = [n for n in scalars if not probable(n)]
+        if len(named) == 1 or (not named and len(others) == 1):
+            choice.prediction = named[0] if named else others[0]
+        elif len(fields) == len(scalars) == 1:  # a single output field, whatever its name
+            choice.prediction = scalars[0]
+        elif not scalars and len(prob_vectors) == 1:
+            base = prob_vectors[0]
+            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
+        else:
+            listed = ", ".join(sorted(fields)[:10]) or "none"
+            choice.notes.append(
+                f"Cannot tell which output field is the prediction (output fields: {listed}); "
+                "set the evaluation_prediction setting or ?prediction=."
+            )
+            return choice
+    if choice.argmax:
+        return choice
+    if probability is not None:
+        base = probability.removesuffix("[*]")
+        if probability in fields:
+            choice.scalar = probability
+        elif base in slots:
+            choice.vector = slots[base]
+        else:
+            choice.notes.append(f"No output field {probability!r} in the window.")
+        return choice
+    singles = [n for n in scalars if n != choice.prediction and probable(n)]
+    vectors_named = [b for b in prob_vectors if _PROBABILITY.search(leaf(b))]
+    if len(singles) == 1:
+        choice.scalar = singles[0]
+    elif not singles and len(vectors_named) == 1:
+        choice.vector = slots[vectors_named[0]]
+    elif singles or vectors_named:
+        choice.notes.append("More than one output field could be the probability; none is used.")
+    return choice
