@@ -4,9 +4,11 @@ Measured in the same minutes on one pinned core, in interleaved rounds:
 
 - ``bare``: the middleware benchmark's FastAPI app (``middleware_overhead.create_app``), CPU
   per request, driven in-process through ASGI in a child process;
-- ``request path``: what ``MonitorMiddleware`` at ``sample_rate`` 0.0 adds to an app that only
-  echoes a fixed response (timing, the sampling decision, the body tee, the efficiency metrics,
-  the engine's idle threads; no writer work), in blocks alternating with the app alone;
+- ``request path``: what a layer that sees the bodies adds to an app that only echoes a fixed
+  response, in blocks alternating with the app alone: ``MonitorMiddleware`` at ``sample_rate``
+  0.0 (timing, the sampling decision, the body tee, the efficiency metrics, the engine's idle
+  threads; no writer work), and the issue's minimal tee (both bodies into a deque, nothing
+  else); the floor takes the cheaper;
 - ``orjson``: ``orjson.loads`` of one captured request and response (4 records of 10 features,
   4 predictions), the least any parse can cost;
 - ``DuckDB``: storing that capture's 44 values in the narrowest long-form table there could be
