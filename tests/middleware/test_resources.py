@@ -1,4 +1,4 @@
-"""ResourceSampler, read_cgroup and find_process: real figures, cgroup and NVML fixtures."""
+"""ResourceSampler and find_process: real figures, cgroup and NVML fixtures."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from middleware._resources import ResourceSampler, _cgroup_dir, find_process, read_cgroup
+from middleware._resources import ResourceSampler, find_process
+from tests.middleware.test_cgroup import CGROUP_DATA, CGROUP_KEYS, LIMITED_T0
 
-CGROUP_DATA = Path(__file__).parent / "data" / "cgroup"
 REAL_CGROUP = Path("/sys/fs/cgroup")
 GIB = 1024**3
 NOT_SUPPORTED, NOT_FOUND, DRIVER_NOT_LOADED, LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND = 3, 6, 9, 12, 13
@@ -31,18 +31,6 @@ SYSTEM_KEYS = {
     "memory_available_bytes",
     "memory_used_percent",
     "load_1m",
-}
-CGROUP_KEYS = {
-    "memory_current_bytes",
-    "memory_max_bytes",
-    "memory_used_percent",
-    "memory_oom_kills",
-    "cpu_usage_seconds",
-    "cpu_limit_cores",
-    "cpu_percent_of_limit",
-    "throttled_periods",
-    "nr_periods",
-    "throttled_seconds",
 }
 
 
@@ -215,98 +203,6 @@ def test_real_cgroup_v2_values_are_sane() -> None:
         assert second["cpu_percent_of_limit"] >= 0
 
 
-LIMITED_T0 = {
-    "memory_current_bytes": 268435456,
-    "memory_max_bytes": 536870912,
-    "memory_used_percent": 50.0,
-    "memory_oom_kills": 2,
-    "cpu_usage_seconds": 10.0,
-    "cpu_limit_cores": 2.0,
-    "cpu_percent_of_limit": None,
-    "throttled_periods": 40,
-    "nr_periods": 1000,
-    "throttled_seconds": 2.5,
-}
-UNLIMITED = {
-    "memory_current_bytes": 104857600,
-    "memory_max_bytes": None,
-    "memory_used_percent": None,
-    "memory_oom_kills": 0,
-    "cpu_usage_seconds": 5.0,
-    "cpu_limit_cores": None,
-    "cpu_percent_of_limit": None,
-    "throttled_periods": 0,
-    "nr_periods": 0,
-    "throttled_seconds": 0.0,
-}
-SPARSE = {
-    **dict.fromkeys(CGROUP_KEYS),
-    "memory_current_bytes": 1048576,
-    "cpu_usage_seconds": 1.5,
-}
-
-
-@pytest.mark.parametrize(
-    ("fixture", "expected"),
-    [("k8s_limited_t0", LIMITED_T0), ("k8s_unlimited", UNLIMITED), ("sparse", SPARSE)],
-)
-def test_read_cgroup_fixture(fixture: str, expected: dict) -> None:
-    assert read_cgroup(str(CGROUP_DATA / fixture), None, None) == expected
-
-
-def test_cpu_percent_of_limit_from_two_samples() -> None:
-    before = read_cgroup(str(CGROUP_DATA / "k8s_limited_t0"), None, None)
-    after = read_cgroup(str(CGROUP_DATA / "k8s_limited_t1"), before, 2.0)
-    # 3 CPU-seconds in 2 s is 1.5 cores: 75 % of a 2-core limit.
-    assert after == {
-        **LIMITED_T0,
-        "memory_current_bytes": 402653184,
-        "memory_used_percent": 75.0,
-        "cpu_usage_seconds": 13.0,
-        "cpu_percent_of_limit": 75.0,
-        "throttled_periods": 45,
-        "nr_periods": 1020,
-        "throttled_seconds": 2.75,
-    }
-
-
-@pytest.mark.parametrize(
-    ("fixture", "previous", "elapsed_s"),
-    [
-        ("k8s_limited_t1", None, 2.0),  # first sample
-        ("k8s_limited_t1", "k8s_limited_t0", None),
-        ("k8s_limited_t1", "k8s_limited_t0", 0.0),
-        ("k8s_limited_t0", "k8s_limited_t1", 2.0),  # the counter went back: a new container
-        ("k8s_unlimited", "k8s_unlimited", 2.0),  # no limit
-    ],
-)
-def test_cpu_percent_of_limit_is_none_when_unknown(
-    fixture: str, previous: str | None, elapsed_s: float | None
-) -> None:
-    before = read_cgroup(str(CGROUP_DATA / previous), None, None) if previous else None
-    after = read_cgroup(str(CGROUP_DATA / fixture), before, elapsed_s)
-    assert after is not None
-    assert after["cpu_percent_of_limit"] is None
-
-
-@pytest.mark.parametrize("fixture", ["not_v2", "does_not_exist"])
-def test_read_cgroup_without_cgroup_v2_is_none(fixture: str) -> None:
-    assert read_cgroup(str(CGROUP_DATA / fixture), None, None) is None
-
-
-def test_read_cgroup_tolerates_malformed_files(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.controllers").write_text("")
-    (tmp_path / "memory.current").write_text("lots\n")
-    (tmp_path / "memory.max").write_text("")
-    (tmp_path / "cpu.max").write_text("200000 0\n")
-    (tmp_path / "cpu.stat").write_text("usage_usec\nnr_periods -3\nthrottled_usec 10\n")
-    (tmp_path / "memory.events").write_bytes(b"\xff\xfe")
-    assert read_cgroup(str(tmp_path), None, None) == {
-        **dict.fromkeys(CGROUP_KEYS),
-        "throttled_seconds": 1e-5,
-    }
-
-
 def test_sampler_reads_a_container_cgroup_at_the_root() -> None:
     sampler = ResourceSampler(cgroup_root=str(CGROUP_DATA / "k8s_limited_t0"))
     assert sampler.sample()["cgroup"] == LIMITED_T0
@@ -316,49 +212,6 @@ def test_sampler_reads_a_container_cgroup_at_the_root() -> None:
 
 def test_sampler_without_cgroup_v2_reports_none() -> None:
     assert ResourceSampler(cgroup_root=str(CGROUP_DATA / "not_v2")).sample()["cgroup"] is None
-
-
-OTHER_PID = 424242
-
-
-@pytest.mark.parametrize(
-    ("own", "watched", "expected"),
-    [
-        ("/", "/", "."),  # a container with its own cgroup namespace
-        ("/kubepods/pod1/ctr-a", "/kubepods/pod1/ctr-a", "kubepods/pod1/ctr-a"),  # on a host
-        ("/system.slice/x.service", "/kubepods/pod1/ctr-b", "kubepods/pod1/ctr-b"),  # host, other
-        ("/", "/../ctr-b", None),  # sidecar: the model's cgroup lies outside our mount
-        ("/kubepods/pod1/ctr-a", "/gone", None),
-        (None, None, "."),  # no cgroup v2 line: read what the root has
-    ],
-)
-def test_cgroup_dir_follows_the_watched_process(
-    tmp_path: Path, own: str | None, watched: str | None, expected: str | None
-) -> None:
-    root, proc = tmp_path / "cgroup", tmp_path / "proc"
-    for rel in ("", "kubepods/pod1/ctr-a", "kubepods/pod1/ctr-b"):
-        (root / rel).mkdir(parents=True, exist_ok=True)
-        (root / rel / "cgroup.controllers").write_text("cpu memory\n")
-    for pid, path in ((os.getpid(), own), (OTHER_PID, watched)):
-        (proc / str(pid)).mkdir(parents=True)
-        lines = "1:name=systemd:/x\n" + (f"0::{path}\n" if path else "")
-        (proc / str(pid) / "cgroup").write_text(lines)
-
-    found = _cgroup_dir(str(root), OTHER_PID, str(proc))
-    assert found == (None if expected is None else str(root / expected).removesuffix("/."))
-
-
-def test_cgroup_dir_prefers_limit_files_at_the_root(tmp_path: Path) -> None:
-    # cgroupns=host: /proc says /kubepods/..., but the container's cgroup is what is mounted.
-    root, proc = tmp_path / "cgroup", tmp_path / "proc"
-    (root / "kubepods" / "ctr").mkdir(parents=True)
-    for directory in (root, root / "kubepods" / "ctr"):
-        (directory / "cgroup.controllers").write_text("cpu memory\n")
-    (root / "memory.max").write_text("536870912\n")
-    (proc / str(os.getpid())).mkdir(parents=True)
-    (proc / str(os.getpid()) / "cgroup").write_text("0::/kubepods/ctr\n")
-    assert _cgroup_dir(str(root), os.getpid(), str(proc)) == str(root)
-    assert _cgroup_dir(str(tmp_path / "proc"), os.getpid(), str(proc)) is None
 
 
 # --- GPUs ----------------------------------------------------------------------------------------
