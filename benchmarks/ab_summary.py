@@ -22,42 +22,38 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _table(
+    figures: dict[tuple[str, str, str], list[float]], table: str, head: str, digits: int
+) -> list[str]:
+    """Rows of ``table``: each size's median before, after and after / before."""
+    sizes = sorted({size for name, size, _ in figures if name == table}, key=int)
+    rows = [f"| {head} | after | ratio |", "| --- | --- | --- | --- |"]
+    for size in sizes:
+        b = _median(figures[(table, size, "before")])
+        a = _median(figures[(table, size, "after")])
+        rows.append(f"| {size} | {b:,.{digits}f} | {a:,.{digits}f} | {a / b:.2f} |")
+    return rows
+
+
 def ingest(out: Path) -> str:
-    rows = [
-        "| records/request | before: rows per CPU-s | after | ratio |",
-        "| --- | --- | --- | --- |",
-    ]
-    figures: dict[tuple[str, str], list[float]] = {}
+    figures: dict[tuple[str, str, str], list[float]] = {}
     for side in SIDES:
         for payload in _runs(out, "ingest", side):
             for size, runs in payload["throughput"].items():
-                figures.setdefault((size, side), []).append(runs[0]["instance_rows_per_cpu_s"])
+                rate = runs[0]["instance_rows_per_cpu_s"]
+                figures.setdefault(("rows", size, side), []).append(rate)
             for size, run in payload["breakdown"].items():
                 insert = run["timers"]["DuckDB insert"] / run["captures"] * 1e6
-                figures.setdefault((f"insert {size}", side), []).append(insert)
+                figures.setdefault(("insert", size, side), []).append(insert)
             for run in payload["batch_sweep"]:
-                key = (f"batch {run['batch_captures']}", side)
+                key = ("batch", str(run["batch_captures"]), side)
                 figures.setdefault(key, []).append(run["cpu_seconds"] / run["captures"] * 1e6)
-    for size in sorted({k for k, _ in figures if k.isdigit()}, key=int):
-        b, a = _median(figures[(size, "before")]), _median(figures[(size, "after")])
-        rows.append(f"| {size} | {b:,.0f} | {a:,.0f} | {a / b:.2f} |")
-    rows += [
-        "",
-        "| records/request | before: DuckDB insert µs/capture | after | ratio |",
-        "| --- | --- | --- | --- |",
-    ]
-    for key in sorted({k for k, _ in figures if k.startswith("insert")}, key=lambda k: int(k[7:])):
-        b, a = _median(figures[(key, "before")]), _median(figures[(key, "after")])
-        rows.append(f"| {key[7:]} | {b:,.1f} | {a:,.1f} | {a / b:.2f} |")
-    rows += [
-        "",
-        "| captures per batch | before: CPU µs/request | after | ratio |",
-        "| --- | --- | --- | --- |",
-    ]
-    for key in sorted({k for k, _ in figures if k.startswith("batch")}, key=lambda k: int(k[6:])):
-        b, a = _median(figures[(key, "before")]), _median(figures[(key, "after")])
-        rows.append(f"| {key[6:]} | {b:,.0f} | {a:,.0f} | {b / a:.2f} |")
-    return "\n".join(rows)
+    tables = (
+        ("rows", "records/request | before: rows per CPU-s", 0),
+        ("insert", "records/request | before: DuckDB insert µs/capture", 1),
+        ("batch", "captures per batch | before: CPU µs/request", 0),
+    )
+    return "\n\n".join("\n".join(_table(figures, *table)) for table in tables)
 
 
 def served(out: Path, kind: str) -> str:
