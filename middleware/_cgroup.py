@@ -6,10 +6,11 @@ Read from the files under a cgroup v2 directory (``/sys/fs/cgroup`` in a contain
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-__all__ = ["cgroup_dir", "read_cgroup"]
+__all__ = ["cgroup_dir", "read_cgroup", "usable_cpus"]
 
 
 def read_cgroup(
@@ -51,6 +52,24 @@ def read_cgroup(
         "nr_periods": cpu.get("nr_periods"),
         "throttled_seconds": _usec(cpu.get("throttled_usec")),
     }
+
+
+def usable_cpus(root: str = "/sys/fs/cgroup", proc_root: str = "/proc") -> int:
+    """CPUs this process may run on: its CPU affinity, cut to its cgroup's CPU quota (rounded up).
+
+    Libraries that size thread pools by the machine's cores (DuckDB does) would otherwise start
+    more threads than a pinned process or a container's CPU limit lets run, and pay for them in
+    context switches on the cores the model uses.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    own = cgroup_dir(root, os.getpid(), proc_root)
+    quota = _read_cpu_limit(Path(own) / "cpu.max") if own is not None else None
+    if quota:
+        cpus = min(cpus, math.ceil(quota))
+    return max(cpus, 1)
 
 
 def _read_text(path: Path) -> str | None:

@@ -117,7 +117,7 @@ def _parse_optional_str(value: str | None) -> str | None:
     return text or None
 
 
-def _parse_pid(value: str | int | None) -> int | None:
+def _parse_optional_count(value: str | int | None) -> int | None:
     if value is None or value == "":
         return None
     return _parse_positive_int(value)
@@ -132,7 +132,8 @@ _PARSERS = {
     "count": _parse_positive_int,
     "port": _parse_port,
     "text": _parse_optional_str,
-    "pid": _parse_pid,
+    "pid": _parse_optional_count,
+    "threads": _parse_optional_count,
     "float": float,
 }
 
@@ -183,6 +184,11 @@ class Settings:
     )
     db_memory: int = _setting(
         128 * 2**20, "size", "Memory DuckDB may use for the log store (caches and checks)."
+    )
+    db_threads: int | None = _setting(
+        None,
+        "threads",
+        "Threads DuckDB may use (default: the CPUs this process may run on, within its cgroup).",
     )
     retention: float = _setting(7 * 86400.0, "duration", "Age after which logged rows are deleted.")
     max_db_bytes: int = _setting(

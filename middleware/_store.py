@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from ._cgroup import usable_cpus
 from ._errors import MonitorError
 from ._schema import SCHEMA_VERSION, STATEMENTS, column_id_sql
 
@@ -64,9 +65,21 @@ class Store:
     """An open DuckDB log store file with the inferwatch tables in it."""
 
     def __init__(
-        self, path: str, *, read_only: bool = False, memory_bytes: int = 256 * 2**20
+        self,
+        path: str,
+        *,
+        read_only: bool = False,
+        memory_bytes: int = 256 * 2**20,
+        threads: int | None = None,
     ) -> None:
         self.path = path
+        config = {
+            # DuckDB's cache would otherwise grow to 80% of the machine's memory beside the model.
+            "memory_limit": f"{memory_bytes // 2**20}MiB",
+            # DuckDB starts a thread per core of the machine; threads beyond what this process
+            # may run on only switch with each other and with the model on the same cores.
+            "threads": threads or usable_cpus(),
+        }
         root: duckdb.DuckDBPyConnection | None = None
         created = False
         try:
@@ -74,10 +87,7 @@ class Store:
                 if os.path.dirname(path):
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                 created = _clear_empty_file(path)
-            # DuckDB's cache would otherwise grow to 80% of the machine's memory beside the model.
-            root = duckdb.connect(
-                path, read_only=read_only, config={"memory_limit": f"{memory_bytes // 2**20}MiB"}
-            )
+            root = duckdb.connect(path, read_only=read_only, config=config)
             self._root = root
             self._writer = root.cursor()
             if not read_only:

@@ -160,7 +160,11 @@ class StoreWriter:
 
     def _open_store(self) -> None:
         try:
-            store = Store(self._settings.db, memory_bytes=self._settings.db_memory)
+            store = Store(
+                self._settings.db,
+                memory_bytes=self._settings.db_memory,
+                threads=self._settings.db_threads,
+            )
         except MonitorError as exc:
             self._report(str(exc))
             self._retry_later()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from middleware._cgroup import cgroup_dir, read_cgroup
+from middleware._cgroup import cgroup_dir, read_cgroup, usable_cpus
 
 CGROUP_DATA = Path(__file__).parent / "data" / "cgroup"
 CGROUP_KEYS = {
@@ -156,3 +158,43 @@ def test_cgroup_dir_prefers_limit_files_at_the_root(tmp_path: Path) -> None:
     (proc / str(os.getpid()) / "cgroup").write_text("0::/kubepods/ctr\n")
     assert cgroup_dir(str(root), os.getpid(), str(proc)) == str(root)
     assert cgroup_dir(str(tmp_path / "proc"), os.getpid(), str(proc)) is None
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "quota_cores"),
+    [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", None)],
+)
+def test_usable_cpus_is_cut_to_the_cgroup_quota(
+    tmp_path: Path, cpu_max: str, quota_cores: int | None
+) -> None:
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cpu.max").write_text(cpu_max + "\n")
+    (proc / str(os.getpid())).mkdir(parents=True)
+    (proc / str(os.getpid()) / "cgroup").write_text("0::/\n")
+    affinity = len(os.sched_getaffinity(0))
+    expected = affinity if quota_cores is None else min(affinity, quota_cores)
+    assert usable_cpus(str(root), str(proc)) == expected
+
+
+def test_usable_cpus_without_cgroup_v2_is_the_affinity() -> None:
+    assert usable_cpus(str(CGROUP_DATA / "not_v2")) == len(os.sched_getaffinity(0))
+
+
+def test_a_pinned_process_runs_duckdb_on_one_thread(tmp_path: Path) -> None:
+    # A sidecar pinned to one core (taskset, a cpuset) must not start DuckDB threads per core.
+    script = (
+        "import os, sys; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]});"
+        "from middleware._cgroup import usable_cpus; from middleware._store import Store;"
+        "store = Store(sys.argv[1]);"
+        "print(usable_cpus(), store.query(\"SELECT current_setting('threads')\")[0][0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pinned.duckdb")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.stdout.split() == ["1", "1"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +134,19 @@ def test_response_headers_drop_hop_by_hop() -> None:
     chunked = [(b"transfer-encoding", b"chunked"), (b"content-length", b"3")]
     assert response_headers(chunked) == []
     assert response_headers([(b"content-length", b"3"), (b"etag", b"x")], 304) == [(b"etag", b"x")]
+
+
+def test_the_sidecar_freezes_what_start_up_built() -> None:
+    # In a child: freezing changes the whole process's collector, the test runner's included.
+    script = (
+        "import gc; from sidecar._serve import _settle_gc; before = gc.get_freeze_count();"
+        "_settle_gc(); print(before, gc.get_freeze_count() > 10_000, *gc.get_threshold())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.stdout.split() == ["0", "True", "10000", "20", "20"]
