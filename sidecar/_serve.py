@@ -75,7 +75,11 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # One timer per connection, moved lazily: each request only notes the time, and the
+        # timer, when it fires early, waits out the rest. Setting and cancelling a timer for
+        # each head and body cost about 3 µs per request.
         self._deadline: asyncio.TimerHandle | None = None
+        self._since = 0.0  # when the wait for the client that the timer guards began
         self._stalled: asyncio.TimerHandle | None = None
         self._in_head = True  # waiting for the first request's head
         self._in_body = False
@@ -102,8 +106,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_body = False
-        self._disarm()
+        self._in_body = False  # the timer, if it fires, finds nothing to wait for
         super().on_message_complete()
 
     def pause_writing(self) -> None:
@@ -125,9 +128,9 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline = self.loop.call_later(self.timeout, self._expired)
+        self._since = self.loop.time()
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._since + self.timeout, self._expired)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -137,6 +140,10 @@ class TimedHttpProtocol(HttpToolsProtocol):
     def _expired(self) -> None:
         self._deadline = None
         if not (self._in_head or self._in_body) or self.transport.is_closing():
+            return
+        due = self._since + self.timeout
+        if due > self.loop.time():  # the client spoke since the timer was set
+            self._deadline = self.loop.call_at(due, self._expired)
             return
         if self._in_body and self.flow.read_paused:
             self._arm()  # the body waits for the upstream, not for the client
