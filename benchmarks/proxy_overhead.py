@@ -590,10 +590,21 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
             "cores": median([r.proxy_cores for r in rs]),
             "rss": median([r.proxy_rss_mib for r in rs]),
         }
-    direct, nginx = med["direct"], med.get("nginx")
+    direct = med["direct"]
+    # The host's speed drifts between rounds: a ratio of two runs of one round (a minute or two
+    # apart) is steadier than the ratio of medians taken over the whole benchmark.
+    nginx_by_round = {r.round: r.main.rps for r in runs if r.variant == "nginx"}
+    paired = {
+        v: [
+            r.main.rps / nginx_by_round[r.round]
+            for r in runs
+            if r.variant == v and r.round in nginx_by_round
+        ]
+        for v in variants
+    }
     rows = []
     for v, m in med.items():
-        vs_nginx = m["rps"] / nginx["rps"] if nginx else float("nan")
+        vs_nginx = median(paired[v]) if paired[v] else float("nan")
         added = m["p50"] - direct["p50"]
         light_added = m["light_p50"] - direct["light_p50"]
         paced_added = m["paced_p50"] - direct["paced_p50"]
@@ -608,6 +619,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 f"{m['rps']:,.0f}",
                 f"{m['rps'] / direct['rps']:.3f}",
                 f"{vs_nginx:.3f}",
+                " / ".join(f"{x:.2f}" for x in paired[v]),
                 f"{m['p50']:.2f}",
                 f"{m['p99']:.2f}",
                 f"{added:+.2f}" if proxy else "",
@@ -636,7 +648,8 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 "variant",
                 "req/s",
                 "vs direct",
-                "vs nginx",
+                "vs nginx (median of rounds)",
+                "vs nginx, each round",
                 "p50 ms",
                 "p99 ms",
                 "p50 added ms",

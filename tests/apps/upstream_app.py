@@ -130,6 +130,19 @@ async def slow(request: Request) -> Response:
     return JSONResponse({"slept": True})
 
 
+async def drip(request: Request) -> Response:
+    """Send ``n`` chunks ``gap`` seconds apart: a stream slower in total than in each pause."""
+    count, gap = int(request.query_params.get("n", "5")), float(request.query_params["gap"])
+
+    async def chunks() -> Any:
+        for i in range(count):
+            if i:
+                await asyncio.sleep(gap)
+            yield b"chunk %d\n" % i
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
 async def reset(request: Request) -> Response:
     """Send part of a body, then reset the TCP connection (RST, not FIN)."""
     transport = request.scope["extensions"]["inferwatch.transport"]()
@@ -211,6 +224,7 @@ routes = [
     Route("/health", health),
     Route("/v2/health/ready", health),
     Route("/slow", slow),
+    Route("/drip", drip),
     Route("/reset", reset),
     Route("/upload", upload, methods=["POST", "PUT"]),
     Route("/download", download),

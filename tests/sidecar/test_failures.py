@@ -57,6 +57,24 @@ def test_slow_upstream_gives_504(model: ModelServer, tmp_path: Path) -> None:
     assert [row["status"] for row in sidecar.rows()] == [504, 200]
 
 
+def test_the_upstream_timeout_is_per_wait_on_a_reused_connection(
+    model: ModelServer, tmp_path: Path
+) -> None:
+    # Each pause of the stream is under the timeout and the whole is over it: it passes. Then
+    # the same kept-alive connection times out a response that does not come.
+    with sidecar_process(model.url, tmp_path, "--upstream-timeout", "600ms") as sidecar:
+        with httpx.Client(base_url=sidecar.url, timeout=10) as client:
+            for _ in range(2):
+                response = client.get("/drip", params={"n": 5, "gap": 0.3})
+                assert response.status_code == 200
+                assert response.text == "".join(f"chunk {i}\n" for i in range(5))
+            response = client.get("/slow", params={"s": 5})
+            assert response.status_code == 504
+            assert 0.5 < response.elapsed.total_seconds() < 3
+        assert sidecar.terminate() == 0
+    assert [row["status"] for row in sidecar.rows()] == [200, 200, 504]
+
+
 def test_upstream_reset_mid_body_cuts_the_response(sidecar: Sidecar) -> None:
     with httpx.Client(base_url=sidecar.url, timeout=10) as client:
         with pytest.raises(httpx.RemoteProtocolError):
