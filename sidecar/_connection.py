@@ -85,7 +85,6 @@ class Connection(asyncio.Protocol):
         # expires, and the timer, firing early, waits out the rest. A timer set and cancelled for
         # every wait cost about 3 µs each, and a request waits once or twice.
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         self._due = 0.0
         self._due_timeout = 0.0
         self._begin(head_only=False)
@@ -279,10 +278,10 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter = loop.create_future()
         due = self._due = loop.time() + timeout
         self._due_timeout = timeout
-        if self._timer is None or self._timer_at > due:
+        if self._timer is None or self._timer.when() > due:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer, self._timer_at = loop.call_at(due, self._on_timer), due
+            self._timer = loop.call_at(due, self._on_timer)
         try:
             await waiter
         finally:
@@ -294,7 +293,7 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._loop.time() < self._due:  # a later wait moved the deadline on
-            self._timer, self._timer_at = self._loop.call_at(self._due, self._on_timer), self._due
+            self._timer = self._loop.call_at(self._due, self._on_timer)
             return
         _expire(waiter, self._due_timeout)
 

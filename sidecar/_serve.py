@@ -279,12 +279,11 @@ def _settle_gc() -> None:
     """Keep the garbage collector off what start-up built, and run its youngest pass less often.
 
     Each request allocates a few dozen short-lived containers, and the writer's parsed bodies
-    many more: at Python's default threshold (700) the collector ran about 100 times a second
+    many more: at Python's default threshold (700) the collector ran over 100 times a second
     under load, and each full pass walked the ~70,000 objects of the imported modules. Frozen,
-    those are never walked again; at 10,000 the young passes are a tenth as many, each about as
-    cheap per object. Together about 8 µs of CPU per proxied request at sample_rate 1.0
-    (docs/benchmarks.md). This is the sidecar's own process; the middleware leaves the model
-    app's collector alone.
+    those are never walked again; at 10,000 the young passes were about a sixth as many.
+    Together about 8 µs of CPU per proxied request at sample_rate 1.0 (docs/benchmarks.md).
+    This is the sidecar's own process; the middleware leaves the model app's collector alone.
     """
     gc.collect()
     gc.freeze()
