@@ -20,14 +20,16 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from middleware import MonitorError, MonitorMiddleware, Settings
 from middleware._api import build_api
 
 from ._admin import AdminApp, SidecarEngine, UpstreamProbe
 from ._connection import UpstreamError
+from ._held_head import HeldHeadTransport
 from ._proxy import Proxy, RequestIds, UpstreamStats
 from ._upstream import Upstream, UpstreamPool
 
@@ -74,7 +76,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
     max_head = MAX_HEAD_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._writes = HeldHeadTransport(transport, self.loop)
+        super().connection_made(self._writes)  # type: ignore[arg-type]
         # One timer per connection, moved lazily: each request only notes the time, and the
         # timer, when it fires early, waits out the rest. Setting and cancelling a timer for
         # each head and body cost about 3 µs per request.
@@ -108,6 +111,10 @@ class TimedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_body = False  # the timer, if it fires, finds nothing to wait for
         super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        self._writes.hold_next()  # the response's head waits for its first body bytes
+        super()._start_asgi_task(cycle, app)
 
     def pause_writing(self) -> None:
         super().pause_writing()
