@@ -24,7 +24,6 @@ _MAX_DETAIL = 80
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _LOOK = frozenset((dict, list, str))  # the value types that may need work before storing
 _OPENAI = (("/v1/chat/completions", True), ("/v1/completions", False))
-_CACHED_PATH = 256  # longest path whose kind is remembered
 
 _Row = dict[str, object]
 
@@ -364,12 +363,6 @@ def _sse(body: bytes, cx: _Ctx) -> Parsed:
 @functools.lru_cache(maxsize=1024)  # a handful of routes; bounded, as paths come from clients
 def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
-    # Each capture asks twice and a model server has few paths: remembered, unless long.
-    return _openai_kind_of(path) if len(path) <= _CACHED_PATH else _openai_kind_of.__wrapped__(path)
-
-
-@functools.lru_cache(maxsize=256)
-def _openai_kind_of(path: str) -> bool | None:
     path = "/" + path.partition("?")[0].rstrip("/")
     return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
 
