@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -210,3 +211,26 @@ def test_readyz_health_and_metrics_on_the_admin_port(sidecar: Sidecar) -> None:
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check
     # The monitor API is not on the proxy port: there, every path belongs to the model.
     assert httpx.get(sidecar.url + "/readyz", timeout=5).status_code == 404
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(sidecar: Sidecar) -> None:
+    """The client waits for "100 Continue" before it sends the body; the sidecar holds a
+    response's first write back for the body, and must not hold this one."""
+    body = b"hello, after the interim response"
+    head = (
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\n"
+        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(65536)  # a TimeoutError here: the interim response was held
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        sock.sendall(body)
+        answer = interim.partition(b"\r\n\r\n")[2]
+        while not answer.endswith(body):
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
