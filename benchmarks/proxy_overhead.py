@@ -15,7 +15,12 @@ the same minimal streaming ASGI proxy without monitoring: ``lean`` (the sidecar'
 since httpcore polls every pooled socket on each request; retries off; sniffio made importable so
 that httpcore stops searching sys.path for it on every request).
 
-Variants run interleaved for ``--rounds`` rounds; medians are reported. Each run is a warm-up,
+Variants run interleaved for ``--rounds`` rounds; medians are reported. The upstream's and the
+proxy's cores are swapped every other round (``--no-swap-cores`` keeps them): on this kind of
+host the two cores' speeds drift apart and back within seconds (``benchmarks/core_speed.py``
+shows it), and behind nginx the upstream's core sets the pace, behind the sidecar the proxy's,
+so a stretch in which one core runs slower would otherwise favour one variant for that whole
+stretch. Each run is a warm-up,
 a measured run at ``--connections`` (throughput: every variant runs flat out, so its p50 there is
 mostly queueing, ``connections`` / throughput), then a light run at one connection, then a paced
 run: ``--paced-connections`` connections that each wait between requests, so that about
@@ -35,6 +40,7 @@ saturated, behind the sidecar the proxy's core is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -353,6 +359,28 @@ def core_busy(cores: tuple[int, ...]) -> float:
     return busy
 
 
+def pin_threads(pid: int, core: int) -> None:
+    """Move every thread of a running process to ``core`` (as ``taskset -a -p`` does)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), {core})
+
+
+def round_cores(args: argparse.Namespace, rnd: int) -> argparse.Namespace:
+    """``args`` with the upstream's and the proxy's cores swapped in even rounds when asked."""
+    if not args.swap_cores or rnd % 2 or args.upstream_core == args.proxy_core:
+        return args
+    swap = {args.upstream_core: args.proxy_core, args.proxy_core: args.upstream_core}
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "upstream_core": swap[args.upstream_core],
+            "proxy_core": swap[args.proxy_core],
+            "wrk_core": swap.get(args.wrk_core, args.wrk_core),
+        }
+    )
+
+
 def rss_mib(pids: list[int]) -> float:
     import psutil
 
@@ -489,6 +517,8 @@ class Run:
     upstream_cpu_us: float  # the model server's CPU per request during the measured run
     foreign_cores: float  # busy cores (of the pinned ones) not explained by upstream, proxy, wrk
     capture: dict[str, Any]
+    upstream_core: int
+    proxy_core: int
     stored: int | None
 
     @property
@@ -579,6 +609,8 @@ def run_variant(
         foreign_cores=max(foreign, 0.0),
         capture=capture,
         stored=stored,
+        upstream_core=args.upstream_core,
+        proxy_core=args.proxy_core,
     )
 
 
@@ -617,6 +649,14 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
         ]
         for v in variants
     }
+    # Throughput over every round with an nginx run, against nginx's over the same rounds.
+    pooled = {
+        v: sum(r.main.rps for r in runs if r.variant == v and r.round in nginx_by_round)
+        / sum(nginx_by_round[r.round] for r in runs if r.variant == v and r.round in nginx_by_round)
+        if paired[v]
+        else float("nan")
+        for v in variants
+    }
     rows = []
     for v, m in med.items():
         vs_nginx = median(paired[v]) if paired[v] else float("nan")
@@ -636,6 +676,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 f"{m['rps']:,.0f}",
                 f"{m['rps'] / direct['rps']:.3f}",
                 f"{vs_nginx:.3f}",
+                _cell(pooled[v], ".3f"),
                 " / ".join(f"{x:.2f}" for x in paired[v]),
                 f"{m['p50']:.2f}",
                 f"{m['p99']:.2f}",
@@ -659,7 +700,10 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
         f"{args.paced_rate:,} req/s over {args.paced_connections} connections. The target's "
         "p50 is the paced run's (at -c32 every variant is saturated, and its p50 is queueing). "
         f"Cores: upstream {args.upstream_core}, proxy "
-        f"{args.proxy_core}, wrk {args.wrk_core}.",
+        f"{args.proxy_core}, wrk {args.wrk_core}"
+        + (", the upstream's and the proxy's swapped in even rounds." if args.swap_cores else ".")
+        + " The target's throughput figure is the median of the rounds' ratios; pooled is the "
+        "sum of a variant's req/s over the rounds against nginx's sum.",
         "",
         markdown_table(
             [
@@ -667,6 +711,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 "req/s",
                 "vs direct",
                 "vs nginx (median of rounds)",
+                "vs nginx (rounds pooled)",
                 "vs nginx, each round",
                 "p50 ms",
                 "p99 ms",
@@ -692,6 +737,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
             [
                 "round",
                 "variant",
+                "cores (upstream / proxy)",
                 "req/s",
                 "p50 ms",
                 "p99 ms",
@@ -708,6 +754,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 [
                     r.round,
                     r.variant,
+                    f"{r.upstream_core} / {r.proxy_core}",
                     f"{r.main.rps:,.0f}",
                     f"{r.main.p50_ms:.2f}",
                     f"{r.main.p99_ms:.2f}",
@@ -742,6 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-core", type=int, default=0)
     parser.add_argument("--proxy-core", type=int, default=1)
     parser.add_argument("--wrk-core", type=int, default=1)
+    parser.add_argument(
+        "--swap-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="swap the upstream's and the proxy's (and wrk's) cores every other round",
+    )
     parser.add_argument("--candidates", action="store_true", help="compare upstream clients")
     parser.add_argument(
         "--variants", help="comma-separated variants, e.g. lean,sidecar-0.0 (direct always runs)"
@@ -788,15 +841,18 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_http(upstream, "/health", up)
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(variants)
+            cores = round_cores(args, rnd)
+            pin_threads(up.pid, cores.upstream_core)
             for variant in variants[shift:] + variants[:shift]:
-                run = run_variant(args, variant, rnd, upstream, up.pid, workdir, lua)
+                run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)
                 runs.append(run)
                 light = f"  c1 p50 {run.light.p50_ms:.3f} ms" if run.light else ""
                 print(
                     f"round {rnd} {variant:12s} {run.main.rps:8.0f} req/s  p50 "
                     f"{run.main.p50_ms:6.2f} ms  p99 {run.main.p99_ms:6.2f} ms{light}  proxy "
                     f"{run.proxy_cpu_us:.0f} µs/req  upstream {run.upstream_cpu_us:.0f} µs/req  "
-                    f"other load {run.foreign_cores:.2f} cores",
+                    f"other load {run.foreign_cores:.2f} cores  (upstream on {run.upstream_core}, "
+                    f"proxy on {run.proxy_core})",
                     file=sys.stderr,
                     flush=True,
                 )
