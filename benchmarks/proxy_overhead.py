@@ -664,7 +664,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
         light_added = m["light_p50"] - direct["light_p50"]
         paced_added = m["paced_p50"] - direct["paced_p50"]
         met = ""
-        if v == "sidecar-1.0":
+        if v == "sidecar-1.0" and paired[v]:  # no verdict without nginx to compare with
             ok = vs_nginx >= NGINX_SHARE_TARGET
             if args.paced > 0:
                 ok = ok and paced_added < P50_ADDED_TARGET_MS
@@ -675,7 +675,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 v,
                 f"{m['rps']:,.0f}",
                 f"{m['rps'] / direct['rps']:.3f}",
-                f"{vs_nginx:.3f}",
+                _cell(vs_nginx, ".3f"),
                 _cell(pooled[v], ".3f"),
                 " / ".join(f"{x:.2f}" for x in paired[v]),
                 f"{m['p50']:.2f}",
