@@ -641,21 +641,22 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
     # The host's speed drifts between rounds: a ratio of two runs of one round (a minute or two
     # apart) is steadier than the ratio of medians taken over the whole benchmark.
     nginx_by_round = {r.round: r.main.rps for r in runs if r.variant == "nginx"}
-    paired = {
+    # (req/s, nginx's req/s in the same round) for each round of each variant
+    against = {
         v: [
-            r.main.rps / nginx_by_round[r.round]
+            (r.main.rps, nginx_by_round[r.round])
             for r in runs
             if r.variant == v and r.round in nginx_by_round
         ]
         for v in variants
     }
-    # Throughput over every round with an nginx run, against nginx's over the same rounds.
+    paired = {v: [rps / nginx for rps, nginx in pairs] for v, pairs in against.items()}
+    # Pooled: the variant's req/s summed over those rounds against nginx's sum.
     pooled = {
-        v: sum(r.main.rps for r in runs if r.variant == v and r.round in nginx_by_round)
-        / sum(nginx_by_round[r.round] for r in runs if r.variant == v and r.round in nginx_by_round)
-        if paired[v]
+        v: sum(rps for rps, _ in pairs) / sum(nginx for _, nginx in pairs)
+        if pairs
         else float("nan")
-        for v in variants
+        for v, pairs in against.items()
     }
     rows = []
     for v, m in med.items():
