@@ -1,7 +1,8 @@
 """How fast each of two cores runs the same work, side by side, over time.
 
 One process per core runs a fixed pure-Python loop again and again and notes how long each pass
-took. Both run at once, so a pass's ratio compares the cores in the same moment. On a quiet
+took. Both run at once, so the mean pass times of one window compare the cores over the same
+seconds. On a quiet
 machine the ratio stays near 1; on a shared virtual machine it can drift far from 1 and back
 within seconds, which is why ``proxy_overhead.py`` swaps its cores every other round and reports
 the median of many rounds.
@@ -35,7 +36,8 @@ def _spin(core: int, seconds: float, out: mp.Queue) -> None:
         total = 0
         for i in range(_LOOP):
             total += i
-        passes.append((time.monotonic(), time.monotonic() - started))
+        ended = time.monotonic()
+        passes.append((ended, ended - started))
     out.put((core, passes))
 
 
