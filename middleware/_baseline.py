@@ -38,15 +38,15 @@ __all__ = [
     "number_key_sql",
 ]
 
-_READERS = {
-    "csv": "read_csv_auto",
-    "tsv": "read_csv_auto",
-    "txt": "read_csv_auto",
-    "parquet": "read_parquet",
-    "pq": "read_parquet",
-    "json": "read_json_auto",
-    "jsonl": "read_json_auto",
-    "ndjson": "read_json_auto",
+_FORMATS = {
+    "csv": "csv",
+    "tsv": "csv",
+    "txt": "csv",
+    "parquet": "parquet",
+    "pq": "parquet",
+    "json": "json",
+    "jsonl": "json",
+    "ndjson": "json",
 }
 _STORE_SUFFIXES = ("duckdb", "db")
 
@@ -59,6 +59,7 @@ def build_baseline(
     prediction_column: str | None = None,
     exclude: Iterable[str] = (),
     categorical: Iterable[str] = (),
+    booleans: Iterable[str] = (),
     bins: int = 20,
     time_range: tuple[datetime, datetime] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -70,8 +71,11 @@ def build_baseline(
     ``source`` is a CSV, Parquet or JSON lines file, read by DuckDB out of core within
     ``memory_limit`` (spilling to ``temp_directory``) in three scans, or a DuckDB log store
     (``.duckdb``) whose inputs logged within ``time_range`` become the features and whose
-    outputs the prediction section. ``progress`` receives one line per phase and per second of
-    a long scan. Raises :class:`MonitorError` with one sentence when the source cannot be read.
+    outputs the prediction section. Each column of a file gets the type its values have in
+    served JSON: CSV text stays text unless every value is a number, and only Parquet or JSON
+    booleans, or the columns in ``booleans``, are booleans. ``progress`` receives one line per
+    phase and per second of a long scan. Raises :class:`MonitorError` with one sentence when
+    the source cannot be read.
     """
     if not 2 <= bins <= 64:
         raise MonitorError(f"bins must be between 2 and 64, not {bins}")
@@ -83,7 +87,7 @@ def build_baseline(
     try:
         if suffix in _STORE_SUFFIXES:
             con = duckdb.connect(source, read_only=True, config=config)
-        elif suffix in _READERS:
+        elif suffix in _FORMATS:
             con = duckdb.connect(config=config)
         else:
             raise MonitorError(f"{source} is not CSV, Parquet, JSON lines or a DuckDB log store")
@@ -92,12 +96,15 @@ def build_baseline(
         raise MonitorError(f"cannot open {source}: {_first_line(exc)}") from exc
     try:
         if suffix in _STORE_SUFFIXES:
+            if booleans:
+                raise MonitorError("--boolean applies to files; a log store keeps JSON's types")
             skip = frozenset(exclude)
             doc = summarize_store(con, bins, time_range, frozenset(categorical), skip, say)
         else:
             keep = {"label": label_column, "prediction": prediction_column}
-            reader = f"{_READERS[suffix]}($path)"
-            doc = summarize_file(con, source, reader, keep, exclude, categorical, bins, say)
+            doc = summarize_file(
+                con, source, _FORMATS[suffix], keep, exclude, categorical, bins, say, booleans
+            )
     except duckdb.Error as exc:
         raise MonitorError(f"cannot summarize {source}: {_first_line(exc)}") from exc
     finally:

@@ -1,5 +1,11 @@
 """A baseline from a CSV, Parquet or JSON lines file: three scans by DuckDB, out of core.
 
+Each column gets the type its values will have in served JSON: a CSV is read as text and a
+column becomes numbers only when every value is written as a number (``01234`` stays text), so
+``yes``/``no`` or ``true``/``false`` in a CSV are strings, as a JSON client would send them. Only
+Parquet or JSON booleans, or the columns named in ``booleans``, are booleans. A text-type scan
+runs first for a CSV or for ``booleans``.
+
 Scan 1 computes each column's statistics and quantiles, scan 2 the exact counts in the quantile
 bins of numeric columns, scan 3 the exact counts of categorical values; with a label and a
 prediction column, one more scan scores the model on the file. Python sees one row of
@@ -29,11 +35,24 @@ from ._summary_sql import bin_tree_sql, number_key_sql, quote_name, run_with_pro
 
 __all__ = ["summarize_file"]
 
+_READERS = {
+    "csv": "read_csv($path, all_varchar = true, header = true)",
+    "parquet": "read_parquet($path)",
+    "json": "read_json_auto($path)",
+}
 _EXACT_CARDINALITY = 10_000  # above, categorical counts come from an approximate top-k first
 _INTEGER_TYPES = frozenset(
     f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "BIG", "HUGE", "")
 ) | {"INTEGER", "UINTEGER"}
 _TEXT_TYPES = ("VARCHAR", "DATE", "TIME", "TIMESTAMP", "UUID", "ENUM", "INTERVAL")
+# DuckDB's JSON reader turns strings that look like times into DATE, TIME or TIMESTAMP, whose
+# text is not what a client sends: those columns are read back as the strings they are.
+_JSON_STRINGS = ("DATE", "TIME", "TIMESTAMP", "UUID", "INTERVAL")
+# A number as a CSV writer or a JSON encoder writes it; a leading zero (01234) marks a code.
+_NUMBER_TEXT = r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+_NON_FINITE_TEXT = r"[+-]?(nan|inf|infinity)"
+_TRUE = ("true", "t", "yes", "y", "1", "1.0")
+_FALSE = ("false", "f", "no", "n", "0", "0.0")
 
 
 @dataclass(slots=True)
@@ -45,13 +64,62 @@ class _Column:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _columns(described: list[tuple], skip: frozenset[str], say: Callable) -> list[_Column]:
+def _boolean_sql(q: str) -> str:
+    text = f"lower(trim(CAST({q} AS VARCHAR)))"
+    true, false = ", ".join(f"'{v}'" for v in _TRUE), ", ".join(f"'{v}'" for v in _FALSE)
+    return f"CASE WHEN {text} IN ({true}) THEN true WHEN {text} IN ({false}) THEN false END"
+
+
+def _text_kinds(
+    con: Any,
+    reader: str,
+    src: dict,
+    text: list[str],
+    booleans: list[str],
+    source: str,
+    say: Callable,
+) -> dict[str, str]:
+    """The JSON type of each CSV text column in ``text`` (number or string), after checking
+    that each column in ``booleans`` holds only boolean words; one scan over the file."""
+    parts = ["count(*)"]
+    for name in text:
+        q = quote_name(name)
+        number = f"regexp_full_match(trim({q}), '{_NUMBER_TEXT}')"
+        non_finite = f"regexp_full_match(lower(trim({q})), '{_NON_FINITE_TEXT}')"
+        parts.append(f"bool_and({number} OR {non_finite})")
+    for name in booleans:
+        q = quote_name(name)
+        parts.append(f"max(CASE WHEN {q} IS NOT NULL AND {_boolean_sql(q)} IS NULL THEN {q} END)")
+    sql = f"SELECT {', '.join(parts)} FROM {reader}"  # noqa: S608 -- quoted names only
+    found = list(run_with_progress(con, sql, src, "reading column types", say)[0])[1:]
+    kinds = {name: "number" if found.pop(0) else "string" for name in text}
+    for name in booleans:
+        bad = found.pop(0)
+        if bad is not None:
+            raise MonitorError(
+                f"the boolean column {name!r} of {source} holds {str(bad)[:40]!r}; "
+                f"use true/false, yes/no, y/n or 1/0"
+            )
+        kinds[name] = "boolean"
+    return kinds
+
+
+def _columns(
+    described: list[tuple], skip: frozenset[str], kinds: dict[str, str], say: Callable
+) -> list[_Column]:
     columns = []
     for name, sql_type, *_ in described:
         if name in skip:
             continue
         q, base = quote_name(name), sql_type.split("(")[0]
-        if base in _INTEGER_TYPES or base in ("FLOAT", "DOUBLE", "DECIMAL"):
+        kind = kinds.get(name)
+        if kind == "boolean" and base != "BOOLEAN":
+            x = _boolean_sql(q)
+            columns.append(_Column(name, "boolean", x, f"CAST({x} AS VARCHAR)"))
+        elif kind == "number":
+            x = f"TRY_CAST(trim({q}) AS DOUBLE)"
+            columns.append(_Column(name, "number", x, number_key_sql(x)))
+        elif base in _INTEGER_TYPES or base in ("FLOAT", "DOUBLE", "DECIMAL"):
             x = f"CAST({q} AS DOUBLE)"
             columns.append(_Column(name, "number", x, number_key_sql(x)))
         elif base == "BOOLEAN":
@@ -67,24 +135,37 @@ def _columns(described: list[tuple], skip: frozenset[str], say: Callable) -> lis
 def summarize_file(
     con: Any,
     source: str,
-    reader: str,
+    file_format: str,
     keep: dict[str, str | None],
     exclude: Iterable[str],
     categorical: Iterable[str],
     bins: int,
     say: Callable,
+    booleans: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The baseline document of the file ``source``, read by DuckDB through ``reader`` (SQL of
-    a reader call on ``$path``). ``keep`` names the label and prediction columns, ``exclude``
-    columns to skip and ``categorical`` number columns to treat as categories."""
-    src = {"path": source}
+    """The baseline document of the file ``source`` (``file_format`` ``csv``, ``parquet`` or
+    ``json``). ``keep`` names the label and prediction columns, ``exclude`` columns to skip,
+    ``categorical`` number columns to treat as categories and ``booleans`` columns whose
+    words (true/false, yes/no, y/n, 1/0) are booleans."""
+    src: dict[str, Any] = {"path": source}
+    reader = _READERS[file_format]
     describe = f"DESCRIBE SELECT * FROM {reader}"  # noqa: S608 -- a reader call; the path is bound
     described = run_with_progress(con, describe, src, f"reading {source}", say)
     names = [row[0] for row in described]
-    for role, column in keep.items():
+    booleans = list(dict.fromkeys(booleans))
+    wanted_columns = [(role, c) for role, c in keep.items()] + [("boolean", c) for c in booleans]
+    for role, column in wanted_columns:
         if column is not None and column not in names:
             raise MonitorError(f"the {role} column {column!r} is not in {source}")
-    columns = _columns(described, frozenset(exclude) - {c for c in keep.values() if c}, say)
+    if file_format == "json" and any(t.startswith(_JSON_STRINGS) for _, t, *_ in described):
+        reader = "read_json($path, columns = $columns)"
+        src["columns"] = {
+            name: "VARCHAR" if t.startswith(_JSON_STRINGS) else t for name, t, *_ in described
+        }
+    text = [n for n in names if n not in booleans] if file_format == "csv" else []
+    kinds = _text_kinds(con, reader, src, text, booleans, source, say) if text or booleans else {}
+    skip = frozenset(exclude) - {c for c in keep.values() if c}
+    columns = _columns(described, skip, kinds, say)
     quantiles = [i / bins for i in range(1, bins)]
     # aggregates over a projection, not with FILTER clauses, which DuckDB runs 5x slower
     inner, parts = [], ["count(*)"]

@@ -223,7 +223,9 @@ def import_label_file(
     """Import labels from a CSV, Parquet or JSON lines file, inside DuckDB, in one transaction.
 
     Columns: ``request_id``, ``label``, optional ``index`` (or ``row_index``, default 0) and
-    ``timestamp`` (ISO-8601 or epoch seconds). A bad file raises :class:`LabelError` naming the
+    ``timestamp`` (ISO-8601 or epoch seconds); any other column is an error. A CSV's labels
+    are strings, as a JSON client sends them, unless all are numbers, or all are boolean words
+    answering responses that hold booleans. A bad file raises :class:`LabelError` naming the
     first bad row, and nothing is written. Returns ``accepted``, ``matched`` and ``unmatched``.
     Uses the writer's cursor: run it on the writer thread, or on a store no engine has open.
     """
@@ -252,6 +254,11 @@ _READERS = {".csv": _CSV, ".tsv": _CSV, ".txt": _CSV, ".parquet": "read_parquet(
 _READERS |= dict.fromkeys((".jsonl", ".ndjson", ".json"), "read_json_auto(?)")
 _NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 _NUMBER += tuple("U" + kind for kind in _NUMBER[:5])
+_FILE_COLUMNS = frozenset({"request_id", "index", "row_index", "label", "timestamp"})
+# A number as a CSV writer writes it; a leading zero (07) marks a code, which stays text.
+_NUMBER_TEXT = r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+_TRUE_WORDS = "'true', 't', 'yes', 'y'"
+_BOOLEAN_WORDS = _TRUE_WORDS + ", 'false', 'f', 'no', 'n'"
 _INDEX = 'CASE WHEN "{0}" IS NULL THEN 0 ELSE try_cast("{0}" AS DOUBLE) END'  # blank: 0
 _OFFSET = r"[T ]\d\d:\d\d.*(Z|[+-]\d\d(:?\d\d)?)$"
 # The first bad row's problem, checked in this order; the messages are SQL string literals.
@@ -297,12 +304,25 @@ def _stage(cursor: duckdb.DuckDBPyConnection, path: str, name: str) -> int:
                 f"{name} has no {needed!r} column; it needs request_id and label, and may have "
                 "index and timestamp."
             )
+    unknown = sorted(set(columns) - _FILE_COLUMNS)
+    if unknown:
+        raise LabelError(
+            f"{name}: unknown column {unknown[0]!r} (expected request_id, index, label, timestamp)."
+        )
     index = "index" if "index" in columns else "row_index" if "row_index" in columns else None
-    kind, num, text = _label_columns(columns["label"], name)
     stamp = _timestamp_sql(columns.get("timestamp"), name)
-    # A CSV id like 00123 must stay a string, not become the number 123.
-    typed = reader.format(types=", types = {'request_id': 'VARCHAR'}")
+    # A CSV id like 00123 must stay a string, not become the number 123; a CSV label is text
+    # until _csv_label_kind says what the served predictions make of it.
+    text_label = reader is _CSV
+    types = (
+        "{'request_id': 'VARCHAR', 'label': 'VARCHAR'}"
+        if text_label
+        else "{'request_id': 'VARCHAR'}"
+    )
+    typed = reader.format(types=f", types = {types}")
     cursor.execute(f"CREATE OR REPLACE TEMP TABLE iw_label_raw AS FROM {typed}", [path])
+    label_kind = _csv_label_kind(cursor) if text_label else columns["label"]
+    kind, num, text = _label_columns(label_kind, name)
     cursor.execute(f"""
         CREATE OR REPLACE TEMP TABLE iw_label_rows AS
         SELECT rowid AS pos, request_id::VARCHAR AS request_id,
@@ -320,9 +340,34 @@ def _stage(cursor: duckdb.DuckDBPyConnection, path: str, name: str) -> int:
     return _count(cursor, "SELECT count(*) FROM iw_label_rows")
 
 
+def _csv_label_kind(cursor: duckdb.DuckDBPyConnection) -> str:
+    """The type of a CSV's text labels as the served predictions have it: numbers when every
+    label is written as a number (07 is text), booleans when every label is a boolean word and
+    the labelled requests' responses hold booleans, strings otherwise."""
+    numbers, words = cursor.execute(
+        f"SELECT bool_and(regexp_full_match(trim(label), '{_NUMBER_TEXT}')), "  # noqa: S608
+        f"bool_and(lower(trim(label)) IN ({_BOOLEAN_WORDS})) FROM iw_label_raw"
+    ).fetchone() or (None, None)
+    if numbers:
+        return "TEXT_NUMBER"
+    if words:
+        served = cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM features WHERE role = 'output' AND type = 'boolean' "
+            "AND request_id IN (SELECT request_id::VARCHAR FROM iw_label_raw))"
+        ).fetchone()
+        if served and served[0]:
+            return "TEXT_BOOLEAN"
+    return "VARCHAR"
+
+
 def _label_columns(kind: str, name: str) -> tuple[str, str, str]:
     """SQL for (type, num, str) of the label column, by the column's DuckDB type."""
     present = "CASE WHEN label IS NOT NULL THEN '{}' END"
+    if kind == "TEXT_NUMBER":
+        return present.format("number"), "TRY_CAST(trim(label) AS DOUBLE)", "NULL"
+    if kind == "TEXT_BOOLEAN":
+        truth = f"(lower(trim(label)) IN ({_TRUE_WORDS}))::DOUBLE"
+        return present.format("boolean"), truth, "NULL"
     if kind == "BOOLEAN":
         return present.format("boolean"), "label::DOUBLE", "NULL"
     if kind.startswith(_NUMBER):

@@ -28,6 +28,13 @@ def baseline() -> None:
 @click.option("--prediction-column", default=None, help="The model's prediction column.")
 @click.option("--exclude", multiple=True, help="A column to leave out (repeatable).")
 @click.option("--categorical", multiple=True, help="A column to treat as categorical (repeatable).")
+@click.option(
+    "--boolean",
+    "booleans",
+    multiple=True,
+    help="A column whose true/false, yes/no, y/n or 1/0 are booleans (repeatable); other CSV "
+    "text stays text.",
+)
 @click.option("--bins", default=20, show_default=True, help="Quantile bins per numeric feature.")
 @click.option("--since", default=None, help="With a DuckDB log file: ISO-8601 start (UTC).")
 @click.option("--until", default=None, help="With a DuckDB log file: ISO-8601 end (UTC).")
@@ -38,6 +45,7 @@ def build(
     prediction_column: str | None,
     exclude: tuple[str, ...],
     categorical: tuple[str, ...],
+    booleans: tuple[str, ...],
     bins: int,
     since: str | None,
     until: str | None,
@@ -69,6 +77,7 @@ def build(
             prediction_column=prediction_column,
             exclude=exclude,
             categorical=categorical,
+            booleans=booleans,
             bins=bins,
             time_range=time_range,
             progress=progress,

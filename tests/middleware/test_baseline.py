@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import random
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -25,6 +31,8 @@ from sklearn.metrics import (
 
 from middleware._baseline import FORMAT, MAX_SIZE, Baseline, build_baseline, load_baseline
 from middleware._errors import MonitorError
+from tests.apps import yes_no_app
+from tests.conftest import uvicorn_process, wait_until
 from tests.middleware.test_drift import T0, log_rows, open_store, write_parquet
 
 
@@ -265,3 +273,116 @@ def test_categorical_features_cannot_use_wasserstein(cancer: dict[str, Any]) -> 
     doc["features"]["predicted"]["method"] = "wasserstein"
     with pytest.raises(ValueError, match="cannot use method 'wasserstein'"):
         Baseline.from_document(doc)
+
+
+# ------------------------------------------------- types as served JSON carries them
+
+_PARQUET_TYPES = {
+    "x": "DOUBLE", "answer": "VARCHAR", "flag": "VARCHAR", "ok": "BOOLEAN", "zip": "VARCHAR",
+    "count": "BIGINT", "day": "VARCHAR", "prediction": "VARCHAR",
+}  # fmt: skip
+
+
+def _reference_rows(n: int = 400) -> list[dict[str, Any]]:
+    """Rows as a user's reference data holds them: words, codes with leading zeros, times."""
+    rng = random.Random(11)
+    rows = []
+    for _ in range(n):
+        x = round(rng.random(), 4)
+        rows.append(
+            {
+                "x": x,
+                "answer": rng.choice(["yes", "no"]),
+                "flag": rng.choice(["Y", "N"]),
+                "ok": rng.random() < 0.3,
+                "zip": f"{rng.randrange(0, 20_000):05d}",
+                "count": rng.randrange(0, 5),
+                "day": f"2024-01-0{rng.randrange(1, 8)}T00:00:00Z",
+                "prediction": yes_no_app.answer(x),
+            }
+        )
+    return rows
+
+
+def _write_reference(rows: list[dict[str, Any]], folder: Path, kind: str) -> Path:
+    jsonl = folder / "reference.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if kind == "jsonl":
+        return jsonl
+    if kind == "parquet":
+        target = folder / "reference.parquet"
+        con = duckdb.connect()
+        con.execute(
+            f"COPY (SELECT * FROM read_json(?, columns = ?)) TO '{target}' (FORMAT parquet)",
+            [str(jsonl), _PARQUET_TYPES],
+        )
+        con.close()
+        return target
+    target = folder / "reference.csv"
+    with target.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row | {"ok": "true" if row["ok"] else "false"})
+    return target
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "booleans"), [("csv", False), ("csv", True), ("parquet", True), ("jsonl", True)]
+)
+def test_served_json_of_the_reference_data_shows_no_skew_and_no_drift(
+    tmp_path: Path, kind: str, booleans: bool
+) -> None:
+    """A CSV's text arrives as JSON strings (yes/no, Y/N, true/false, 01234, times); its
+    numbers as numbers; booleans only where the file has them or --boolean says so."""
+    rows = _reference_rows()
+    reference = _write_reference(rows, tmp_path, kind)
+    baseline = tmp_path / "baseline.json"
+    flags = ["--boolean", "ok"] if kind == "csv" and booleans else []
+    built = _cli(
+        "baseline", "build", str(reference), "--out", str(baseline),
+        "--prediction-column", "prediction", *flags,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    doc = orjson.loads(baseline.read_bytes())
+    types = {name: f["dtype"] for name, f in doc["features"].items()}
+    assert types == {
+        "x": "number", "answer": "string", "flag": "string", "zip": "string",
+        "count": "number", "day": "string", "ok": "boolean" if booleans else "string",
+    }  # fmt: skip
+    assert doc["predictions"]["prediction"]["dtype"] == "string"
+    env = {"INFERWATCH_DB": str(tmp_path / "monitor.duckdb"), "INFERWATCH_BASELINE": str(baseline)}
+    app = "tests.apps.yes_no_app:app"
+    with uvicorn_process(app, env) as (_, url), httpx.Client(base_url=url, timeout=30) as client:
+        for start in range(0, len(rows), 20):
+            served = []
+            for row in rows[start : start + 20]:
+                row = {k: v for k, v in row.items() if k != "prediction"}
+                served.append(row if booleans else row | {"ok": str(row["ok"]).lower()})
+            assert client.post("/predict", json={"instances": served}).status_code == 200
+        wait_until(
+            lambda: client.get("/monitor/health").json()["capture"]["stored"] == len(rows) // 20
+        )
+        report = client.post("/monitor/drift/check").json()
+    assert report["window"]["rows"] == len(rows)
+    assert report["schema_anomalies"] == []
+    assert report["status"] == "ok"
+    assert not report["drift_detected"]
+    assert report["prediction"]["prediction"]["drifted"] is False
+
+
+def test_a_boolean_column_with_other_words_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("x,ok\n1,yes\n2,maybe\n")
+    built = _cli(
+        "baseline", "build", str(path), "--out", str(tmp_path / "b.json"), "--boolean", "ok"
+    )
+    assert built.returncode != 0
+    assert "the boolean column 'ok' of" in built.stderr
+    assert "'maybe'" in built.stderr
