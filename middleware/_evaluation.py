@@ -51,7 +51,8 @@ def evaluate(
     A prediction is placed in time by its capture (``features.ts``) and the window is split
     into ``buckets`` equal parts. ``prediction``, ``probability`` (a field, or the name of a
     ``name[i]`` vector) and ``task`` (``classification`` or ``regression``) override what is
-    inferred. ``baseline_quality`` is the baseline's ``quality`` section. ``cursor`` is the
+    inferred from the labels and predictions; before any label arrives, the task is the
+    baseline's, or classification for string predictions. ``baseline_quality`` is the baseline's ``quality`` section. ``cursor`` is the
     caller's own; the temporary table made on it is dropped before returning. A store that
     cannot be read raises :class:`MonitorError`.
     """
@@ -87,7 +88,8 @@ def evaluate(
             report["reasons"].append(choice.notes[-1])
             return report
         report["prediction_field"] = choice.prediction + ("[*]" if choice.argmax else "")
-        rows = _joined(cursor, span, choice, task, report)
+        prior = _prior_task(baseline_quality, fields.get(choice.prediction))
+        rows = _joined(cursor, span, choice, task, prior, report)
         base = choice.vector[0] if choice.argmax else choice.prediction
         counts = fields[base]["buckets"] if base in fields else np.zeros(buckets, np.int64)
     except duckdb.Error as exc:
@@ -124,6 +126,7 @@ def _joined(
     span: dict[str, datetime],
     choice: FieldChoice,
     task: str | None,
+    prior: str | None,
     report: dict[str, Any],
 ) -> JoinedRows:
     """Join labels with the window's predictions (temp table ``iw_eval``); fetch the rows."""
@@ -159,6 +162,8 @@ def _joined(
     )
     columns = "rowid AS i, t, received, pk, pnum, lk, lnum" + (", q" if choice.scalar else "")
     data = cursor.execute(f"SELECT {columns} FROM iw_eval").fetchnumpy()  # noqa: S608
+    if task is None and len(data["t"]) == 0:
+        task = prior  # no label yet to tell the task by
     kind, threshold = _task(data, task, choice, report["notes"])
     report["task"] = kind
     if kind == "regression":
@@ -172,6 +177,14 @@ def _joined(
     if rows.proba is not None:
         rows.proba = rows.proba[order]
     return rows
+
+
+def _prior_task(quality: dict[str, Any] | None, served: dict | None) -> str | None:
+    """The task before any label: the baseline's, or classification for string predictions."""
+    known = (quality or {}).get("task")
+    if known in ("classification", "regression"):
+        return known
+    return "classification" if served and served["strings"] else None
 
 
 def _task(

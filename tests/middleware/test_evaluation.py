@@ -494,3 +494,27 @@ def test_a_store_without_the_labels_table_is_one_clear_error(tmp_path: Path) -> 
     with pytest.raises(MonitorError, match=r"^Evaluating the log store failed: .*labels"):
         evaluate(con.cursor(), window_s=HOUR, now=NOW)
     con.close()
+
+
+# ---------------------------------------------------------------- the task before labels
+
+
+@pytest.mark.parametrize(
+    ("outputs", "quality", "task"),
+    [
+        ({"prediction": ["yes", "no", "yes"]}, None, "classification"),
+        (
+            {"prediction": [3.0, 5.0, 4.0]},
+            {"task": "regression", "mae": 1.0, "rows": 9},
+            "regression",
+        ),
+        ({"prediction": [0.2, 0.7, 0.4]}, {"task": "classification", "rows": 9}, "classification"),
+    ],
+)
+def test_before_labels_the_task_is_the_baselines_or_that_of_string_predictions(
+    store: Store, outputs: dict[str, list[Any]], quality: dict[str, Any] | None, task: str
+) -> None:
+    insert(store, outputs)
+    report = run(store, baseline_quality=quality)
+    assert report["status"] == "no_labels"
+    assert report["task"] == task

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import orjson
 import pytest
 
@@ -23,7 +27,8 @@ from middleware._labels import (
     write_labels,
 )
 from middleware._store import Store
-from tests.conftest import make_capture
+from tests.apps import yes_no_app
+from tests.conftest import make_capture, uvicorn_process, wait_until
 from tests.middleware.test_evaluation import NOW, insert
 
 LATER = datetime(2026, 3, 2, tzinfo=UTC)
@@ -278,3 +283,58 @@ def test_a_bad_label_file_gets_one_clear_error_and_writes_nothing(
     assert store.query("SELECT count(*) FROM labels") == [(0,)]
     with pytest.raises(LabelError, match=r"nothing\.csv: no such file\."):
         import_label_file(store, str(tmp_path / "nothing.csv"))
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _inferwatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_yes_no_labels_from_a_csv_are_scored_against_served_yes_no(tmp_path: Path) -> None:
+    """CSV labels yes/no meet served "yes"/"no" as the strings they are: accuracy 0.8."""
+    db = str(tmp_path / "monitor.duckdb")
+    env = {"INFERWATCH_DB": db}
+    rng = random.Random(5)
+    xs = [round(rng.random(), 3) for _ in range(100)]
+    app = "tests.apps.yes_no_app:app"
+    with uvicorn_process(app, env) as (_, url), httpx.Client(base_url=url, timeout=30) as client:
+        for i, x in enumerate(xs):
+            sent = client.post(
+                "/predict", json={"instances": [{"x": x}]}, headers={"x-request-id": f"r{i}"}
+            )
+            assert sent.json() == {"predictions": [yes_no_app.answer(x)]}
+        wait_until(lambda: client.get("/monitor/health").json()["capture"]["stored"] == 100)
+        before = client.get("/monitor/evaluation").json()
+    assert before["status"] == "no_labels"
+    assert before["task"] == "classification"  # string predictions, before any label
+    truth = [
+        yes_no_app.answer(x) if i % 5 else ("no" if x >= 0.5 else "yes") for i, x in enumerate(xs)
+    ]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\n" + "".join(f"r{i},{t}\n" for i, t in enumerate(truth)))
+    imported = _inferwatch("labels", "import", str(labels), "--db", db)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith("100 labels accepted, 100 matched")
+    with uvicorn_process(app, env) as (_, url):
+        report = httpx.get(url + "/monitor/evaluation", timeout=30).json()
+    assert report["status"] == "ok"
+    assert report["task"] == "classification"
+    assert report["window"]["labels"] == 100
+    assert report["metrics"]["accuracy"] == pytest.approx(0.8)
+
+
+def test_an_unknown_column_in_a_label_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    db = tmp_path / "monitor.duckdb"
+    Store(str(db)).close()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,idx,label\nr0,0,yes\n")
+    imported = _inferwatch("labels", "import", str(labels), "--db", str(db))
+    assert imported.returncode == 2
+    assert imported.stdout == ""
+    assert imported.stderr.strip().splitlines() == [
+        "Error: labels.csv: unknown column 'idx' (expected request_id, index, label, timestamp)."
+    ]
