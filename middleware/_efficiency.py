@@ -150,9 +150,17 @@ class EfficiencyTracker:
 
 
 def summarize(
-    requests: list[tuple[float, int, float, float | None, str]], window_s: float
+    requests: list[tuple[float, int, float, float | None, str]],
+    window_s: float,
+    *,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The /health ``requests``, ``latency_ms`` and ``ttfb_ms`` objects for these requests."""
+    """The /health ``requests``, ``latency_ms`` and ``ttfb_ms`` objects for these requests.
+
+    ``per_second`` divides by ``window_s``, or, given ``now`` (monotonic), by the time the
+    requests actually cover: from the start of the earliest to ``now``, at most ``window_s``,
+    so that 500 requests a second ago read 500/s and not 500 over a five-minute window.
+    """
     count = len(requests)
     by_status: dict[str, int] = {}
     errors = 0
@@ -163,10 +171,14 @@ def summarize(
             errors += 1
     latencies = np.fromiter((item[2] for item in requests), dtype=np.float64, count=count)
     ttfbs = np.fromiter((item[3] for item in requests if item[3] is not None), dtype=np.float64)
+    span = window_s
+    if now is not None and count:
+        finished = np.fromiter((item[0] for item in requests), dtype=np.float64, count=count)
+        span = min(window_s, now - float((finished - latencies).min()))
     return {
         "requests": {
             "count": count,
-            "per_second": round(count / window_s, 3) if window_s > 0 else 0.0,
+            "per_second": round(count / span, 3) if span > 0 else 0.0,
             "errors": errors,
             "error_rate": round(errors / count, 6) if count else 0.0,
             "by_status": dict(sorted(by_status.items())),

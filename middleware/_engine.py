@@ -209,7 +209,8 @@ class Engine:
     def health(self, window_s: float | None = None) -> dict[str, Any]:
         """The /health report over the last ``window_s`` seconds."""
         window = self.settings.health_window if window_s is None else window_s
-        figures = summarize(self.efficiency.recent(window), window)
+        now = time.monotonic()
+        figures = summarize(self.efficiency.between(now - window, now), window, now=now)
         status = self._status(
             WindowFigures(
                 figures["requests"]["count"],

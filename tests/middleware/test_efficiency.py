@@ -148,3 +148,33 @@ def test_time_series_lands_in_the_store(db_path: str) -> None:
         assert 0 <= used <= engine.settings.db_memory
     finally:
         engine.stop()
+
+
+def test_per_second_divides_by_the_time_the_requests_cover() -> None:
+    """500 quick requests in a 5-minute window read as their own rate, not 500/300 s."""
+    env = {"INFERWATCH_DB": ":memory:"}
+    with (
+        uvicorn_process("tests.apps.model_app:app", env) as (_, url),
+        httpx.Client(base_url=url) as client,
+    ):
+        sent = time.monotonic()
+        client.get("/sleep", params={"ms": 0})
+        first_answered = time.monotonic()
+        for _ in range(499):
+            client.get("/sleep", params={"ms": 0})
+        asked = time.monotonic()
+        health = client.get("/monitor/health", params={"window": "5m"}).json()
+        answered = time.monotonic()
+    requests = health["requests"]
+    assert requests["count"] == 500
+    # The server saw the first request start after `sent` and read its clock before
+    # `answered`, and not before `asked`, so the time covered lies between these bounds.
+    assert 500 / (answered - sent) <= requests["per_second"] <= 500 / (asked - first_answered)
+    assert requests["per_second"] > 500 / 300
+
+
+def test_per_second_over_the_window_when_the_requests_span_it() -> None:
+    now = time.monotonic()
+    requests = [(now - 50 + i, 200, 0.5, None, "/p") for i in range(40)]
+    assert summarize(requests, 30, now=now)["requests"]["per_second"] == round(40 / 30, 3)
+    assert summarize(requests, 60, now=now)["requests"]["per_second"] == round(40 / 50.5, 3)
