@@ -52,9 +52,9 @@ def evaluate(
     into ``buckets`` equal parts. ``prediction``, ``probability`` (a field, or the name of a
     ``name[i]`` vector) and ``task`` (``classification`` or ``regression``) override what is
     inferred from the labels and predictions; before any label arrives, the task is the
-    baseline's, or classification for string predictions. ``baseline_quality`` is the baseline's ``quality`` section. ``cursor`` is the
-    caller's own; the temporary table made on it is dropped before returning. A store that
-    cannot be read raises :class:`MonitorError`.
+    baseline's, or classification for string predictions. ``baseline_quality`` is the
+    baseline's ``quality`` section. ``cursor`` is the caller's own; the temporary table made on
+    it is dropped before returning. A store that cannot be read raises :class:`MonitorError`.
     """
     moment = now or datetime.now(UTC)
     end = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -15,6 +15,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ._store import EXPORT_TABLES
+
 __all__ = ["openapi_document", "openapi_endpoint"]
 
 _VERSION = "1"
@@ -393,7 +395,7 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                         "name": "table",
                         "in": "path",
                         "required": True,
-                        "schema": {"enum": ["requests", "features", "efficiency", "resources"]},
+                        "schema": {"enum": list(EXPORT_TABLES)},
                     },
                     _query("since", {"type": "string", "format": "date-time"}, "ISO-8601 time"),
                     _query("until", {"type": "string", "format": "date-time"}, "ISO-8601 time"),

@@ -20,9 +20,19 @@ from ._cgroup import usable_cpus
 from ._errors import MonitorError
 from ._schema import SCHEMA_VERSION, STATEMENTS, column_id_sql
 
-__all__ = ["Store", "append_features"]
+__all__ = ["EXPORT_TABLES", "Store", "append_features"]
 
-_EXPORTABLE = frozenset({"requests", "features", "efficiency", "resources"})
+EXPORT_TABLES: dict[str, str] = {
+    "requests": "ts",
+    "features": "ts",
+    "labels": "received_at",
+    "efficiency": "ts",
+    "resources": "ts",
+    "drift_reports": "ts",
+    "alerts": "ts",
+    "alert_deliveries": "ts",
+}
+"""Each table a user can export, with the time column that ``since`` and ``until`` select on."""
 _SERIES = ("efficiency", "resources")
 _AGED = (*_SERIES, "drift_reports", "alerts", "alert_deliveries")
 _INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
@@ -233,10 +243,13 @@ class Store:
     def export_parquet(
         self, table: str, path: str, since: datetime | None, until: datetime | None
     ) -> int:
-        """Copy ``table``'s rows logged in [since, until) into a Parquet file; return the count."""
-        if table not in _EXPORTABLE:
+        """Copy ``table``'s rows logged in [since, until) into a Parquet file; return the count.
+
+        Labels are selected by when they were received."""
+        column = EXPORT_TABLES.get(table)
+        if column is None:
             raise MonitorError(
-                f"No table {table!r} to export; choose one of {sorted(_EXPORTABLE)}."
+                f"No table {table!r} to export; choose one of {', '.join(EXPORT_TABLES)}."
             )
         start = since or datetime(1970, 1, 1, tzinfo=UTC)
         end = until or datetime(9999, 1, 1, tzinfo=UTC)
@@ -250,7 +263,7 @@ class Store:
             quoted = path.replace("'", "''")
             row = cursor.execute(
                 f"COPY (SELECT t.* FROM {table} t, export_bounds b "  # noqa: S608 - fixed names
-                "WHERE t.ts >= b.lo AND t.ts < b.hi ORDER BY t.ts) "
+                f"WHERE t.{column} >= b.lo AND t.{column} < b.hi ORDER BY t.{column}) "
                 f"TO '{quoted}' (FORMAT parquet, COMPRESSION zstd)"
             ).fetchone()
         except duckdb.Error as exc:

@@ -76,13 +76,26 @@ def _parse_time(value: str | None) -> datetime | None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder.")
 @click.option("--since", default=None, help="ISO-8601 start time (UTC).")
 @click.option("--until", default=None, help="ISO-8601 end time (UTC).")
-def export(db: str, out: str, since: str | None, until: str | None) -> None:
-    """Write the log store's tables as Parquet files into OUT.
+@click.option(
+    "--tables",
+    default=None,
+    metavar="A,B",
+    help="Tables to write, comma-separated; default all: requests, features, labels, "
+    "efficiency, resources, drift_reports, alerts, alert_deliveries.",
+)
+def export(db: str, out: str, since: str | None, until: str | None, tables: str | None) -> None:
+    """Write the log store's tables as Parquet files into OUT, one file per table.
 
     A running monitor holds its file; export from it with GET /export/TABLE.parquet instead.
     """
-    from middleware._store import Store
+    from middleware._store import EXPORT_TABLES, Store
 
+    chosen = list(EXPORT_TABLES) if tables is None else [t.strip() for t in tables.split(",")]
+    unknown = [t for t in chosen if t not in EXPORT_TABLES]
+    if unknown or not chosen:
+        raise click.UsageError(
+            f"--tables: no table {(unknown or [''])[0]!r}; choose from {', '.join(EXPORT_TABLES)}."
+        )
     if not os.path.exists(db):
         raise click.UsageError(f"No log store at {db!r}.")
     try:
@@ -91,7 +104,7 @@ def export(db: str, out: str, since: str | None, until: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     os.makedirs(out, exist_ok=True)
     try:
-        for table in ("requests", "features"):
+        for table in dict.fromkeys(chosen):
             path = os.path.join(out, f"{table}.parquet")
             rows = store.export_parquet(table, path, _parse_time(since), _parse_time(until))
             click.echo(f"{path}: {rows} rows")

@@ -144,6 +144,53 @@ def test_export_writes_parquet_of_a_stopped_store(db_path: str, tmp_path: Path) 
         ).fetchone() == (3,)
 
 
+def _one_row_each(db_path: str) -> None:
+    """A row in each table the engine has not filled, made from the table's own column types."""
+    values = {"TIMESTAMP": "now()::TIMESTAMP", "VARCHAR": "'x'"}
+    with duckdb.connect(db_path) as con:
+        con.execute("INSERT INTO labels VALUES ('r0', 0, 'number', 1, NULL, NULL, now())")
+        for table in ("efficiency", "resources", "drift_reports", "alerts", "alert_deliveries"):
+            if con.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,):
+                continue
+            types = con.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
+                "ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+            row = ", ".join(values.get(t, "1") for (t,) in types)
+            con.execute(f"INSERT INTO {table} VALUES ({row})")
+
+
+def test_export_writes_every_table_or_those_named(db_path: str, tmp_path: Path) -> None:
+    with running(db=db_path) as engine:
+        engine.queue.put(capture(time.time(), "r0"))
+    _one_row_each(db_path)
+    tables = [
+        "requests", "features", "labels", "efficiency", "resources", "drift_reports", "alerts",
+        "alert_deliveries",
+    ]  # fmt: skip
+    out = tmp_path / "all"
+    result = CliRunner().invoke(main, ["export", "--db", db_path, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.parquet" for t in tables)
+    with duckdb.connect() as con:
+        for table in tables:
+            path = str(out / f"{table}.parquet")
+            count = con.execute("SELECT count(*) FROM read_parquet(?)", [path]).fetchone()
+            assert count == ((3,) if table == "features" else (1,)), table
+    some = tmp_path / "some"
+    result = CliRunner().invoke(
+        main, ["export", "--db", db_path, "--out", str(some), "--tables", "labels,alerts"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in some.iterdir()) == ["alerts.parquet", "labels.parquet"]
+    result = CliRunner().invoke(
+        main, ["export", "--db", db_path, "--out", str(some), "--tables", "labels,secrets"]
+    )
+    assert result.exit_code == 2
+    assert "--tables: no table 'secrets'" in result.output
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 3 MiB filesystem, so that 'disk full' and 'read-only' are the kernel's answers."""
