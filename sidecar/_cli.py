@@ -135,7 +135,8 @@ def sidecar(**values: Any) -> None:
 @click.option("--phase", "phase", default="15s", show_default=True, help="Length of each phase.")
 @click.option("--rate", default=15.0, show_default=True, help="Requests per second it sends.")
 @click.option("--port", default=8000, show_default=True, help="Port of the sidecar's proxy.")
-def demo(duration: str | None, phase: str, rate: float, port: int) -> None:
+@click.option("--keep", is_flag=True, help="Keep the demo's folder (store, baseline, summary).")
+def demo(duration: str | None, phase: str, rate: float, port: int, keep: bool) -> None:
     """Run a model server, the sidecar in front of it, and a day of traffic in minutes."""
     from ._demo import run_demo
 
@@ -144,7 +145,7 @@ def demo(duration: str | None, phase: str, rate: float, port: int) -> None:
         phase_seconds = parse_duration(phase)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    sys.exit(run_demo(seconds, phase_seconds, rate, port))
+    sys.exit(run_demo(seconds, phase_seconds, rate, port, keep))
 
 
 main.add_command(baseline)

@@ -2,7 +2,8 @@
 
 Everything runs on 127.0.0.1 from a temporary folder: the demo model server and the sidecar are
 child processes; this process plays the traffic, sends the late labels, runs a check at the end
-of each phase and says what inferwatch found. The dashboard stays up until Ctrl-C or --duration.
+of each phase and says what inferwatch found. The dashboard stays up until Ctrl-C, SIGTERM or
+--duration; then the children stop and the folder is removed (``--keep`` keeps it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,9 +82,62 @@ def _finding(phase: str, report: dict[str, Any], health: dict[str, Any]) -> str:
     return f"status {report['status']}, no drift or skew"
 
 
-def run_demo(duration: float | None, phase_seconds: float, rate: float, port: int) -> int:
-    """Run the demo; return the exit status."""
+class _Stopped(Exception):
+    """SIGTERM arrived: stop as on Ctrl-C."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
+def run_demo(
+    duration: float | None, phase_seconds: float, rate: float, port: int, keep: bool = False
+) -> int:
+    """Run the demo; return the exit status.
+
+    On Ctrl-C, SIGTERM or the end of ``duration`` it stops its model server and sidecar and
+    removes its folder, unless ``keep``.
+    """
+    previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
     folder = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        return _run(folder, children, duration, phase_seconds, rate, port)
+    except (KeyboardInterrupt, _Stopped):
+        return 0
+    finally:
+        # A second Ctrl-C must not leave the children running: stopping them is bounded anyway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_children(children)
+        if keep:
+            click.echo(f"files kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _run(
+    folder: Path,
+    children: list[subprocess.Popen[bytes]],
+    duration: float | None,
+    phase_seconds: float,
+    rate: float,
+    port: int,
+) -> int:
     if duration is not None:
         phase_seconds = max(4.0, (duration - 12.0) / len(PHASES))
     reference, pool = _reference(folder)
@@ -95,10 +150,8 @@ def run_demo(duration: float | None, phase_seconds: float, rate: float, port: in
     model_port, admin_port = _free_port(), _free_port()
     span = phase_seconds * len(PHASES) + 30  # evaluation reaches back over the whole demo
     admin = f"http://127.0.0.1:{admin_port}"
-    children: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = (folder / "servers.log").open("ab")
-    try:
+    with (folder / "servers.log").open("ab") as log:
         model = subprocess.Popen(
             [sys.executable, "-m", "sidecar._demo_model", "--port", str(model_port)],
             env=env, stdout=log, stderr=log,
@@ -116,30 +169,16 @@ def run_demo(duration: float | None, phase_seconds: float, rate: float, port: in
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
         children.append(sidecar)
-        _wait_ready(f"http://127.0.0.1:{model_port}/v2/health/ready", model, "model server")
-        _wait_ready(f"{admin}/readyz", sidecar, "sidecar")
-        click.echo(
-            f"inferwatch demo: model on :{model_port}, sidecar on :{port}, files in {folder}"
-        )
-        click.echo(f"dashboard: {admin}/dashboard\n")
-        summary = _play(port, admin, phase_seconds, rate, pool)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        click.echo(f"\nsummary: {folder / 'summary.json'}")
-        click.echo(f"dashboard: {admin}/dashboard  (Ctrl-C to stop)")
-        _linger(duration, summary["started"])
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        log.close()
+    _wait_ready(f"http://127.0.0.1:{model_port}/v2/health/ready", model, "model server")
+    _wait_ready(f"{admin}/readyz", sidecar, "sidecar")
+    click.echo(f"inferwatch demo: model on :{model_port}, sidecar on :{port}, files in {folder}")
+    click.echo(f"dashboard: {admin}/dashboard\n")
+    summary = _play(port, admin, phase_seconds, rate, pool)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    click.echo(f"\nsummary: {folder / 'summary.json'}")
+    click.echo(f"dashboard: {admin}/dashboard  (Ctrl-C to stop)")
+    _linger(duration, summary["started"])
+    return 0
 
 
 def _play(

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
+import pytest
 
 from tests.conftest import ROOT, free_port
 
 
 def test_demo_detects_every_phase() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "demo", "--duration", "50s", "--port", str(free_port())],
+        [sys.executable, "-m", "sidecar", "demo", "--duration", "50s", "--keep",
+         "--port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"summary: (\S+summary\.json)", result.stdout)
     assert match, result.stdout
     summary = json.loads(Path(match.group(1)).read_text())
+    shutil.rmtree(Path(match.group(1)).parent)
     phases = summary["phases"]
 
     assert phases["normal"]["drift"]["status"] == "ok"
@@ -50,3 +57,32 @@ def test_demo_detects_every_phase() -> None:
     assert {"feature_drift", "schema_skew", "error_rate"} <= fired
     for line in ("[1/5] normal", "[5/5] concept", "evaluation degraded", "dashboard: http"):
         assert line in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_demo_stops_its_children_and_removes_its_folder(signum: int) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "demo", "--port", str(free_port())],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        started = ""
+        for line in demo.stdout:
+            started += line
+            if line.startswith("inferwatch demo:"):
+                break
+        match = re.search(r"files in (\S+)", started)
+        assert match, started
+        folder = Path(match.group(1))
+        children = psutil.Process(demo.pid).children()
+        assert len(children) == 2 and folder.is_dir()
+        demo.send_signal(signum)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, started + rest
+    assert not any(child.is_running() for child in children)
+    assert not folder.exists()
