@@ -332,10 +332,11 @@ class Settings:
     upstream_connect_timeout: float = _setting(
         5.0, "duration", "Longest wait for a connection to the upstream; then 504.", modes="sidecar"
     )
-    upstream_health_path: str = _setting(
-        "/v2/health/ready",
+    upstream_health_path: str | None = _setting(
+        None,
         "text",
-        "Upstream route whose 2xx answer makes /readyz ready (vLLM: /health, TorchServe: /ping).",
+        "Upstream route whose 2xx answer makes /readyz ready; default: found from the upstream "
+        "(/v2/health/ready, /v1/models, /health, /healthz, else a TCP connect).",
         modes="sidecar",
     )
     upstream_max_connections: int = _setting(

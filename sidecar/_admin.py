@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,21 +17,33 @@ from middleware import Engine, Settings
 from ._proxy import UpstreamStats
 from ._upstream import Upstream, UpstreamPool
 
-__all__ = ["AdminApp", "SidecarEngine", "UpstreamProbe"]
+__all__ = ["HEALTH_ROUTES", "AdminApp", "SidecarEngine", "UpstreamProbe"]
 
+HEALTH_ROUTES = ("/v2/health/ready", "/v1/models", "/health", "/healthz")
+"""Readiness routes tried in turn when none is set: Open Inference Protocol (Triton, MLServer,
+KServe V2), KServe V1 and TF Serving-like servers, then the usual ``/health`` and ``/healthz``."""
+
+logger = logging.getLogger("inferwatch")
 _PROBE_TTL = 1.0  # kubelet probes every few seconds; a burst of checks costs one upstream call
 _PROBE_TIMEOUT = 1.0
 _REASONS = ("unreachable", "timeout", "closed", "protocol")
 
 
 class UpstreamProbe:
-    """GET the upstream's health route, at most once per second however often it is asked.
+    """Check the upstream's readiness, at most once per second however often it is asked.
 
-    It uses httpx: the probe is not on the request path, and httpx is already a dependency.
+    With a ``path``, a GET of it must answer 2xx. Without one, the route is found from the
+    upstream: the first of ``HEALTH_ROUTES`` to answer 2xx is used from then on; when every one
+    answers 4xx (a plain model app has none), a TCP connect is; while one answers 5xx, the
+    upstream is not ready yet. It uses httpx: the probe is not on the request path, and httpx is
+    already a dependency.
     """
 
-    def __init__(self, upstream: Upstream, path: str) -> None:
-        self.url = upstream.url + "/" + path.lstrip("/")
+    def __init__(self, upstream: Upstream, path: str | None) -> None:
+        self.upstream = upstream
+        self.path = path
+        self.url: str | None = None if path is None else upstream.url + "/" + path.lstrip("/")
+        self.tcp = False
         self.reachable: bool | None = None
         self.ready = False
         self.status: int | None = None
@@ -38,6 +51,16 @@ class UpstreamProbe:
         self.checked = float("-inf")
         self._client: httpx.AsyncClient | None = None
         self._running: asyncio.Future[None] | None = None
+
+    def describe(self) -> str:
+        """How readiness is checked, in words for the start-up log."""
+        if self.tcp:
+            return f"a TCP connect to {self.upstream.host}:{self.upstream.port}"
+        if self.url is not None:
+            return f"GET {self.url}"
+        return (
+            f"not found yet ({self.error}); trying {', '.join(HEALTH_ROUTES)}, then a TCP connect"
+        )
 
     async def check(self) -> None:
         """Refresh the result unless it is under a second old."""
@@ -51,22 +74,72 @@ class UpstreamProbe:
         if self._client is None:
             # trust_env=False: an HTTP_PROXY meant for the outside must not carry this call.
             self._client = httpx.AsyncClient(timeout=_PROBE_TIMEOUT, trust_env=False)
-        where = f"upstream health check GET {self.url}"
         try:
-            response = await self._client.get(self.url)
-        except httpx.TimeoutException:
-            self.reachable, self.ready, self.status = False, False, None
-            self.error = f"{where} got no answer within {_PROBE_TIMEOUT:g} s"
-        except httpx.HTTPError as exc:
-            self.reachable, self.ready, self.status = False, False, None
-            self.error = f"{where} failed: {exc or type(exc).__name__}"
-        else:
-            self.reachable, self.status = True, response.status_code
-            self.ready = 200 <= response.status_code < 300
-            self.error = None if self.ready else f"{where} answered {response.status_code}"
+            if self.tcp:
+                await self._connect()
+            elif self.url is not None:
+                await self._get(self.url)
+            else:
+                await self._discover()
         finally:
             self.checked = time.monotonic()
             self._running = None
+
+    async def _get(self, url: str) -> bool:
+        """GET ``url`` and record the outcome; False when the upstream did not answer."""
+        assert self._client is not None
+        where = f"upstream health check GET {url}"
+        try:
+            response = await self._client.get(url)
+        except httpx.TimeoutException:
+            self.reachable, self.ready, self.status = False, False, None
+            self.error = f"{where} got no answer within {_PROBE_TIMEOUT:g} s"
+            return False
+        except httpx.HTTPError as exc:
+            self.reachable, self.ready, self.status = False, False, None
+            self.error = f"{where} failed: {exc or type(exc).__name__}"
+            return False
+        self.reachable, self.status = True, response.status_code
+        self.ready = 200 <= response.status_code < 300
+        self.error = None if self.ready else f"{where} answered {response.status_code}"
+        return True
+
+    async def _discover(self) -> None:
+        answers = []
+        for route in HEALTH_ROUTES:
+            url = self.upstream.url + route
+            if not await self._get(url):
+                return
+            if self.ready:
+                self.path, self.url = route, url
+                logger.info("upstream readiness: GET %s answered %d; using it", url, self.status)
+                return
+            answers.append(f"{route} {self.status}")
+            if self.status is not None and self.status >= 500:
+                return  # a health route that says "not yet"
+        self.tcp = True
+        await self._connect()
+        logger.info(
+            "upstream readiness: no health route (%s); using %s",
+            ", ".join(answers),
+            self.describe(),
+        )
+
+    async def _connect(self) -> None:
+        host, port = self.upstream.host, self.upstream.port
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), timeout=_PROBE_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            self.reachable = self.ready = False
+            self.error = (
+                f"upstream TCP connect to {host}:{port} failed: {exc or type(exc).__name__}"
+            )
+        else:
+            writer.close()
+            self.reachable = self.ready = True
+            self.status, self.error = None, None
 
     def problems(self) -> list[str]:
         return [] if self.ready else [self.error or "the upstream is not ready"]
@@ -101,7 +174,9 @@ class SidecarEngine(Engine):
             "url": pool.upstream.url,
             "reachable": probe.reachable,
             "ready": probe.ready,
-            "health_url": probe.url,
+            "health_url": (
+                f"tcp://{pool.upstream.host}:{pool.upstream.port}" if probe.tcp else probe.url
+            ),
             "health_status": probe.status,
             "problem": probe.error,
             "connections": {"open": pool.count, "idle": pool.idle, "opened": pool.opened},

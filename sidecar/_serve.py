@@ -209,7 +209,8 @@ def serve(settings: Settings) -> int:
         upstream = Upstream.parse(settings.upstream)
     except ValueError as exc:
         raise MonitorError(f"Bad value for setting upstream: {exc}.") from exc
-    if not settings.upstream_health_path.startswith("/"):
+    health_path = settings.upstream_health_path
+    if health_path is not None and not health_path.startswith("/"):
         raise MonitorError("Bad value for setting upstream_health_path: it must start with '/'.")
     proxy_socket = _bind(settings.host, settings.port, "port")
     try:
@@ -356,6 +357,9 @@ async def _main(
             upstream.url,
             _address(admin_socket),
         )
+        if probe.path is None:
+            await probe.check()  # find the route now, to say which it is
+        logger.info("upstream readiness: %s", probe.describe())
         proxy_task = loop.create_task(proxy.serve(sockets=[proxy_socket]))
         admin_task = loop.create_task(admin.serve(sockets=[admin_socket]))
         await asyncio.wait({proxy_task, admin_task}, return_when=asyncio.FIRST_COMPLETED)

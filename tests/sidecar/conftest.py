@@ -118,15 +118,19 @@ class Sidecar:
 
 
 @contextlib.contextmanager
-def sidecar_process(upstream: str, tmp_path: Path, *flags: str) -> Iterator[Sidecar]:
+def sidecar_process(
+    upstream: str, tmp_path: Path, *flags: str, health_path: str | None = "/health"
+) -> Iterator[Sidecar]:
+    """The sidecar in front of ``upstream``; ``health_path=None`` lets it find the route."""
     port, admin_port = free_port(), free_port()
+    health = [] if health_path is None else ["--upstream-health-path", health_path]
     db = str(tmp_path / "sidecar.duckdb")
     log = tmp_path / f"sidecar-{port}.log"
     with open(log, "wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "sidecar", "sidecar", "--upstream", upstream,
              "--host", "127.0.0.1", "--port", str(port), "--admin-host", "127.0.0.1",
-             "--admin-port", str(admin_port), "--db", db, "--upstream-health-path", "/health",
+             "--admin-port", str(admin_port), "--db", db, *health,
              "--flush-interval", "0.1", *flags],
             cwd=ROOT,
             stdout=handle,

@@ -7,13 +7,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, uvicorn_process
 from tests.sidecar.conftest import (
     ModelServer,
     Sidecar,
     raw_request,
     sidecar_process,
     start_model_server,
+    wait_until,
 )
 
 V1 = {"instances": [{"a": 1, "b": 2}]}
@@ -139,3 +140,50 @@ def test_client_limits_are_settings(model: ModelServer, tmp_path: Path) -> None:
         assert silent.startswith(b"HTTP/1.1 408 ")
         assert httpx.get(sidecar.url + "/health", timeout=10).status_code == 200
         assert sidecar.terminate() == 0
+
+
+def test_the_readiness_route_is_found_from_a_model_server(tmp_path: Path) -> None:
+    """An Open Inference Protocol server: /v2/health/ready, not ready until it says so."""
+    model = start_model_server(env={"UPSTREAM_READY": "0"})
+    try:
+        with sidecar_process(model.url, tmp_path, health_path=None) as sidecar:
+            ready = httpx.get(sidecar.admin + "/readyz", timeout=5)
+            assert ready.status_code == 503
+            assert ready.json()["reasons"] == [
+                f"upstream health check GET {model.url}/v2/health/ready answered 503"
+            ]
+            assert sidecar.terminate() == 0
+        assert "upstream readiness: not found yet" in sidecar.output()
+    finally:
+        model.stop()
+    model = start_model_server(port=model.port)
+    try:
+        with sidecar_process(model.url, tmp_path, health_path=None) as sidecar:
+            assert httpx.get(sidecar.admin + "/readyz", timeout=5).status_code == 200
+            upstream = httpx.get(sidecar.admin + "/health", timeout=5).json()["upstream"]
+            assert upstream["health_url"] == f"{model.url}/v2/health/ready"
+            assert sidecar.terminate() == 0
+        assert f"upstream readiness: GET {model.url}/v2/health/ready" in sidecar.output()
+    finally:
+        model.stop()
+
+
+def test_a_plain_model_app_is_ready_when_it_accepts_connections(tmp_path: Path) -> None:
+    """No health route at all: every candidate answers 404 or 405, so a TCP connect decides."""
+    app = uvicorn_process("tests.apps.plain_app:app", ready_path="/predict")
+    with app as (process, url), sidecar_process(url, tmp_path, health_path=None) as sidecar:
+        ready = httpx.get(sidecar.admin + "/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        predicted = httpx.post(sidecar.url + "/predict", json=V1, timeout=5)
+        assert predicted.json() == {"predictions": [0.5]}
+        upstream = httpx.get(sidecar.admin + "/health", timeout=5).json()["upstream"]
+        assert upstream["health_url"] == url.replace("http://", "tcp://")
+        process.terminate()
+        process.wait(30)
+        wait_until(
+            lambda: httpx.get(sidecar.admin + "/readyz", timeout=5).status_code == 503,
+            what="/readyz to turn 503 once the app is gone",
+        )
+        assert sidecar.terminate() == 0
+    port = url.rsplit(":", 1)[1]
+    assert f"upstream readiness: a TCP connect to 127.0.0.1:{port}" in sidecar.output()
