@@ -358,3 +358,21 @@ def test_committed_baseline_is_built_from_the_reference_csv(tmp_path: Path) -> N
     rebuilt = json.loads(out.read_text())
     for key in ("rows", "columns", "features", "predictions", "label", "quality"):
         assert committed[key] == rebuilt[key], key
+
+
+def test_the_service_monitor_scrapes_the_example_services_monitor_port() -> None:
+    folder = ROOT / "examples" / "kubernetes"
+    documents = list(yaml.safe_load_all((folder / "deployment.yaml").read_text()))
+    service = next(d for d in documents if d["kind"] == "Service")
+    monitor = yaml.safe_load((folder / "servicemonitor.yaml").read_text())
+    assert monitor["kind"] == "ServiceMonitor"
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    (sidecar,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    admin = next(p for p in sidecar["ports"] if p["name"] == port["targetPort"])
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert str(admin["containerPort"]) == env["INFERWATCH_ADMIN_PORT"]
+    assert endpoint["path"] == "/metrics"
