@@ -117,6 +117,8 @@ def _columns(
             x = _boolean_sql(q)
             columns.append(_Column(name, "boolean", x, f"CAST({x} AS VARCHAR)"))
         elif kind == "number":
+            # trim() also keeps DuckDB from pushing the cast into the CSV reader, where it would
+            # become the column's type and fail the scan on any value that is not a number.
             x = f"TRY_CAST(trim({q}) AS DOUBLE)"
             columns.append(_Column(name, "number", x, number_key_sql(x)))
         elif base in _INTEGER_TYPES or base in ("FLOAT", "DOUBLE", "DECIMAL"):
