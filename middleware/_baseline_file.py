@@ -99,6 +99,9 @@ class FeatureBaseline:
         """Validate one feature entry; raises ValueError naming what is wrong."""
         if not isinstance(doc, Mapping):
             raise ValueError(f"feature {name!r} is not an object")
+        unknown = sorted(set(doc) - _FEATURE_KEYS)
+        if unknown:
+            raise ValueError(f"feature {name!r} has an unknown key {unknown[0]!r}")
         kind, dtype = doc.get("kind"), doc.get("dtype", "number")
         if kind not in ("numeric", "categorical"):
             raise ValueError(f"feature {name!r} has kind {kind!r}, not numeric or categorical")
@@ -149,6 +152,18 @@ class FeatureBaseline:
         )
 
 
+# Every key a baseline file may hold: a misspelt setting (`threshhold`) is an error, not ignored.
+_DOCUMENT_KEYS = frozenset(
+    {"format", "created_at", "source", "rows", "bins", "columns", "features", "predictions"}
+    | {"label", "quality", "drift_share"}
+)
+_FEATURE_KEYS = frozenset(
+    {"kind", "dtype", "missing", "required", "non_finite", "invalid", "column"}
+    | {"min", "max", "mean", "std", "edges", "counts", "values", "other", "distinct"}
+    | {"method", "threshold", "critical"}
+)
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -182,6 +197,9 @@ class Baseline:
             raise ValueError("the file is not a JSON object")
         if doc.get("format") != FORMAT:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        unknown = sorted(set(doc) - _DOCUMENT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}")
         rows = doc.get("rows")
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
             raise ValueError("rows is missing or not a count")

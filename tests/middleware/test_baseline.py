@@ -31,6 +31,7 @@ from sklearn.metrics import (
 
 from middleware._baseline import FORMAT, MAX_SIZE, Baseline, build_baseline, load_baseline
 from middleware._errors import MonitorError
+from middleware._store import Store
 from tests.apps import yes_no_app
 from tests.conftest import uvicorn_process, wait_until
 from tests.middleware.test_drift import T0, log_rows, open_store, write_parquet
@@ -243,6 +244,11 @@ def _valid(cancer: dict[str, Any]) -> dict[str, Any]:
         (lambda d: d["features"]["mean radius"].update(threshold=-1), "threshold"),
         (lambda d: d.update(features=[]), "features"),
         (lambda d: d.update(drift_share=2), "drift_share"),
+        (
+            lambda d: d["features"]["mean radius"].update(threshhold=0.2),
+            "feature 'mean radius' has an unknown key 'threshhold'",
+        ),
+        (lambda d: d.update(drift_shares=0.5), "unknown key 'drift_shares'"),
     ],
 )
 def test_load_rejects_broken_files_with_one_sentence(
@@ -386,3 +392,19 @@ def test_a_boolean_column_with_other_words_is_one_clear_error(tmp_path: Path) ->
     assert built.returncode != 0
     assert "the boolean column 'ok' of" in built.stderr
     assert "'maybe'" in built.stderr
+
+
+def test_a_misspelt_setting_in_a_baseline_file_stops_the_check_naming_it(tmp_path: Path) -> None:
+    reference = _write_reference(_reference_rows(50), tmp_path, "csv")
+    baseline = tmp_path / "baseline.json"
+    assert _cli("baseline", "build", str(reference), "--out", str(baseline)).returncode == 0
+    doc = orjson.loads(baseline.read_bytes())
+    doc["features"]["x"]["threshhold"] = 0.3
+    baseline.write_bytes(orjson.dumps(doc))
+    store = tmp_path / "monitor.duckdb"
+    Store(str(store)).close()
+    checked = _cli("check", "--db", str(store), "--baseline", str(baseline))
+    assert checked.returncode == 2
+    assert checked.stdout == ""
+    (line,) = checked.stderr.strip().splitlines()
+    assert "feature 'x' has an unknown key 'threshhold'" in line
