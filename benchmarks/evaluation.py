@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine_info, machine_markdown, markdown_table
 
 from middleware._evaluation import evaluate
-from middleware._labels import Label, import_label_file, write_labels
+from middleware._label_files import import_label_file
+from middleware._labels import Label, write_labels
 from middleware._schema import ROLE_CODES, TYPE_CODES
 from middleware._store import Store
 

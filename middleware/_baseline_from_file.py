@@ -31,7 +31,13 @@ from ._baseline_profiles import (
     round_stat,
 )
 from ._errors import MonitorError
-from ._summary_sql import bin_tree_sql, number_key_sql, quote_name, run_with_progress
+from ._summary_sql import (
+    NUMBER_TEXT,
+    bin_tree_sql,
+    number_key_sql,
+    quote_name,
+    run_with_progress,
+)
 
 __all__ = ["summarize_file"]
 
@@ -48,8 +54,6 @@ _TEXT_TYPES = ("VARCHAR", "DATE", "TIME", "TIMESTAMP", "UUID", "ENUM", "INTERVAL
 # DuckDB's JSON reader turns strings that look like times into DATE, TIME or TIMESTAMP, whose
 # text is not what a client sends: those columns are read back as the strings they are.
 _JSON_STRINGS = ("DATE", "TIME", "TIMESTAMP", "UUID", "INTERVAL")
-# A number as a CSV writer or a JSON encoder writes it; a leading zero (01234) marks a code.
-_NUMBER_TEXT = r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 _NON_FINITE_TEXT = r"[+-]?(nan|inf|infinity)"
 _TRUE = ("true", "t", "yes", "y", "1", "1.0")
 _FALSE = ("false", "f", "no", "n", "0", "0.0")
@@ -84,7 +88,7 @@ def _text_kinds(
     parts = ["count(*)"]
     for name in text:
         q = quote_name(name)
-        number = f"regexp_full_match(trim({q}), '{_NUMBER_TEXT}')"
+        number = f"regexp_full_match(trim({q}), '{NUMBER_TEXT}')"
         non_finite = f"regexp_full_match(lower(trim({q})), '{_NON_FINITE_TEXT}')"
         parts.append(f"bool_and({number} OR {non_finite})")
     for name in booleans:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "NUMBER_TEXT",
     "VALUE_TYPES",
     "bin_tree_sql",
     "feature_key_sql",
@@ -22,6 +23,10 @@ __all__ = [
 
 VALUE_TYPES = ("number", "string", "boolean")
 """The ``type`` of a logged value that a baseline feature can expect (``null`` never is one)."""
+
+NUMBER_TEXT = r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+"""A regular expression of a number as a CSV writer or a JSON encoder writes it: CSV text that
+is a number in JSON. A leading zero (``01234``) marks a code, which stays text."""
 
 
 def number_key_sql(x: str) -> str:

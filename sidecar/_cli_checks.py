@@ -174,7 +174,7 @@ def labels() -> None:
 @click.option("--db", required=True, help="The DuckDB log store (stop the monitor first).")
 def import_labels(file: str, db: str) -> None:
     """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp)."""
-    from middleware._labels import import_label_file
+    from middleware._label_files import import_label_file
     from middleware._store import Store
 
     try:

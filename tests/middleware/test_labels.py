@@ -18,11 +18,11 @@ import pytest
 from middleware import Engine, MonitorError, Settings
 from middleware._capture import Capture
 from middleware._evaluation import evaluate
+from middleware._label_files import import_label_file
 from middleware._labels import (
     MAX_ITEMS,
     Label,
     LabelError,
-    import_label_file,
     parse_labels,
     write_labels,
 )
