@@ -85,7 +85,7 @@ def _text_kinds(
 ) -> dict[str, str]:
     """The JSON type of each CSV text column in ``text`` (number or string), after checking
     that each column in ``booleans`` holds only boolean words; one scan over the file."""
-    parts = ["count(*)"]
+    parts = []
     for name in text:
         q = quote_name(name)
         number = f"regexp_full_match(trim({q}), '{NUMBER_TEXT}')"
@@ -95,7 +95,7 @@ def _text_kinds(
         q = quote_name(name)
         parts.append(f"max(CASE WHEN {q} IS NOT NULL AND {_boolean_sql(q)} IS NULL THEN {q} END)")
     sql = f"SELECT {', '.join(parts)} FROM {reader}"  # noqa: S608 -- quoted names only
-    found = list(run_with_progress(con, sql, src, "reading column types", say)[0])[1:]
+    found = list(run_with_progress(con, sql, src, "reading column types", say)[0])
     kinds = {name: "number" if found.pop(0) else "string" for name in text}
     for name in booleans:
         bad = found.pop(0)
@@ -159,8 +159,7 @@ def summarize_file(
     described = run_with_progress(con, describe, src, f"reading {source}", say)
     names = [row[0] for row in described]
     booleans = list(dict.fromkeys(booleans))
-    wanted_columns = [(role, c) for role, c in keep.items()] + [("boolean", c) for c in booleans]
-    for role, column in wanted_columns:
+    for role, column in [*keep.items(), *(("boolean", c) for c in booleans)]:
         if column is not None and column not in names:
             raise MonitorError(f"the {role} column {column!r} is not in {source}")
     if file_format == "json" and any(t.startswith(_JSON_STRINGS) for _, t, *_ in described):
@@ -168,9 +167,10 @@ def summarize_file(
         src["columns"] = {
             name: "VARCHAR" if t.startswith(_JSON_STRINGS) else t for name, t, *_ in described
         }
-    text = [n for n in names if n not in booleans] if file_format == "csv" else []
-    kinds = _text_kinds(con, reader, src, text, booleans, source, say) if text or booleans else {}
     skip = frozenset(exclude) - {c for c in keep.values() if c}
+    booleans = [n for n in booleans if n not in skip]
+    text = [n for n in names if n not in skip and n not in booleans] if file_format == "csv" else []
+    kinds = _text_kinds(con, reader, src, text, booleans, source, say) if text or booleans else {}
     columns = _columns(described, skip, kinds, say)
     quantiles = [i / bins for i in range(1, bins)]
     # aggregates over a projection, not with FILTER clauses, which DuckDB runs 5x slower
