@@ -358,8 +358,9 @@ async def _main(
             _address(admin_socket),
         )
         if probe.path is None:
-            await probe.check()  # find the route now, to say which it is
-        logger.info("upstream readiness: %s", probe.describe())
+            await probe.check()  # find the route now; the probe says which it found
+        if settings.upstream_health_path is not None or (probe.url is None and not probe.tcp):
+            logger.info("upstream readiness: %s", probe.describe())
         proxy_task = loop.create_task(proxy.serve(sockets=[proxy_socket]))
         admin_task = loop.create_task(admin.serve(sockets=[admin_socket]))
         await asyncio.wait({proxy_task, admin_task}, return_when=asyncio.FIRST_COMPLETED)

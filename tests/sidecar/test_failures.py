@@ -186,4 +186,4 @@ def test_a_plain_model_app_is_ready_when_it_accepts_connections(tmp_path: Path) 
         )
         assert sidecar.terminate() == 0
     port = url.rsplit(":", 1)[1]
-    assert f"upstream readiness: a TCP connect to 127.0.0.1:{port}" in sidecar.output()
+    assert f"using a TCP connect to 127.0.0.1:{port}" in sidecar.output()
