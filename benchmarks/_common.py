@@ -401,3 +401,51 @@ def count_db(path: Path) -> dict[str, int]:
         "feature_values": int(features),
         "input_ok": int(statuses.get("ok", 0)),
     }
+
+
+def server_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def find_collector(db: Path, serving: set[int]) -> int | None:
+    """The collector process of the store ``db``, or None when no process but a worker has it.
+
+    Looked for in this order: a pid file beside the store, a process whose command line names
+    ``collector`` and the store, any other process that holds the store open.
+    """
+    import psutil
+
+    for path in sorted(db.parent.glob(db.name + "*")):
+        if "pid" not in path.name and path.suffix != ".lock":
+            continue
+        try:
+            pid = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid not in serving and psutil.pid_exists(pid):
+            return pid
+    others = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in serving and p.pid != os.getpid()
+    ]
+    for proc in others:
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "collector" in cmdline and str(db) in cmdline:
+            return proc.pid
+    for proc in others:
+        if "python" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if any(f.path == str(db) for f in proc.open_files()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    return None

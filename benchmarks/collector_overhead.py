@@ -62,6 +62,7 @@ from _common import (
     COUNTRIES,
     WrkResult,
     count_db,
+    find_collector,
     free_port,
     interleaved,
     machine_info,
@@ -71,6 +72,7 @@ from _common import (
     median,
     pin_threads,
     process_cpu,
+    server_tree,
     uvicorn_fast_flags,
     wait_for_port,
     write_lua,
@@ -188,16 +190,6 @@ def create_app() -> Any:
 # --------------------------------------------------------------------------- processes
 
 
-def server_tree(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def worker_pids(server: int, workers: int, skip: set[int]) -> list[int]:
     """The processes that serve requests: uvicorn itself with one worker, else its spawned
     children (not multiprocessing's resource tracker, not the collector)."""
@@ -214,43 +206,6 @@ def worker_pids(server: int, workers: int, skip: set[int]) -> list[int]:
         if child.pid not in skip and "spawn_main" in cmdline:
             found.append(child.pid)
     return found
-
-
-def find_collector(db: Path, serving: set[int]) -> int | None:
-    """The collector process of the store ``db``, or None when no process but a worker has it.
-
-    Looked for in this order: a pid file beside the store, a process whose command line names
-    ``collector`` and the store, any other process that holds the store open.
-    """
-    import psutil
-
-    for path in sorted(db.parent.glob(db.name + "*")):
-        if "pid" not in path.name and path.suffix != ".lock":
-            continue
-        try:
-            pid = int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if pid not in serving and psutil.pid_exists(pid):
-            return pid
-    others = [
-        p
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if p.pid not in serving and p.pid != os.getpid()
-    ]
-    for proc in others:
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "collector" in cmdline and str(db) in cmdline:
-            return proc.pid
-    for proc in others:
-        if "python" not in " ".join(proc.info["cmdline"] or []):
-            continue
-        try:
-            if any(f.path == str(db) for f in proc.open_files()):
-                return proc.pid
-        except psutil.Error:
-            continue
-    return None
 
 
 def tree_cpu(pid: int | None) -> float:
@@ -332,15 +287,26 @@ def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
     if len(set(run.health_sampled)) > 1:
         run.problems.append(f"workers disagree on sampled: {sorted(set(run.health_sampled))}")
     if run.collector_exited is False:
-        run.problems.append("the collector was still running 30 s after the server exited")
+        run.problems.append("the collector did not exit after the last worker (SIGTERM sent)")
     if run.lock_errors:
         run.problems.append(f"{run.lock_errors} lock errors in the server log")
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    import psutil
+
+    try:
+        psutil.Process(pid).wait(timeout=seconds)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
 
 
 def run_one(
     args: argparse.Namespace, app: str, workers: int, variant: str, rnd: int, lua: Path
 ) -> Run:
-    import psutil
 
     port = free_port()
     db = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.duckdb"
@@ -348,7 +314,7 @@ def run_one(
         stale.unlink()
     env = {
         **os.environ, "BENCH_APP": app, "BENCH_VARIANT": variant, "BENCH_DB": str(db),
-        "PYTHONUNBUFFERED": "1",
+        "PYTHONUNBUFFERED": "1", "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
     }  # fmt: skip
     log_path = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.log"
     monitored = variant in SAMPLE_RATES
@@ -403,13 +369,11 @@ def run_one(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         if collector is not None:
-            try:
-                psutil.Process(collector).wait(timeout=30)
-                run.collector_exited = True
-            except psutil.NoSuchProcess:
-                run.collector_exited = True
-            except psutil.TimeoutExpired:
-                run.collector_exited = False
+            run.collector_exited = _wait_gone(collector, args.linger + 10)
+            if not run.collector_exited:  # it must still write everything on SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(collector, signal.SIGTERM)
+                _wait_gone(collector, 30)
     finally:
         # The server runs in a session of its own: its workers go with it; the collector, which
         # may have left that session, goes by its pid.
@@ -653,6 +617,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi-connections", type=int, default=32)
     parser.add_argument("--worker-core", type=int, default=0)
     parser.add_argument("--side-core", type=int, default=1, help="wrk's and the collector's")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        help="the collector's collector_linger: seconds it waits once the last worker is gone",
+    )
     parser.add_argument("--asks", type=int, default=4, help="/monitor/health asks after a run")
     parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
     parser.add_argument("--json", dest="json_out")
