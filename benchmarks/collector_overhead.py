@@ -30,7 +30,7 @@ exit, and the DuckDB file counted: stored + dropped + write errors = sampled, ev
 instance of 11 values, and ``sampled`` plausible for the rate and wrk's count of responses.
 
     python benchmarks/collector_overhead.py                  # 5 rounds of 10 s, about 25 minutes
-    python benchmarks/collector_overhead.py --quick          # 1 round of 2 s, under 2 minutes
+    python benchmarks/collector_overhead.py --quick          # 1 round of 2 s, about 2 minutes
     python benchmarks/collector_overhead.py --apps model --workers 0 --rounds 7
 """
 
@@ -221,6 +221,22 @@ def get_json(port: int, path: str) -> dict[str, Any]:
     return response.json()
 
 
+def wait_ready(port: int, seconds: float) -> None:
+    """Until /monitor/readyz answers 200 (a collector may still be starting after the warm-up)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/monitor/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/monitor/readyz was not 200 within {seconds:g} s")
+        time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -315,6 +331,8 @@ def run_one(
     env = {
         **os.environ, "BENCH_APP": app, "BENCH_VARIANT": variant, "BENCH_DB": str(db),
         "PYTHONUNBUFFERED": "1", "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
+        # The inferwatch that PYTHONPATH names (another checkout, say), else this one.
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
     }  # fmt: skip
     log_path = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.log"
     monitored = variant in SAMPLE_RATES
@@ -325,7 +343,7 @@ def run_one(
         proc = subprocess.Popen(
             server_command(args, port, workers),
             env=env,
-            cwd=REPO,
+            cwd=args.workdir,
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -334,6 +352,8 @@ def run_one(
     try:
         wait_for_port(port, proc)
         warm = wrk(url, lua, args.warmup, connections, wrk_cores)
+        if monitored:
+            wait_ready(port, 30.0)
         serving = {proc.pid, *worker_pids(proc.pid, workers, set())}
         deadline = time.monotonic() + 1.0
         while monitored and collector is None and time.monotonic() < deadline:
@@ -627,10 +647,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--markdown")
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 1 s warm-up")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round of 2 s, 1 s warm-up; several workers with the last app only",
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 2.0, 1.0
+        args.rounds, args.duration, args.warmup, args.linger, args.asks = 1, 2.0, 1.0, 0.5, 2
     apps = [a for a in args.apps.split(",") if a]
     variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
     if set(apps) - set(APPS) or set(variants) - set(VARIANTS):
@@ -644,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     write_lua(lua, make_bodies(BODIES, RECORDS))
     combos = [f"{app}|1|{v}" for app in apps for v in variants]
     if args.workers > 1:
-        combos += [f"{app}|{args.workers}|{v}" for app in apps for v in MULTI_VARIANTS]
+        multi_apps = apps[-1:] if args.quick else apps  # quick: the last app only
+        combos += [f"{app}|{args.workers}|{v}" for app in multi_apps for v in MULTI_VARIANTS]
     print(f"work dir {args.workdir}", file=sys.stderr)
     runs: list[Run] = []
+    started = time.monotonic()
     for rnd, combo in interleaved(combos, args.rounds):
         app, workers, variant = combo.split("|")
         run = run_one(args, app, int(workers), variant, rnd, lua)
@@ -665,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )  # fmt: skip
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     med = medians(runs)
     info = machine_info()
     info["wrk"] = wrk_version() or "not installed"
