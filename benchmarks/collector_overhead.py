@@ -255,6 +255,7 @@ class Run:
     captured: int = 0  # requests sampled during the measured run
     capture: dict[str, Any] = field(default_factory=dict)
     health_sampled: list[int] = field(default_factory=list)  # answers of several workers
+    health_requests: list[int] = field(default_factory=list)  # their requests.count
     stored: dict[str, int] = field(default_factory=dict)
     collector_exited: bool | None = None
     lock_errors: int = 0
@@ -302,6 +303,12 @@ def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
             run.problems.append(f"sampled {sampled} of {n} at sample_rate {rate}")
     if len(set(run.health_sampled)) > 1:
         run.problems.append(f"workers disagree on sampled: {sorted(set(run.health_sampled))}")
+    if len(set(run.health_requests)) > 1:
+        run.problems.append(f"workers disagree on requests: {sorted(set(run.health_requests))}")
+    counted = run.health_requests[-1] if run.health_requests else n
+    # /health keeps the last 100,000 requests: beyond that it cannot count them all.
+    if counted < 100_000 and not n <= counted <= n + slack:
+        run.problems.append(f"/monitor/health counts {counted} requests for {n} responses")
     if run.collector_exited is False:
         run.problems.append("the collector did not exit after the last worker (SIGTERM sent)")
     if run.lock_errors:
@@ -378,9 +385,10 @@ def run_one(
             run.problems.append(f"wrk: {main.errors} errors, {main.status_errors} non-2xx")
         if monitored:
             # /health answers once what was sent before it is counted (or, in-process, at once)
-            health = [get_json(port, "/monitor/health")["capture"] for _ in range(args.asks)]
-            run.capture = health[-1]
-            run.health_sampled = [h["sampled"] for h in health]
+            health = [get_json(port, "/monitor/health?window=1h") for _ in range(args.asks)]
+            run.capture = health[-1]["capture"]
+            run.health_sampled = [h["capture"]["sampled"] for h in health]
+            run.health_requests = [h["requests"]["count"] for h in health]
             run.captured = run.capture["sampled"] - before["sampled"]
             if collector is not None:
                 spent = tree_cpu(collector) - collector_before
@@ -543,6 +551,18 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 if math.isnan(value)
                 else _met(value <= COLLECTOR_CPU_TARGET_US),
             )
+    idle = med.get(f"{app} 1w monitor-0.0")
+    m = med.get(f"{app} 1w monitor-0.1")
+    if idle is not None and m is not None and not math.isnan(m["collector"]):
+        # Every request's timing reaches the collector at any rate; this is a capture's own cost.
+        row(
+            "collector CPU per capture, less its per-request work at 0.0, sample_rate 0.1, µs",
+            "—",
+            (m["collector"] - idle["collector"]) / SAMPLE_RATES["monitor-0.1"],
+            None,
+            ".1f",
+            "",
+        )
     multi = {v: med.get(f"{app} {args.workers}w {v}") for v in MULTI_VARIANTS}
     if multi["bare"] and multi["monitor-0.1"]:
         share = multi["monitor-0.1"]["rps"] / multi["bare"]["rps"]
