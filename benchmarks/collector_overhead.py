@@ -250,6 +250,7 @@ class Run:
     responses: int  # wrk's responses over the warm-up and the measured run
     worker_cpu_us: float  # every worker's CPU per request during the measured run
     collector_pid: int | None = None
+    collector_cores: str = ""  # the cores its threads may run on during the measured run
     collector_cpu_us: float = math.nan  # the collector's CPU per request
     collector_cpu_per_capture_us: float = math.nan  # ... per request it captured
     captured: int = 0  # requests sampled during the measured run
@@ -315,6 +316,17 @@ def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
         run.problems.append(f"{run.lock_errors} lock errors in the server log")
 
 
+def _cores(pid: int | None) -> str:
+    """The cores any thread of ``pid`` may run on, e.g. ``1`` or ``0,1``."""
+    if pid is None:
+        return ""
+    cores: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            cores |= os.sched_getaffinity(int(tid))
+    return ",".join(str(c) for c in sorted(cores))
+
+
 def _wait_gone(pid: int, seconds: float) -> bool:
     import psutil
 
@@ -371,6 +383,7 @@ def run_one(
         if collector is not None and workers == 1:
             for pid in server_tree(collector):
                 pin_threads(pid, {args.side_core})
+        collector_cores = _cores(collector)
         before = get_json(port, "/monitor/health")["capture"] if monitored else {}
         worker_before = sum(process_cpu(p) for p in workers_now)
         collector_before = tree_cpu(collector)
@@ -380,6 +393,7 @@ def run_one(
             app=app, workers=workers, variant=variant, round=rnd, main=main,
             responses=warm.requests + main.requests,
             worker_cpu_us=worker_cpu / max(main.requests, 1) * 1e6, collector_pid=collector,
+            collector_cores=collector_cores,
         )  # fmt: skip
         if main.errors or main.status_errors:
             run.problems.append(f"wrk: {main.errors} errors, {main.status_errors} non-2xx")
@@ -627,7 +641,8 @@ def runs_table(runs: list[Run]) -> str:
     rows = [
         [
             r.round, r.key, f"{r.main.rps:,.0f}", f"{r.main.p99_ms:.2f}", f"{r.worker_cpu_us:.1f}",
-            r.collector_pid or "", _f(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
+            f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else "",
+            _f(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
             else "", r.responses, r.capture.get("sampled", ""), r.stored.get("requests", ""),
             r.capture.get("dropped", ""), "; ".join(r.problems) or ("ok" if r.capture else ""),
         ]
@@ -635,7 +650,7 @@ def runs_table(runs: list[Run]) -> str:
     ]  # fmt: skip
     return markdown_table(
         [
-            "round", "run", "req/s", "p99 ms", "worker CPU µs/req", "collector pid",
+            "round", "run", "req/s", "p99 ms", "worker CPU µs/req", "collector pid on cores",
             "collector µs/captured", "responses", "sampled", "stored (DB)", "dropped", "checks",
         ],
         rows,
