@@ -72,6 +72,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    count_db,
     find_collector,
     free_port,
     machine_info,
@@ -555,6 +556,7 @@ class Run:
     proxy_core: int
     stored: int | None
     collector_cpu_us: float = math.nan  # a separate collector's CPU per request, if there is one
+    rows_complete: bool | None = None  # every parsed request holds its rows, 11 values each
 
     @property
     def accounted(self) -> bool | None:
@@ -564,14 +566,24 @@ class Run:
         return self.stored + lost == self.capture.get("sampled")
 
 
-def count_rows(db: str) -> int:
+def rows_complete(db: Path, rows: int) -> bool:
+    """Every request with a body parsed into ``rows`` instances of 10 inputs and 1 prediction;
+    at most one request without a body (the readiness probe sent through the proxy)."""
     import duckdb
 
-    con = duckdb.connect(db, read_only=True)
+    con = duckdb.connect(str(db), read_only=True)
     try:
-        return int(con.execute("SELECT count(*) FROM requests").fetchone()[0])
+        requests, ok, ok_rows = con.execute(
+            "SELECT count(*), count(*) FILTER (input_status = 'ok'), "
+            "coalesce(sum(input_rows) FILTER (input_status = 'ok'), 0) FROM requests"
+        ).fetchone()
+        values = con.execute(
+            "SELECT count(*) FROM features JOIN requests USING (request_id) "
+            "WHERE input_status = 'ok'"
+        ).fetchone()[0]
     finally:
         con.close()
+    return requests - ok <= 1 and ok_rows == ok * rows and values == ok * rows * 11
 
 
 def run_variant(
@@ -623,7 +635,7 @@ def run_variant(
         if args.paced > 0:
             paced = wrk(args, url, lua.with_name("paced.lua"), args.paced, args.paced_connections)
         capture: dict[str, Any] = {}
-        stored = None
+        stored, complete = None, None
         if variant.startswith("sidecar-"):
             capture = httpx.get(f"http://127.0.0.1:{admin}/health", timeout=10).json()["capture"]
             proc.send_signal(signal.SIGTERM)
@@ -632,7 +644,10 @@ def run_variant(
             if collector is not None:  # it flushes, then lets the store go
                 with contextlib.suppress(psutil.NoSuchProcess):
                     psutil.Process(collector).wait(timeout=30)
-            stored = count_rows(env["BENCH_DB"])
+            stored = count_db(Path(env["BENCH_DB"]))["requests"]
+            complete = rows_complete(
+                Path(env["BENCH_DB"]), args.rows if args.upstream == "mlserver" else 4
+            )
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -658,6 +673,7 @@ def run_variant(
         foreign_cores=max(foreign, 0.0),
         capture=capture,
         stored=stored,
+        rows_complete=complete,
         upstream_core=args.upstream_core,
         proxy_core=args.proxy_core,
     )
@@ -863,6 +879,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 "stored",
                 "dropped",
                 "stored+dropped = sampled",
+                "rows complete",
                 "proxy CPU µs/req",
                 "upstream CPU µs/req",
                 "other load on the pinned cores",
@@ -882,6 +899,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                     "" if r.stored is None else r.stored,
                     r.capture.get("dropped", ""),
                     "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
+                    "" if r.rows_complete is None else ("yes" if r.rows_complete else "**NO**"),
                     f"{r.proxy_cpu_us:.0f}" if r.variant != "direct" else "",
                     f"{r.upstream_cpu_us:.0f}",
                     f"{r.foreign_cores:.2f}",
@@ -1021,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
         Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    bad = [r for r in runs if r.main.errors or r.accounted is False]
+    bad = [r for r in runs if r.main.errors or False in (r.accounted, r.rows_complete)]
     return 1 if bad else 0
 
 
