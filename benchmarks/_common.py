@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -449,3 +450,37 @@ def find_collector(db: Path, serving: set[int]) -> int | None:
         except psutil.Error:
             continue
     return None
+
+
+COLLECTOR_LINGER_S = 1.0
+"""The ``collector_linger`` the benchmarks give a collector a worker starts (env twin below):
+it writes everything and exits this long after the last worker has gone."""
+COLLECTOR_ENV = {"INFERWATCH_COLLECTOR_LINGER": f"{COLLECTOR_LINGER_S:g}s"}
+
+
+def collector_done(pid: int | None, linger: float = COLLECTOR_LINGER_S) -> bool | None:
+    """Wait for a collector to exit once its workers are gone, so that its store can be opened;
+    SIGTERM (it still writes everything) when it has not exited by itself within ``linger`` + 10 s.
+    Whether it exited by itself; None without a collector."""
+    import psutil
+
+    if pid is None:
+        return None
+
+    def gone(seconds: float) -> bool:
+        try:
+            psutil.Process(pid).wait(timeout=seconds)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return False
+        return True
+
+    if gone(linger + 10):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not gone(30):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return False

@@ -59,8 +59,10 @@ from starlette.responses import Response
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    COLLECTOR_LINGER_S,
     COUNTRIES,
     WrkResult,
+    collector_done,
     count_db,
     find_collector,
     free_port,
@@ -327,18 +329,6 @@ def _cores(pid: int | None) -> str:
     return ",".join(str(c) for c in sorted(cores))
 
 
-def _wait_gone(pid: int, seconds: float) -> bool:
-    import psutil
-
-    try:
-        psutil.Process(pid).wait(timeout=seconds)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return False
-    return True
-
-
 def run_one(
     args: argparse.Namespace, app: str, workers: int, variant: str, rnd: int, lua: Path
 ) -> Run:
@@ -410,12 +400,7 @@ def run_one(
                 run.collector_cpu_per_capture_us = spent / run.captured * 1e6 if run.captured else 0
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-        if collector is not None:
-            run.collector_exited = _wait_gone(collector, args.linger + 10)
-            if not run.collector_exited:  # it must still write everything on SIGTERM
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(collector, signal.SIGTERM)
-                _wait_gone(collector, 30)
+        run.collector_exited = collector_done(collector, args.linger)
     finally:
         # The server runs in a session of its own: its workers go with it; the collector, which
         # may have left that session, goes by its pid.
@@ -675,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--linger",
         type=float,
-        default=1.0,
+        default=COLLECTOR_LINGER_S,
         help="the collector's collector_linger: seconds it waits once the last worker is gone",
     )
     parser.add_argument("--asks", type=int, default=4, help="/monitor/health asks after a run")

@@ -9,10 +9,14 @@ validation, a small logistic model) is served by uvicorn in four variants:
 - ``prometheus``: with prometheus-fastapi-instrumentator, as its README says:
   ``Instrumentator().instrument(app).expose(app)``.
 
-The server is pinned to one core and wrk to another, so the middleware's writer thread shares the
-server's core: that is the honest cost. Variants run interleaved, ``--rounds`` times, and the
-median of each figure is reported. After each monitored run the server gets SIGTERM and the DuckDB
-file is opened to check that every sampled request was stored or counted as dropped.
+The server is pinned to one core and wrk to another. Whatever writes the captures (a writer
+thread in the server, or the collector process the worker starts, which inherits its core)
+shares the server's core: that is the cost on a one-core pod; ``collector_overhead.py`` measures
+the collector on a core of its own. Variants run interleaved, ``--rounds`` times, and the median
+of each figure is reported. After each monitored run the server gets SIGTERM, its collector (if
+any) exits, and the DuckDB file is opened to check that every sampled request was stored or
+counted as dropped. The in-process section counts the CPU of the child process only: with a
+collector, the writing happens outside it.
 
     python benchmarks/middleware_overhead.py                 # 3 rounds of 15 s per variant
     python benchmarks/middleware_overhead.py --quick         # a smoke run of a few seconds
@@ -43,11 +47,14 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    COLLECTOR_ENV,
     COUNTRIES,
     WrkResult,
     asgi_request,
+    collector_done,
     core_times,
     count_db,
+    find_collector,
     free_port,
     interleaved,
     lifespan,
@@ -222,12 +229,13 @@ def run_in_process(
     db = workdir / f"inproc-{variant}-round{rnd}.duckdb"
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
+    env = {**os.environ, **COLLECTOR_ENV, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
     cmd = [
         "taskset", "-c", str(args.server_core), sys.executable, str(Path(__file__).resolve()),
         "--in-process-child", str(args.in_process), "--in-process-warm", "500",
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    collector_done(find_collector(db, set()))  # a collector the child started: not into the next
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"in-process {variant} failed: {done.stdout}\n{done.stderr[-3000:]}")
@@ -361,7 +369,13 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
     db = workdir / f"{variant}-round{rnd}.duckdb"
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **COLLECTOR_ENV,
+        "BENCH_VARIANT": variant,
+        "BENCH_DB": str(db),
+        "PYTHONUNBUFFERED": "1",
+    }
     log_path = workdir / f"{variant}-round{rnd}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -384,11 +398,14 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
             light = run_wrk(args, url, lua, args.light_duration, args.light_connections)
         rss_end, rss_peak = rss_mib(proc.pid)
         capture: dict[str, Any] = {}
+        collector = None  # the collector process that owns the store, where there is one
         if variant in SAMPLE_RATES:
             capture = get_json(port, "/monitor/health")["capture"]
+            collector = find_collector(db, {proc.pid})
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
+        collector_done(collector)  # it writes what it holds, then lets the store go
         shutdown_s = time.monotonic() - started
     finally:
         if proc.poll() is None:

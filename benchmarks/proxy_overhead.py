@@ -72,6 +72,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    collector_done,
     count_db,
     find_collector,
     free_port,
@@ -641,9 +642,7 @@ def run_variant(
             proc.send_signal(signal.SIGTERM)
             if proc.wait(timeout=120) != 0:
                 raise RuntimeError(f"{variant} exited with {proc.returncode}")
-            if collector is not None:  # it flushes, then lets the store go
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    psutil.Process(collector).wait(timeout=30)
+            collector_done(collector)  # it writes what it holds, then lets the store go
             stored = count_db(Path(env["BENCH_DB"]))["requests"]
             complete = rows_complete(
                 Path(env["BENCH_DB"]), args.rows if args.upstream == "mlserver" else 4
