@@ -397,7 +397,9 @@ def run_one(
             if collector is not None:
                 spent = tree_cpu(collector) - collector_before
                 run.collector_cpu_us = spent / max(main.requests, 1) * 1e6
-                run.collector_cpu_per_capture_us = spent / run.captured * 1e6 if run.captured else 0
+                run.collector_cpu_per_capture_us = (
+                    spent / run.captured * 1e6 if run.captured else math.nan
+                )
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         run.collector_exited = collector_done(collector, args.linger)
@@ -701,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
             f"round {rnd} {run.key:26s} {run.main.rps:7,.0f} req/s  p99 {run.main.p99_ms:6.2f} ms"
             f"  worker {run.worker_cpu_us:6.1f} µs/req"
             + (
-                f"  collector {run.collector_cpu_per_capture_us:.1f} µs/captured"
+                f"  collector {run.collector_cpu_us:.1f} µs/req, "
+                f"{_f(run.collector_cpu_per_capture_us, '.1f')} µs/captured"
                 if run.collector_pid
                 else ""
             )
