@@ -29,7 +29,15 @@ counters (asked several times, so that several workers answer), then SIGTERM, th
 exit, and the DuckDB file counted: stored + dropped + write errors = sampled, every request 1
 instance of 11 values, and ``sampled`` plausible for the rate and wrk's count of responses.
 
-    python benchmarks/collector_overhead.py                  # 5 rounds of 10 s, about 25 minutes
+Then, unless ``--in-process 0``, the worker's CPU without network or wrk, where a few µs show:
+for each app and variant, one process pinned to the worker's core runs the bare app and the
+variant side by side and drives blocks of ``--in-process`` requests straight into each through
+ASGI, in turns (``--blocks`` each); the process's CPU (every thread, the sender's included: each
+block ends with a 50 ms pause in which the sender hands over what the block left) per request,
+and the median of the differences of neighbouring blocks. Where the engine runs in the worker,
+each block waits for its writer. The collector runs on the side core.
+
+    python benchmarks/collector_overhead.py                  # 5 rounds of 10 s, about 28 minutes
     python benchmarks/collector_overhead.py --quick          # 1 round of 2 s, about 2 minutes
     python benchmarks/collector_overhead.py --apps model --workers 0 --rounds 7
 """
@@ -62,11 +70,13 @@ from _common import (
     COLLECTOR_LINGER_S,
     COUNTRIES,
     WrkResult,
+    asgi_request,
     collector_done,
     count_db,
     find_collector,
     free_port,
     interleaved,
+    lifespan,
     machine_info,
     machine_markdown,
     make_bodies,
@@ -145,12 +155,13 @@ def churn_probability(r: dict[str, Any]) -> float:
     return round(1.0 / (1.0 + math.exp(-z)), 6)
 
 
-def create_app() -> Any:
-    """The app BENCH_APP names in the variant BENCH_VARIANT names (uvicorn ``--factory``)."""
+def create_app(kind: str | None = None, variant: str | None = None, db: str | None = None) -> Any:
+    """The app ``kind`` in ``variant``, by default BENCH_APP's in BENCH_VARIANT's writing to
+    BENCH_DB (as uvicorn ``--factory`` calls it)."""
     from fastapi import FastAPI
 
-    kind = os.environ.get("BENCH_APP", "model")
-    variant = os.environ.get("BENCH_VARIANT", "bare")
+    kind = kind or os.environ.get("BENCH_APP", "model")
+    variant = variant or os.environ.get("BENCH_VARIANT", "bare")
     if kind not in APPS or variant not in VARIANTS:
         raise SystemExit(f"unknown BENCH_APP {kind!r} or BENCH_VARIANT {variant!r}")
     app = FastAPI(title=f"{kind} app")
@@ -180,13 +191,166 @@ def create_app() -> Any:
             log.addHandler(handler)
         log.setLevel(logging.INFO)
         app.add_middleware(
-            MonitorMiddleware, db=os.environ["BENCH_DB"], sample_rate=SAMPLE_RATES[variant]
+            MonitorMiddleware,
+            db=db or os.environ["BENCH_DB"],
+            sample_rate=SAMPLE_RATES[variant],
         )
     elif variant == "prometheus":
         from prometheus_fastapi_instrumentator import Instrumentator
 
         Instrumentator().instrument(app).expose(app)
     return app
+
+
+# --------------------------------------------------------------------------- in-process blocks
+
+
+def _monitor(app: Any) -> Any:
+    """The MonitorMiddleware inside a started Starlette app, or None."""
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(32):
+        if node is None or type(node).__name__ == "MonitorMiddleware":
+            return node
+        node = getattr(node, "app", None)
+    return None
+
+
+async def _alternate(
+    kind: str, variant: str, db: str, blocks: int, per_block: int, side_core: int
+) -> dict[str, Any]:
+    """Blocks of ``per_block`` requests through the bare app and through ``variant``, in turns,
+    straight into ASGI; the CPU of this whole process (every thread) per request in each block."""
+    import asyncio
+
+    bare, other = create_app(kind, "bare"), create_app(kind, variant, db)
+    bodies = make_bodies(BODIES, RECORDS)
+
+    async def block(app: Any, count: int, start: int) -> None:
+        for i in range(count):
+            status = await asgi_request(app, "POST", "/predict", bodies[(start + i) % BODIES])
+            if status != 200:
+                raise RuntimeError(f"{kind} {variant}: status {status}")
+
+    collector = None
+    async with lifespan(bare), lifespan(other):
+        await block(bare, 300, 0)
+        await block(other, 300, 0)
+        engine = getattr(_monitor(other), "engine", None)  # a writer in this process, if any
+        if variant in SAMPLE_RATES and engine is None:
+            deadline = time.monotonic() + 15
+            while collector is None and time.monotonic() < deadline:
+                collector = find_collector(Path(db), {os.getpid()})
+                await asyncio.sleep(0.05)
+            for pid in server_tree(collector) if collector else []:
+                pin_threads(pid, {side_core})
+        if engine is not None:
+            engine.flush(60)
+        cpu: dict[str, list[float]] = {"bare": [], variant: []}
+        collector_before = tree_cpu(collector)
+        for b in range(blocks):
+            turns = [("bare", bare), (variant, other)]
+            for name, app in turns if b % 2 == 0 else turns[::-1]:
+                started = time.process_time()
+                await block(app, per_block, b * per_block)
+                if name != "bare" and engine is not None:
+                    engine.flush(60)  # the writer's work for this block counts in it
+                # The sender hands over every few ms: what it sends for this block counts here.
+                await asyncio.sleep(0.05)
+                cpu[name].append((time.process_time() - started) / per_block * 1e6)
+        collector_cpu = tree_cpu(collector) - collector_before
+    collector_done(collector)
+    pairs = [v - b for v, b in zip(cpu[variant], cpu["bare"], strict=True)]
+    requests = blocks * per_block
+    rate = SAMPLE_RATES.get(variant)
+    return {
+        "app": kind,
+        "variant": variant,
+        "bare_us": median(cpu["bare"]),
+        "variant_us": median(cpu[variant]),
+        "added_us": median(pairs),
+        "added_per_block": pairs,
+        "in_worker": engine is not None,
+        "collector_pid": collector,
+        "collector_us": collector_cpu / requests * 1e6 if collector else math.nan,
+        "collector_per_capture_us": collector_cpu / (requests * rate) * 1e6
+        if collector and rate
+        else math.nan,
+    }
+
+
+def in_process_child(args: argparse.Namespace) -> None:
+    """Run by the driver under taskset: one (app, variant) against bare, JSON on stdout."""
+    import asyncio
+
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    db = str(args.workdir / f"inproc-{args.child_app}-{args.child_variant}.duckdb")
+    result = run(
+        _alternate(
+            args.child_app, args.child_variant, db, args.blocks, args.in_process, args.side_core
+        )
+    )
+    print("INPROC_JSON " + json.dumps(result), flush=True)
+
+
+def run_in_process(args: argparse.Namespace, app: str, variant: str) -> dict[str, Any]:
+    cmd = [
+        "taskset", "-c", str(args.worker_core), sys.executable, str(Path(__file__).resolve()),
+        "--in-process-child", "--child-app", app, "--child-variant", variant,
+        "--in-process", str(args.in_process), "--blocks", str(args.blocks),
+        "--side-core", str(args.side_core), "--workdir", str(args.workdir),
+    ]  # fmt: skip
+    env = {
+        **os.environ, "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
+    }  # fmt: skip
+    done = subprocess.run(
+        cmd, env=env, cwd=args.workdir, capture_output=True, text=True, timeout=900, check=False
+    )
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"in-process {app} {variant} failed: {done.stderr[-3000:]}")
+    return json.loads(line[len("INPROC_JSON ") :])
+
+
+def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    rows = []
+    for r in results:
+        goal = WORKER_CPU_TARGETS_US.get(r["variant"])
+        rows.append(
+            [
+                r["app"],
+                r["variant"],
+                f"{r['bare_us']:.1f}",
+                f"{r['variant_us']:.1f}",
+                f"{r['added_us']:+.1f}",
+                " / ".join(f"{x:+.0f}" for x in r["added_per_block"]),
+                f"≤ {goal:g}" if goal else "",
+                _met(r["added_us"] <= goal) if goal else "",
+                "in the worker" if r["in_worker"] else _f(r["collector_us"], ".1f"),
+                _f(r["collector_per_capture_us"], ".1f"),
+            ]
+        )
+    head = (
+        f"In-process, no network: blocks of {args.in_process:,} POST /predict straight into "
+        "the ASGI app, the bare app's and the variant's in turns in one process pinned to core "
+        f"{args.worker_core} ({args.blocks} blocks each), the process's CPU (every thread) per "
+        "request; added is the median of the differences of neighbouring blocks. The collector "
+        f"runs on core {args.side_core}."
+    )
+    table = markdown_table(
+        [
+            "app", "variant", "bare µs/req", "variant µs/req", "worker CPU added µs/req",
+            "added, each pair of blocks", "target", "met", "collector µs/req",
+            "collector µs/captured",
+        ],
+        rows,
+    )  # fmt: skip
+    return head + "\n\n" + table
 
 
 # --------------------------------------------------------------------------- processes
@@ -666,17 +830,33 @@ def main(argv: list[str] | None = None) -> int:
         help="the collector's collector_linger: seconds it waits once the last worker is gone",
     )
     parser.add_argument("--asks", type=int, default=4, help="/monitor/health asks after a run")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=2000,
+        help="requests per in-process block (no network), 0 skips that section",
+    )
+    parser.add_argument("--blocks", type=int, default=10, help="in-process blocks per side")
+    parser.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-app", help=argparse.SUPPRESS)
+    parser.add_argument("--child-variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--markdown")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 2 s, 1 s warm-up; several workers with the last app only",
+        help="1 round of 2 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
+        "with the last app only",
     )
     args = parser.parse_args(argv)
+    if args.in_process_child:
+        args.workdir = Path(args.workdir)
+        in_process_child(args)
+        return 0
     if args.quick:
         args.rounds, args.duration, args.warmup, args.linger, args.asks = 1, 2.0, 1.0, 0.5, 2
+        args.in_process, args.blocks = min(args.in_process, 200), min(args.blocks, 3)
     apps = [a for a in args.apps.split(",") if a]
     variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
     if set(apps) - set(APPS) or set(variants) - set(VARIANTS):
@@ -714,6 +894,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )  # fmt: skip
+    in_process: list[dict[str, Any]] = []
+    if args.in_process:
+        for app in apps[-1:] if args.quick else apps:  # quick: the last app only
+            for variant in variants[1:]:
+                result = run_in_process(args, app, variant)
+                in_process.append(result)
+                print(
+                    f"in-process {app} {variant:12s} worker CPU {result['bare_us']:.1f} → "
+                    f"{result['variant_us']:.1f} µs/req, added {result['added_us']:+.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     med = medians(runs)
     info = machine_info()
@@ -729,6 +921,11 @@ def main(argv: list[str] | None = None) -> int:
         f"## Results: medians of {args.rounds} round(s) of {args.duration:g} s",
         "",
         *(app_report(app, med, args) + "\n" for app in apps),
+        *(
+            ["### The worker's CPU in-process", "", in_process_report(in_process, args), ""]
+            if in_process
+            else []
+        ),
         "### Every run",
         "",
         runs_table(runs),
@@ -742,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "args": {k: str(v) for k, v in vars(args).items()},
             "runs": [asdict(r) for r in runs],
+            "in_process": in_process,
         }
         Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 1 if any(r.problems for r in runs) else 0
