@@ -82,6 +82,8 @@ from _common import (
     markdown_table,
     median,
     pin_threads,
+    process_cpu,
+    server_tree,
     write_lua,
 )
 from _common import wrk as run_wrk
@@ -364,27 +366,8 @@ def wait_for_http(
     raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s")
 
 
-def process_tree(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def cpu_seconds(pids: list[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    return sum(process_cpu(pid) for pid in pids)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -613,11 +596,11 @@ def run_variant(
             wait_for_http(port, args.health_path, proc)
         url = f"http://127.0.0.1:{port}{args.predict_path}"
         wrk(args, url, lua, args.warmup, args.connections)
-        pids = process_tree(proc.pid) if proc is not None else []
+        pids = server_tree(proc.pid) if proc is not None else []
         if variant.startswith("sidecar-"):
             collector = find_collector(Path(env["BENCH_DB"]), set(pids))
-        collectors = process_tree(collector) if collector is not None else []
-        upstream_pids = process_tree(upstream_pid)
+        collectors = server_tree(collector) if collector is not None else []
+        upstream_pids = server_tree(upstream_pid)
         cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
         ours = [*pids, *upstream_pids, *collectors]
         cpu_before, started = cpu_seconds(pids), time.monotonic()
@@ -1000,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(variants)
             cores = round_cores(args, rnd)
-            for pid in process_tree(up.pid):
+            for pid in server_tree(up.pid):
                 pin_threads(pid, {cores.upstream_core})
             for variant in variants[shift:] + variants[:shift]:
                 run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)
