@@ -38,7 +38,7 @@ and the median of the differences of neighbouring blocks. Where the engine runs 
 each block waits for its writer. The collector runs on the side core.
 
     python benchmarks/collector_overhead.py                  # 5 rounds of 10 s, about 28 minutes
-    python benchmarks/collector_overhead.py --quick          # 1 round of 2 s, about 2 minutes
+    python benchmarks/collector_overhead.py --quick          # 1 round of 1 s, under 2 minutes
     python benchmarks/collector_overhead.py --apps model --workers 0 --rounds 7
 """
 
@@ -846,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 2 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
+        help="1 round of 1 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
         "with the last app only",
     )
     args = parser.parse_args(argv)
@@ -855,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         in_process_child(args)
         return 0
     if args.quick:
-        args.rounds, args.duration, args.warmup, args.linger, args.asks = 1, 2.0, 1.0, 0.5, 2
+        args.rounds, args.duration, args.warmup, args.linger, args.asks = 1, 1.0, 1.0, 0.5, 2
         args.in_process, args.blocks = min(args.in_process, 200), min(args.blocks, 3)
     apps = [a for a in args.apps.split(",") if a]
     variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
