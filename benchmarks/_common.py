@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: the machine's description and markdown tables."""
+"""Helpers the benchmark scripts share: the machine's description, markdown tables, the model
+records, and running servers and wrk pinned to cores, with CPU read from /proc."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import os
 import platform
 import random
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 PACKAGES = (
@@ -186,3 +192,295 @@ async def asgi_request(app: Any, method: str, path: str, body: bytes) -> int:
     }  # fmt: skip
     await app(scope, receive, send)
     return status
+
+
+# --------------------------------------------------------------------------- servers and load
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """uvicorn listens only once lifespan startup is done, so an accepted connect means ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout:.0f} s")
+
+
+def uvicorn_fast_flags() -> list[str]:
+    """``--loop uvloop --http httptools`` where those are installed, as production servers run."""
+    flags: list[str] = []
+    for module, flag in (("uvloop", ["--loop", "uvloop"]), ("httptools", ["--http", "httptools"])):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        flags += flag
+    return flags
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process, all its threads, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of ``pid`` (user + system)."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def core_times(core: int) -> tuple[float, float]:
+    """(busy, total) seconds of one core since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(f"cpu{core} "):
+                    values = [int(v) for v in line.split()[1:]]
+                    idle = values[3] + (values[4] if len(values) > 4 else 0)
+                    total = sum(values[:8])
+                    return (total - idle) / _TICK, total / _TICK
+    except OSError:
+        pass
+    return 0.0, 0.0
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of ``pid`` in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                key = line.split(":", 1)[0]
+                if key in values:
+                    values[key] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+def pin_threads(pid: int, cores: set[int]) -> None:
+    """Move every thread of a running process to ``cores`` (as ``taskset -a -p`` does)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cores)
+
+
+def interleaved(variants: Sequence[str], rounds: int) -> list[tuple[int, str]]:
+    """Each round runs every variant; the order rotates so that no variant always goes first."""
+    order = []
+    for rnd in range(rounds):
+        shift = rnd % len(variants)
+        for variant in (*variants[shift:], *variants[:shift]):
+            order.append((rnd + 1, variant))
+    return order
+
+
+WRK_LUA = """\
+-- Posts one of a few pre-built JSON bodies per request; prints wrk's summary as JSON.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {
+%(bodies)s
+}
+local n = #bodies
+local i = 0
+request = function()
+  i = i %% n + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+%(delay)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, "bytes": %%.0f, ' ..
+    '"connect_errors": %%.0f, "read_errors": %%.0f, "write_errors": %%.0f, ' ..
+    '"status_errors": %%.0f, "timeouts": %%.0f, "p50_us": %%.0f, "p90_us": %%.0f, ' ..
+    '"p99_us": %%.0f, "max_us": %%.0f, "mean_us": %%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def write_lua(path: Path, bodies: Sequence[bytes], pause_ms: int = 0) -> None:
+    """A wrk script posting ``bodies`` in turn; with ``pause_ms`` each connection waits after
+    each response (a paced load)."""
+    lines = [f"  [==[{body.decode()}]==]," for body in bodies]
+    delay = f"delay = function() return {pause_ms} end" if pause_ms else ""
+    path.write_text(WRK_LUA % {"bodies": "\n".join(lines), "delay": delay}, encoding="utf-8")
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    status_errors: int
+
+
+def wrk(
+    url: str, lua: Path, seconds: float, connections: int, cores: str, threads: int = 1
+) -> WrkResult:
+    """One wrk run pinned to ``cores`` (a taskset list such as ``1`` or ``0,1``)."""
+    cmd = [
+        "taskset", "-c", cores, "wrk", f"-t{threads}", f"-c{connections}",
+        f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    data = json.loads(line[len("WRK_JSON ") :])
+    duration = data["duration_us"] / 1e6
+    errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return WrkResult(
+        requests=int(data["requests"]),
+        duration_s=duration,
+        rps=data["requests"] / duration if duration else 0.0,
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        errors=int(errors),
+        status_errors=int(data["status_errors"]),
+    )
+
+
+def count_db(path: Path) -> dict[str, int]:
+    """Requests, instance rows, stored values and cleanly parsed requests in a log store."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        requests, input_rows = con.execute(
+            "SELECT count(*), coalesce(sum(input_rows), 0) FROM requests"
+        ).fetchone()
+        features = con.execute("SELECT count(*) FROM features").fetchone()[0]
+        statuses = dict(
+            con.execute("SELECT input_status, count(*) FROM requests GROUP BY 1").fetchall()
+        )
+    finally:
+        con.close()
+    return {
+        "requests": int(requests),
+        "input_rows": int(input_rows),
+        "feature_values": int(features),
+        "input_ok": int(statuses.get("ok", 0)),
+    }
+
+
+def server_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def find_collector(db: Path, serving: set[int]) -> int | None:
+    """The collector process of the store ``db``, or None when no process but a worker has it.
+
+    Looked for in this order: a pid file beside the store, a process whose command line names
+    ``collector`` and the store, any other process that holds the store open.
+    """
+    import psutil
+
+    for path in sorted(db.parent.glob(db.name + "*")):
+        if "pid" not in path.name and path.suffix != ".lock":
+            continue
+        try:
+            pid = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid not in serving and psutil.pid_exists(pid):
+            return pid
+    others = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in serving and p.pid != os.getpid()
+    ]
+    for proc in others:
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "collector" in cmdline and str(db) in cmdline:
+            return proc.pid
+    for proc in others:
+        if "python" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if any(f.path == str(db) for f in proc.open_files()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+COLLECTOR_LINGER_S = 1.0
+"""The ``collector_linger`` the benchmarks give a collector a worker starts (env twin below):
+it writes everything and exits this long after the last worker has gone."""
+COLLECTOR_ENV = {"INFERWATCH_COLLECTOR_LINGER": f"{COLLECTOR_LINGER_S:g}s"}
+
+
+def collector_done(pid: int | None, linger: float = COLLECTOR_LINGER_S) -> bool | None:
+    """Wait for a collector to exit once its workers are gone, so that its store can be opened;
+    SIGTERM (it still writes everything) when it has not exited by itself within ``linger`` + 10 s.
+    Whether it exited by itself; None without a collector."""
+    import psutil
+
+    if pid is None:
+        return None
+
+    def gone(seconds: float) -> bool:
+        try:
+            psutil.Process(pid).wait(timeout=seconds)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return False
+        return True
+
+    if gone(linger + 10):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not gone(30):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return False

@@ -17,6 +17,13 @@ Figures:
 - what happens when the writer is outrun: a small queue, a faster producer, and
   stored + dropped == sampled.
 
+Measured with this script and not kept in the writer: the payload parser's clean-value check as
+C-level calls (1.1 µs against the loop's 0.43 per 10-value record); a fast path for batches of
+alike flat records (slower at 4 records); feature rows without their own ``ts`` and
+``request_id``, joined inside the insert (22.5 against 22.3 µs per capture: the commit is the
+cost); columns built per column instead of per value (no faster); Arrow dictionary arrays
+instead of NumPy object arrays (212 against 188 ms for 220,000 values, not worth pyarrow).
+
     python benchmarks/ingest.py            # full run, about a minute or two
     python benchmarks/ingest.py --quick    # smoke run
 """

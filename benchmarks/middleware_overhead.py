@@ -9,10 +9,14 @@ validation, a small logistic model) is served by uvicorn in four variants:
 - ``prometheus``: with prometheus-fastapi-instrumentator, as its README says:
   ``Instrumentator().instrument(app).expose(app)``.
 
-The server is pinned to one core and wrk to another, so the middleware's writer thread shares the
-server's core: that is the honest cost. Variants run interleaved, ``--rounds`` times, and the
-median of each figure is reported. After each monitored run the server gets SIGTERM and the DuckDB
-file is opened to check that every sampled request was stored or counted as dropped.
+The server is pinned to one core and wrk to another. Whatever writes the captures (a writer
+thread in the server, or the collector process the worker starts, which inherits its core)
+shares the server's core: that is the cost on a one-core pod; ``collector_overhead.py`` measures
+the collector on a core of its own. Variants run interleaved, ``--rounds`` times, and the median
+of each figure is reported. After each monitored run the server gets SIGTERM, its collector (if
+any) exits, and the DuckDB file is opened to check that every sampled request was stored or
+counted as dropped. The in-process section counts the CPU of the child process only: with a
+collector, the writing happens outside it.
 
     python benchmarks/middleware_overhead.py                 # 3 rounds of 15 s per variant
     python benchmarks/middleware_overhead.py --quick         # a smoke run of a few seconds
@@ -30,7 +34,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,14 +47,28 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    COLLECTOR_ENV,
     COUNTRIES,
+    WrkResult,
     asgi_request,
+    collector_done,
+    core_times,
+    count_db,
+    find_collector,
+    free_port,
+    interleaved,
     lifespan,
     machine_info,
     machine_markdown,
     make_bodies,
     markdown_table,
     median,
+    rss_mib,
+    thread_cpu,
+    uvicorn_fast_flags,
+    wait_for_port,
+    write_lua,
+    wrk,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,12 +229,13 @@ def run_in_process(
     db = workdir / f"inproc-{variant}-round{rnd}.duckdb"
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
+    env = {**os.environ, **COLLECTOR_ENV, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
     cmd = [
         "taskset", "-c", str(args.server_core), sys.executable, str(Path(__file__).resolve()),
         "--in-process-child", str(args.in_process), "--in-process-warm", "500",
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    collector_done(find_collector(db, set()))  # a collector the child started: not into the next
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"in-process {variant} failed: {done.stdout}\n{done.stderr[-3000:]}")
@@ -266,154 +284,10 @@ def in_process_report(results: list[dict[str, Any]], requests: int) -> str:
 # --------------------------------------------------------------------------- the driver
 
 
-LUA = """\
--- Posts one of a few pre-built JSON bodies per request; prints wrk's summary as JSON.
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {
-%(bodies)s
-}
-local n = #bodies
-local i = 0
-request = function()
-  i = i %% n + 1
-  return wrk.format(nil, nil, nil, bodies[i])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, "bytes": %%.0f, ' ..
-    '"connect_errors": %%.0f, "read_errors": %%.0f, "write_errors": %%.0f, ' ..
-    '"status_errors": %%.0f, "timeouts": %%.0f, "p50_us": %%.0f, "p90_us": %%.0f, ' ..
-    '"p99_us": %%.0f, "max_us": %%.0f, "mean_us": %%.1f}\\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean))
-end
-"""
-
-
-def write_lua(path: Path, bodies: list[bytes]) -> None:
-    lines = [f"  [==[{body.decode()}]==]," for body in bodies]
-    path.write_text(LUA % {"bodies": "\n".join(lines)}, encoding="utf-8")
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    duration_s: float
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    errors: int
-    status_errors: int
-
-
 def run_wrk(
     args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int
 ) -> WrkResult:
-    cmd = [
-        "taskset",
-        "-c",
-        str(args.wrk_core),
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--latency",
-        "-s",
-        str(lua),
-        url,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
-    data = json.loads(line[len("WRK_JSON ") :])
-    duration = data["duration_us"] / 1e6
-    errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    return WrkResult(
-        requests=int(data["requests"]),
-        duration_s=duration,
-        rps=data["requests"] / duration if duration else 0.0,
-        p50_ms=data["p50_us"] / 1000,
-        p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        max_ms=data["max_us"] / 1000,
-        errors=int(errors),
-        status_errors=int(data["status_errors"]),
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """uvicorn listens only once lifespan startup is done, so an accepted connect means ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port} within {timeout:.0f} s")
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds per thread of ``pid`` (user + system)."""
-    out: dict[int, float] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICK
-    return out
-
-
-def core_times(core: int) -> tuple[float, float]:
-    """(busy, total) seconds of one core since boot, from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(f"cpu{core} "):
-                    values = [int(v) for v in line.split()[1:]]
-                    idle = values[3] + (values[4] if len(values) > 4 else 0)
-                    total = sum(values[:8])
-                    return (total - idle) / _TICK, total / _TICK
-    except OSError:
-        pass
-    return 0.0, 0.0
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) of ``pid`` in MiB."""
-    values = {"VmRSS": 0.0, "VmHWM": 0.0}
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                key = line.split(":", 1)[0]
-                if key in values:
-                    values[key] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return values["VmRSS"], values["VmHWM"]
+    return wrk(url, lua, seconds, connections, str(args.wrk_core))
 
 
 def get_json(port: int, path: str) -> dict[str, Any]:
@@ -422,28 +296,6 @@ def get_json(port: int, path: str) -> dict[str, Any]:
     response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
     response.raise_for_status()
     return response.json()
-
-
-def count_db(path: Path) -> dict[str, int]:
-    import duckdb
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        requests, input_rows = con.execute(
-            "SELECT count(*), coalesce(sum(input_rows), 0) FROM requests"
-        ).fetchone()
-        features = con.execute("SELECT count(*) FROM features").fetchone()[0]
-        statuses = dict(
-            con.execute("SELECT input_status, count(*) FROM requests GROUP BY 1").fetchall()
-        )
-    finally:
-        con.close()
-    return {
-        "requests": int(requests),
-        "input_rows": int(input_rows),
-        "feature_values": int(features),
-        "input_ok": int(statuses.get("ok", 0)),
-    }
 
 
 @dataclass
@@ -488,7 +340,7 @@ class Run:
 
 
 def server_command(args: argparse.Namespace, port: int) -> list[str]:
-    cmd = [
+    return [
         "taskset",
         "-c",
         str(args.server_core),
@@ -508,20 +360,8 @@ def server_command(args: argparse.Namespace, port: int) -> list[str]:
         "--no-access-log",
         "--log-level",
         "warning",
+        *uvicorn_fast_flags(),
     ]
-    try:
-        import uvloop  # noqa: F401
-
-        cmd += ["--loop", "uvloop"]
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-
-        cmd += ["--http", "httptools"]
-    except ImportError:
-        pass
-    return cmd
 
 
 def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path, lua: Path) -> Run:
@@ -529,7 +369,13 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
     db = workdir / f"{variant}-round{rnd}.duckdb"
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_DB": str(db), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **COLLECTOR_ENV,
+        "BENCH_VARIANT": variant,
+        "BENCH_DB": str(db),
+        "PYTHONUNBUFFERED": "1",
+    }
     log_path = workdir / f"{variant}-round{rnd}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -552,11 +398,14 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
             light = run_wrk(args, url, lua, args.light_duration, args.light_connections)
         rss_end, rss_peak = rss_mib(proc.pid)
         capture: dict[str, Any] = {}
+        collector = None  # the collector process that owns the store, where there is one
         if variant in SAMPLE_RATES:
             capture = get_json(port, "/monitor/health")["capture"]
+            collector = find_collector(db, {proc.pid})
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
+        collector_done(collector)  # it writes what it holds, then lets the store go
         shutdown_s = time.monotonic() - started
     finally:
         if proc.poll() is None:
@@ -591,16 +440,6 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
         shutdown_s=shutdown_s,
         server_log=log_text[-4000:],
     )
-
-
-def interleaved(rounds: int) -> list[tuple[int, str]]:
-    """Each round runs every variant; the order rotates so that no variant always goes first."""
-    order = []
-    for rnd in range(rounds):
-        shift = rnd % len(VARIANTS)
-        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-            order.append((rnd + 1, variant))
-    return order
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -818,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work dir {workdir}; server: {' '.join(server_command(args, 0))}", file=sys.stderr)
 
     runs: list[Run] = []
-    for rnd, variant in interleaved(args.rounds):
+    for rnd, variant in interleaved(VARIANTS, args.rounds):
         run = run_variant(args, variant, rnd, workdir, lua)
         runs.append(run)
         cap = run.capture
@@ -840,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
 
     in_process: list[dict[str, Any]] = []
     if args.in_process:
-        for rnd, variant in interleaved(args.rounds):
+        for rnd, variant in interleaved(VARIANTS, args.rounds):
             res = run_in_process(args, variant, rnd, workdir)
             in_process.append(res)
             print(

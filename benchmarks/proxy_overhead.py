@@ -1,7 +1,10 @@
 """What the sidecar costs in front of a model server, against going direct and against nginx.
 
-One FastAPI model server (POST /predict, ``{"instances": [4 records of 10 features]}``, pydantic
-validation) runs for the whole benchmark, pinned to ``--upstream-core``. Each variant puts a
+One model server runs for the whole benchmark, pinned to ``--upstream-core``: by default a FastAPI
+app (POST /predict, ``{"instances": [4 records of 10 features]}``, pydantic validation); with
+``--upstream mlserver``, MLServer serving a scikit-learn logistic regression trained on generated
+data, from a venv of its own (``--mlserver-python``, default ``.venv-mlserver/bin/python``), with
+V2 requests of ``--rows`` (10) rows of 10 FP64 features. Each variant puts a
 proxy in front of it, pinned to ``--proxy-core``, and wrk (one thread, pinned to ``--wrk-core``)
 loads the proxy:
 
@@ -29,10 +32,21 @@ proxy under concurrency, without its own queue). After each sidecar run the side
 SIGTERM and its DuckDB file is counted. Each run also reports the model server's CPU per
 request, which shows where the limit sits: behind nginx the model server's core is the one
 saturated, behind the sidecar the proxy's core is.
+Where the sidecar hands its captures to a collector process of its own, that process's CPU is
+reported beside the proxy's, and the store is counted once it has exited. A table sets each
+sidecar variant against the targets (p50 added at one connection, p99 added and throughput
+against direct at ``--connections``, proxy CPU per request against nginx's), nginx beside it.
+
+Measured with this script and not kept in the sidecar (each against the code without it, in
+the same minutes): a GIL switch interval of 0.5 ms instead of 5 ms (no gain); a DuckDB
+``checkpoint_threshold`` of 64 or 128 MB instead of 16 (within noise); transactions spanning
+several writer batches (a quarter less insert time, but files 1.4 to 2 times as large and
+captures visible seconds later, for about 6 of 113 to 212 µs per request).
 
     python benchmarks/proxy_overhead.py                     # 3 rounds x 15 s per variant
     python benchmarks/proxy_overhead.py --candidates        # the upstream client comparison
     python benchmarks/proxy_overhead.py --quick             # a smoke run
+    python benchmarks/proxy_overhead.py --upstream mlserver --connections 16 --paced 0 --rounds 5
     python benchmarks/proxy_overhead.py --variants sidecar-1.0,nginx --rounds 8 --duration 10 \
         --light 0 --paced 0                                 # throughput pairs only
 """
@@ -44,9 +58,9 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,14 +71,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, machine_markdown, make_bodies, markdown_table, median
+from _common import (
+    collector_done,
+    count_db,
+    find_collector,
+    free_port,
+    machine_info,
+    machine_markdown,
+    make_bodies,
+    markdown_table,
+    median,
+    pin_threads,
+    process_cpu,
+    server_tree,
+    write_lua,
+)
+from _common import wrk as run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 MAIN_VARIANTS = ("direct", "sidecar-1.0", "sidecar-0.1", "nginx")
 CANDIDATES = ("direct", "nginx", "lean", "aiohttp", "httpx", "httpx-tuned")
-NGINX_SHARE_TARGET = 0.75
-P50_ADDED_TARGET_MS = 1.0
 
 # --------------------------------------------------------------------------- servers (factories)
 
@@ -113,6 +140,68 @@ def create_upstream() -> Any:
         return {"status": "ok"}
 
     return app
+
+
+MLSERVER_MODEL = "churn"
+# Run by the MLServer venv's Python, so that the model is pickled by the scikit-learn it serves.
+_TRAIN = """
+import sys
+import joblib
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+rng = np.random.default_rng(7)
+X = rng.normal(size=(5000, 10))
+y = (X @ rng.normal(size=10) + rng.normal(scale=0.5, size=5000) > 0).astype(int)
+model = LogisticRegression().fit(X, y)
+joblib.dump(model, sys.argv[1])
+"""
+
+
+def mlserver_command(args: argparse.Namespace, port: int, workdir: Path) -> list[str]:
+    """Train a scikit-learn model on generated data and lay out an MLServer folder serving it
+    on ``port`` (one process, no metrics server, no access log); returns the command."""
+    root = workdir / "mlserver"
+    model_dir = root / "models" / MLSERVER_MODEL
+    model_dir.mkdir(parents=True, exist_ok=True)
+    python = Path(args.mlserver_python)
+    subprocess.run([str(python), "-c", _TRAIN, str(model_dir / "model.joblib")], check=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "parallel_workers": 0,
+        "metrics_endpoint": None,
+        "debug": False,
+    }
+    (root / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    model = {
+        "name": MLSERVER_MODEL,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"},
+    }
+    (model_dir / "model-settings.json").write_text(json.dumps(model), encoding="utf-8")
+    mlserver = python.parent / "mlserver"
+    return ["taskset", "-c", str(args.upstream_core), str(mlserver), "start", str(root)]
+
+
+def v2_bodies(count: int, rows: int, seed: int = 7) -> list[bytes]:
+    """``count`` distinct V2 inference requests of ``rows`` rows of 10 FP64 features each."""
+    rng = random.Random(seed)
+    return [
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "predict",
+                        "shape": [rows, 10],
+                        "datatype": "FP64",
+                        "data": [round(rng.gauss(0, 1), 4) for _ in range(rows * 10)],
+                    }
+                ]
+            }
+        ).encode()
+        for _ in range(count)
+    ]
 
 
 _HOP = {
@@ -238,28 +327,6 @@ def create_candidate() -> Any:
 
 # --------------------------------------------------------------------------- measuring
 
-LUA = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {
-%(bodies)s
-}
-local n = #bodies
-local i = 0
-request = function()
-  i = i %% n + 1
-  return wrk.format(nil, nil, nil, bodies[i])
-end
-%(delay)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, "errors": %%.0f, ' ..
-    '"status_errors": %%.0f, "p50_us": %%.0f, "p99_us": %%.0f}\\n', summary.requests,
-    summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
 
 @dataclass
 class Load:
@@ -271,44 +338,22 @@ class Load:
 
 
 def wrk(args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int) -> Load:
-    cmd = [
-        "taskset",
-        "-c",
-        str(args.wrk_core),
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--latency",
-        "-s",
-        str(lua),
-        url,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
-    data = json.loads(line[len("WRK_JSON ") :])
-    seconds_run = data["duration_us"] / 1e6
+    done = run_wrk(url, lua, seconds, connections, str(args.wrk_core))
     return Load(
-        requests=int(data["requests"]),
-        rps=data["requests"] / seconds_run,
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        errors=int(data["errors"] + data["status_errors"]),
+        requests=done.requests,
+        rps=done.rps,
+        p50_ms=done.p50_ms,
+        p99_ms=done.p99_ms,
+        errors=done.errors + done.status_errors,
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_for_http(
+    port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
+) -> None:
     import httpx
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before listening")
@@ -318,30 +363,11 @@ def wait_for_http(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within 30 s")
-
-
-def process_tree(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
+    raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s")
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    return sum(process_cpu(pid) for pid in pids)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -357,13 +383,6 @@ def core_busy(cores: tuple[int, ...]) -> float:
                 ticks = [int(v) for v in values[:8]]
                 busy += (sum(ticks) - ticks[3] - ticks[4]) / _TICK
     return busy
-
-
-def pin_threads(pid: int, core: int) -> None:
-    """Move every thread of a running process to ``core`` (as ``taskset -a -p`` does)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(tid), {core})
 
 
 def round_cores(args: argparse.Namespace, rnd: int) -> argparse.Namespace:
@@ -478,7 +497,7 @@ def proxy_command(
             "--sample-rate",
             variant.split("-", 1)[1],
             "--upstream-health-path",
-            "/health",
+            args.health_path,
         ]
         return cmd, {"BENCH_DB": str(db)}
     if variant == "nginx":
@@ -520,6 +539,8 @@ class Run:
     upstream_core: int
     proxy_core: int
     stored: int | None
+    collector_cpu_us: float = math.nan  # a separate collector's CPU per request, if there is one
+    rows_complete: bool | None = None  # every parsed request holds its rows, 11 values each
 
     @property
     def accounted(self) -> bool | None:
@@ -529,14 +550,24 @@ class Run:
         return self.stored + lost == self.capture.get("sampled")
 
 
-def count_rows(db: str) -> int:
+def rows_complete(db: Path, rows: int) -> bool:
+    """Every request with a body parsed into ``rows`` instances of 10 inputs and 1 prediction;
+    at most one request without a body (the readiness probe sent through the proxy)."""
     import duckdb
 
-    con = duckdb.connect(db, read_only=True)
+    con = duckdb.connect(str(db), read_only=True)
     try:
-        return int(con.execute("SELECT count(*) FROM requests").fetchone()[0])
+        requests, ok, ok_rows = con.execute(
+            "SELECT count(*), count(*) FILTER (input_status = 'ok'), "
+            "coalesce(sum(input_rows) FILTER (input_status = 'ok'), 0) FROM requests"
+        ).fetchone()
+        values = con.execute(
+            "SELECT count(*) FROM features JOIN requests USING (request_id) "
+            "WHERE input_status = 'ok'"
+        ).fetchone()[0]
     finally:
         con.close()
+    return requests - ok <= 1 and ok_rows == ok * rows and values == ok * rows * 11
 
 
 def run_variant(
@@ -549,7 +580,9 @@ def run_variant(
     lua: Path,
 ) -> Run:
     import httpx
+    import psutil
 
+    collector: int | None = None  # a collector process beside the sidecar, where it has one
     if variant == "direct":
         port, proc, env = upstream, None, {}
     else:
@@ -560,19 +593,24 @@ def run_variant(
         log.close()
     try:
         if proc is not None:
-            wait_for_http(port, "/health", proc)
-        url = f"http://127.0.0.1:{port}/predict"
+            wait_for_http(port, args.health_path, proc)
+        url = f"http://127.0.0.1:{port}{args.predict_path}"
         wrk(args, url, lua, args.warmup, args.connections)
-        pids = process_tree(proc.pid) if proc is not None else []
+        pids = server_tree(proc.pid) if proc is not None else []
+        if variant.startswith("sidecar-"):
+            collector = find_collector(Path(env["BENCH_DB"]), set(pids))
+        collectors = server_tree(collector) if collector is not None else []
+        upstream_pids = server_tree(upstream_pid)
         cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
-        ours = [*pids, upstream_pid]
+        ours = [*pids, *upstream_pids, *collectors]
         cpu_before, started = cpu_seconds(pids), time.monotonic()
-        upstream_before = cpu_seconds([upstream_pid])
+        upstream_before, collector_before = cpu_seconds(upstream_pids), cpu_seconds(collectors)
         ours_before, busy_before = cpu_seconds(ours), core_busy(cores)
         main = wrk(args, url, lua, args.duration, args.connections)
         cpu = cpu_seconds(pids) - cpu_before
         wall = time.monotonic() - started
-        upstream_cpu = cpu_seconds([upstream_pid]) - upstream_before
+        upstream_cpu = cpu_seconds(upstream_pids) - upstream_before
+        collector_cpu = cpu_seconds(collectors) - collector_before
         # wrk's own CPU is not visible from here; it is small and counted as foreign.
         foreign = (core_busy(cores) - busy_before - (cpu_seconds(ours) - ours_before)) / wall
         rss = rss_mib(pids)
@@ -581,13 +619,17 @@ def run_variant(
         if args.paced > 0:
             paced = wrk(args, url, lua.with_name("paced.lua"), args.paced, args.paced_connections)
         capture: dict[str, Any] = {}
-        stored = None
+        stored, complete = None, None
         if variant.startswith("sidecar-"):
             capture = httpx.get(f"http://127.0.0.1:{admin}/health", timeout=10).json()["capture"]
             proc.send_signal(signal.SIGTERM)
             if proc.wait(timeout=120) != 0:
                 raise RuntimeError(f"{variant} exited with {proc.returncode}")
-            stored = count_rows(env["BENCH_DB"])
+            collector_done(collector)  # it writes what it holds, then lets the store go
+            stored = count_db(Path(env["BENCH_DB"]))["requests"]
+            complete = rows_complete(
+                Path(env["BENCH_DB"]), args.rows if args.upstream == "mlserver" else 4
+            )
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -596,6 +638,9 @@ def run_variant(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if collector is not None and psutil.pid_exists(collector):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(collector, signal.SIGKILL)
     return Run(
         variant=variant,
         round=rnd,
@@ -606,9 +651,11 @@ def run_variant(
         proxy_cores=cpu / wall if wall else 0.0,
         proxy_rss_mib=rss,
         upstream_cpu_us=upstream_cpu / max(main.requests, 1) * 1e6,
+        collector_cpu_us=collector_cpu / max(main.requests, 1) * 1e6 if collectors else math.nan,
         foreign_cores=max(foreign, 0.0),
         capture=capture,
         stored=stored,
+        rows_complete=complete,
         upstream_core=args.upstream_core,
         proxy_core=args.proxy_core,
     )
@@ -617,6 +664,78 @@ def run_variant(
 def _cell(value: float, spec: str) -> str:
     """A table cell; blank for a figure of a run that was switched off (NaN)."""
     return "" if math.isnan(value) else format(value, spec)
+
+
+def targets_table(
+    args: argparse.Namespace,
+    variants: tuple[str, ...],
+    runs: list[Run],
+    med: dict[str, dict[str, float]],
+) -> str:
+    """Each sidecar variant's figures against the targets, nginx's beside them."""
+    direct = med["direct"]
+    direct_by_round = {r.round: r.main.rps for r in runs if r.variant == "direct"}
+
+    def share(v: str) -> float:
+        # per round: the runs of a round are a minute apart, the host's speed drifts more
+        ratios = [r.main.rps / direct_by_round[r.round] for r in runs if r.variant == v]
+        return median(ratios)
+
+    nginx = med.get("nginx")
+    rows = []
+    for v in (v for v in variants if v.startswith("sidecar-")):
+        m = med[v]
+        figures = [
+            (
+                "p50 added at 1 connection, ms",
+                "≤ 0.1",
+                m["light_p50"] - direct["light_p50"],
+                nginx and nginx["light_p50"] - direct["light_p50"],
+                "+.3f",
+                lambda x: x <= 0.1,
+            ),
+            (
+                f"p99 added at {args.connections} connections, ms",
+                "≤ 1",
+                m["p99"] - direct["p99"],
+                nginx and nginx["p99"] - direct["p99"],
+                "+.2f",
+                lambda x: x <= 1.0,
+            ),
+            (
+                f"throughput vs direct at {args.connections} connections (median of rounds)",
+                "≥ 0.98",
+                share(v),
+                nginx and share("nginx"),
+                ".3f",
+                lambda x: x >= 0.98,
+            ),
+            (
+                "proxy-process CPU per request vs nginx's",
+                "≤ 2x",
+                m["cpu_us"] / nginx["cpu_us"] if nginx else math.nan,
+                1.0 if nginx else None,
+                ".2f",
+                lambda x: x <= 2.0,
+            ),
+        ]
+        for name, target, ours, theirs, spec, ok in figures:
+            rows.append(
+                [
+                    v,
+                    name,
+                    target,
+                    _cell(ours, spec) or "—",
+                    "—" if theirs is None or math.isnan(theirs) else format(theirs, spec),
+                    "" if math.isnan(ours) else ("yes" if ok(ours) else "**no**"),
+                ]
+            )
+    if not rows:
+        return ""
+    cpu = f" (nginx: {nginx['cpu_us']:.0f} µs of CPU per request)" if nginx else ""
+    return f"Targets, with nginx's figure from the same run{cpu}:\n\n" + markdown_table(
+        ["variant", "figure", "target", "sidecar", "nginx", "met"], rows
+    )
 
 
 def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run]) -> str:
@@ -636,6 +755,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
             "cores": median([r.proxy_cores for r in rs]),
             "rss": median([r.proxy_rss_mib for r in rs]),
             "upstream_us": median([r.upstream_cpu_us for r in rs]),
+            "collector_us": median([r.collector_cpu_us for r in rs if r.collector_cpu_us >= 0]),
         }
     direct = med["direct"]
     # The host's speed drifts between rounds: a ratio of two runs of one round (a minute or two
@@ -664,12 +784,6 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
         added = m["p50"] - direct["p50"]
         light_added = m["light_p50"] - direct["light_p50"]
         paced_added = m["paced_p50"] - direct["paced_p50"]
-        met = ""
-        if v == "sidecar-1.0" and paired[v]:  # no verdict without nginx to compare with
-            ok = vs_nginx >= NGINX_SHARE_TARGET
-            if args.paced > 0:
-                ok = ok and paced_added < P50_ADDED_TARGET_MS
-            met = ("yes" if ok else "**no**") + ("" if args.paced > 0 else " (throughput only)")
         proxy = v != "direct"
         rows.append(
             [
@@ -692,19 +806,17 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 f"{m['upstream_us']:.0f}",
                 f"{m['cores']:.2f}" if proxy else "",
                 f"{m['rss']:.0f}" if proxy else "",
-                met,
+                _cell(m["collector_us"], ".0f"),
             ]
         )
     out = [
         f"Median of {args.rounds} round(s); {args.duration:g} s at wrk -t1 -c{args.connections}, "
         f"then {args.light:g} s at -c1, then {args.paced:g} s paced at about "
-        f"{args.paced_rate:,} req/s over {args.paced_connections} connections. The target's "
-        "p50 is the paced run's (at -c32 every variant is saturated, and its p50 is queueing). "
+        f"{args.paced_rate:,} req/s over {args.paced_connections} connections. "
         f"Cores: upstream {args.upstream_core}, proxy "
         f"{args.proxy_core}, wrk {args.wrk_core}"
         + (", the upstream's and the proxy's swapped in even rounds." if args.swap_cores else ".")
-        + " The target's throughput figure is the median of the rounds' ratios; pooled is the "
-        "sum of a variant's req/s over the rounds against nginx's sum.",
+        + " Pooled is the sum of a variant's req/s over the rounds against nginx's sum.",
         "",
         markdown_table(
             [
@@ -727,10 +839,12 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 "upstream CPU µs/req",
                 "proxy cores used",
                 "proxy RSS MiB",
-                "target met",
+                "collector CPU µs/req (a process of its own)",
             ],
             rows,
         ),
+        "",
+        targets_table(args, variants, runs, med),
         "",
         "Every run:",
         "",
@@ -747,6 +861,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 "stored",
                 "dropped",
                 "stored+dropped = sampled",
+                "rows complete",
                 "proxy CPU µs/req",
                 "upstream CPU µs/req",
                 "other load on the pinned cores",
@@ -766,6 +881,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                     "" if r.stored is None else r.stored,
                     r.capture.get("dropped", ""),
                     "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
+                    "" if r.rows_complete is None else ("yes" if r.rows_complete else "**NO**"),
                     f"{r.proxy_cpu_us:.0f}" if r.variant != "direct" else "",
                     f"{r.upstream_cpu_us:.0f}",
                     f"{r.foreign_cores:.2f}",
@@ -798,6 +914,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--candidates", action="store_true", help="compare upstream clients")
     parser.add_argument(
+        "--upstream",
+        choices=("fastapi", "mlserver"),
+        default="fastapi",
+        help="the model server: the FastAPI app above, or MLServer with a scikit-learn model",
+    )
+    parser.add_argument(
+        "--mlserver-python",
+        default=str(REPO / ".venv-mlserver" / "bin" / "python"),
+        help="a Python with mlserver and mlserver-sklearn installed",
+    )
+    parser.add_argument("--rows", type=int, default=10, help="rows per V2 request (MLServer)")
+    parser.add_argument(
         "--variants", help="comma-separated variants, e.g. lean,sidecar-0.0 (direct always runs)"
     )
     parser.add_argument("--workdir")
@@ -806,7 +934,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s, 1 s warm-up")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup, args.light, args.paced = 1, 3.0, 1.0, 2.0, 2.0
+        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+        args.light, args.paced = min(args.light, 2.0), min(args.paced, 2.0)
+    if args.upstream == "mlserver":
+        args.predict_path = f"/v2/models/{MLSERVER_MODEL}/infer"
+        args.health_path = "/v2/health/ready"
+        if not Path(args.mlserver_python).exists():
+            parser.error(
+                f"{args.mlserver_python} not found: python -m venv .venv-mlserver && "
+                ".venv-mlserver/bin/pip install mlserver mlserver-sklearn"
+            )
+    else:
+        args.predict_path, args.health_path = "/predict", "/health"
     variants = CANDIDATES if args.candidates else MAIN_VARIANTS
     if args.variants:
         # Any mix of the variants above, plus sidecar-<rate> for other sample rates.
@@ -824,26 +963,28 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-proxy-"))
     workdir.mkdir(parents=True, exist_ok=True)
     lua = workdir / "post.lua"
-    bodies = [f"  [==[{b.decode()}]==]," for b in make_bodies(64, 4)]
-    lua.write_text(LUA % {"bodies": "\n".join(bodies), "delay": ""}, encoding="utf-8")
+    bodies = v2_bodies(64, args.rows) if args.upstream == "mlserver" else make_bodies(64, 4)
+    write_lua(lua, bodies)
     # Each connection waits this long after each response: about paced_rate req/s in all.
     pause_ms = max(round(args.paced_connections / max(args.paced_rate, 1) * 1000), 1)
-    delay = f"delay = function() return {pause_ms} end"
-    paced = LUA % {"bodies": "\n".join(bodies), "delay": delay}
-    lua.with_name("paced.lua").write_text(paced, encoding="utf-8")
+    write_lua(lua.with_name("paced.lua"), bodies, pause_ms)
 
     upstream = free_port()
-    up_cmd = python_server(args, "proxy_overhead:create_upstream", upstream)
-    up_cmd[2] = str(args.upstream_core)
+    if args.upstream == "mlserver":
+        up_cmd = mlserver_command(args, upstream, workdir)
+    else:
+        up_cmd = python_server(args, "proxy_overhead:create_upstream", upstream)
+        up_cmd[2] = str(args.upstream_core)
     up_log = open(workdir / "upstream.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(up_cmd, cwd=REPO, stdout=up_log, stderr=up_log)
     runs: list[Run] = []
     try:
-        wait_for_http(upstream, "/health", up)
+        wait_for_http(upstream, args.health_path, up, timeout=120)
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(variants)
             cores = round_cores(args, rnd)
-            pin_threads(up.pid, cores.upstream_core)
+            for pid in server_tree(up.pid):
+                pin_threads(pid, {cores.upstream_core})
             for variant in variants[shift:] + variants[:shift]:
                 run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)
                 runs.append(run)
@@ -880,7 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
         Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    bad = [r for r in runs if r.main.errors or r.accounted is False]
+    bad = [r for r in runs if r.main.errors or False in (r.accounted, r.rows_complete)]
     return 1 if bad else 0
 
 

@@ -42,12 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     asgi_request,
+    free_port,
     lifespan,
     machine_info,
     machine_markdown,
     make_bodies,
     markdown_table,
     median,
+    wait_for_port,
+    write_lua,
     wrk_version,
 )
 from middleware_overhead import (
@@ -55,11 +58,8 @@ from middleware_overhead import (
     BODIES,
     REPO,
     _find_engine,
-    free_port,
     run_wrk,
     server_command,
-    wait_for_port,
-    write_lua,
 )
 
 VARIANTS = ("quiet", "scraped")

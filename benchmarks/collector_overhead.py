@@ -1,0 +1,949 @@
+"""What monitoring costs a model server's workers when one collector per pod does the work.
+
+Two FastAPI apps, each served by uvicorn (``--no-access-log``, uvloop and httptools), POST
+/predict with ``{"instances": [one record of 10 features]}`` (64 distinct bodies):
+
+- ``light``: one ``async def`` route that reads the JSON body itself and answers a small score:
+  little work per request, so whatever the monitor adds shows most;
+- ``model``: pydantic request and response models and a sync ``def`` route (run in the thread
+  pool), the kind of app users write.
+
+Each app runs in these variants: ``bare``; ``monitor-0.0``, ``monitor-0.1`` and ``monitor-1.0``
+(the documented one line, ``app.add_middleware(MonitorMiddleware, db=...)`` at that
+``sample_rate``, a real DuckDB file); and ``prometheus`` (prometheus-fastapi-instrumentator,
+``Instrumentator().instrument(app).expose(app)``), the peer measured in the same run.
+
+One worker: uvicorn pinned to ``--worker-core`` (0); wrk and the collector on ``--side-core`` (1).
+The collector is found after the warm-up (its pid file beside the store, else a process whose
+command line names ``collector`` and the store, else the process holding the store open that is
+not a worker) and its threads are moved to the side core. Where the middleware keeps its engine
+in the worker (no collector found), its cost is all in the worker's figures.
+Four workers (``--workers``; 0 skips): ``uvicorn --workers 4`` on both cores, wrk and the
+collector there too, ``bare``, ``monitor-0.1`` and ``prometheus`` (each worker its own registry).
+
+Every (app, workers, variant) runs once per round in a rotating order, ``--rounds`` rounds, and
+medians are reported: throughput against bare, p99 added, the worker's CPU per request (utime +
+stime from /proc/<pid>/stat of every worker, all threads), and the collector's CPU per captured
+request. After each monitored run the script checks what the store holds: /monitor/health's
+counters (asked several times, so that several workers answer), then SIGTERM, the collector's
+exit, and the DuckDB file counted: stored + dropped + write errors = sampled, every request 1
+instance of 11 values, and ``sampled`` plausible for the rate and wrk's count of responses.
+
+Then, unless ``--in-process 0``, the worker's CPU without network or wrk, where a few µs show:
+for each app and variant, one process pinned to the worker's core runs the bare app and the
+variant side by side and drives blocks of ``--in-process`` requests straight into each through
+ASGI, in turns (``--blocks`` each); the process's CPU (every thread, the sender's included: each
+block ends with a 50 ms pause in which the sender hands over what the block left) per request,
+and the median of the differences of neighbouring blocks. Where the engine runs in the worker,
+each block waits for its writer. The collector runs on the side core.
+
+    python benchmarks/collector_overhead.py                  # 5 rounds of 10 s, about 28 minutes
+    python benchmarks/collector_overhead.py --quick          # 1 round of 1 s, under 2 minutes
+    python benchmarks/collector_overhead.py --apps model --workers 0 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    COLLECTOR_LINGER_S,
+    COUNTRIES,
+    WrkResult,
+    asgi_request,
+    collector_done,
+    count_db,
+    find_collector,
+    free_port,
+    interleaved,
+    lifespan,
+    machine_info,
+    machine_markdown,
+    make_bodies,
+    markdown_table,
+    median,
+    pin_threads,
+    process_cpu,
+    server_tree,
+    uvicorn_fast_flags,
+    wait_for_port,
+    write_lua,
+    wrk,
+    wrk_version,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+APPS = ("light", "model")
+VARIANTS = ("bare", "monitor-0.0", "monitor-0.1", "monitor-1.0", "prometheus")
+MULTI_VARIANTS = ("bare", "monitor-0.1", "prometheus")
+SAMPLE_RATES = {"monitor-0.0": 0.0, "monitor-0.1": 0.1, "monitor-1.0": 1.0}
+RECORDS = 1  # records per request
+BODIES = 64
+# The targets: share of bare throughput, p99 added (ms), worker CPU added (µs per request),
+# collector CPU (µs per captured request), share of bare with several workers.
+THROUGHPUT_TARGETS = {"monitor-0.1": 0.98, "monitor-1.0": 0.95}
+P99_TARGETS_MS = {"monitor-0.1": 1.0, "monitor-1.0": 2.0}
+WORKER_CPU_TARGETS_US = {"monitor-0.0": 5.0, "monitor-1.0": 15.0}
+COLLECTOR_CPU_TARGET_US = 40.0
+MULTI_TARGET = 0.95
+
+
+# --------------------------------------------------------------------------- the apps
+
+
+class Record(BaseModel):
+    age: int
+    income: float
+    tenure_months: int
+    balance: float
+    num_products: int
+    credit_score: int
+    utilization: float
+    is_active: bool
+    country: str
+    channel: str
+
+
+class PredictRequest(BaseModel):
+    instances: list[Record] = Field(min_length=1, max_length=1_000)
+
+
+class PredictResponse(BaseModel):
+    predictions: list[float]
+
+
+_COUNTRY_BIAS = {c: (i - 4) * 0.05 for i, c in enumerate(COUNTRIES)}
+_CHANNEL_BIAS = {"web": 0.0, "mobile": 0.1, "branch": -0.2, "partner": 0.15}
+
+
+def churn_probability(r: dict[str, Any]) -> float:
+    """A small logistic model over the 10 features of one record."""
+    z = (
+        -1.2
+        + 0.015 * (r["age"] - 45)
+        - 0.25 * math.log1p(max(r["income"], 0.0) / 10_000)
+        - 0.004 * r["tenure_months"]
+        + 0.00001 * r["balance"]
+        - 0.3 * (r["num_products"] - 2)
+        - 0.003 * (r["credit_score"] - 650)
+        + 1.1 * r["utilization"]
+        - 0.6 * r["is_active"]
+        + _COUNTRY_BIAS.get(r["country"], 0.0)
+        + _CHANNEL_BIAS.get(r["channel"], 0.0)
+    )
+    return round(1.0 / (1.0 + math.exp(-z)), 6)
+
+
+def create_app(kind: str | None = None, variant: str | None = None, db: str | None = None) -> Any:
+    """The app ``kind`` in ``variant``, by default BENCH_APP's in BENCH_VARIANT's writing to
+    BENCH_DB (as uvicorn ``--factory`` calls it)."""
+    from fastapi import FastAPI
+
+    kind = kind or os.environ.get("BENCH_APP", "model")
+    variant = variant or os.environ.get("BENCH_VARIANT", "bare")
+    if kind not in APPS or variant not in VARIANTS:
+        raise SystemExit(f"unknown BENCH_APP {kind!r} or BENCH_VARIANT {variant!r}")
+    app = FastAPI(title=f"{kind} app")
+    if kind == "model":
+
+        @app.post("/predict", response_model=PredictResponse)
+        def predict(request: PredictRequest) -> PredictResponse:
+            return PredictResponse(
+                predictions=[churn_probability(r.__dict__) for r in request.instances]
+            )
+
+    else:
+
+        @app.post("/predict")
+        async def predict_light(request: Request) -> Response:
+            records = json.loads(await request.body())["instances"]
+            body = json.dumps({"predictions": [churn_probability(r) for r in records]})
+            return Response(body, media_type="application/json")
+
+    if variant in SAMPLE_RATES:
+        from middleware import MonitorMiddleware
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log = logging.getLogger("inferwatch")
+        if not log.handlers:
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        app.add_middleware(
+            MonitorMiddleware,
+            db=db or os.environ["BENCH_DB"],
+            sample_rate=SAMPLE_RATES[variant],
+        )
+    elif variant == "prometheus":
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+    return app
+
+
+# --------------------------------------------------------------------------- in-process blocks
+
+
+def _monitor(app: Any) -> Any:
+    """The MonitorMiddleware inside a started Starlette app, or None."""
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(32):
+        if node is None or type(node).__name__ == "MonitorMiddleware":
+            return node
+        node = getattr(node, "app", None)
+    return None
+
+
+async def _alternate(
+    kind: str, variant: str, db: str, blocks: int, per_block: int, side_core: int
+) -> dict[str, Any]:
+    """Blocks of ``per_block`` requests through the bare app and through ``variant``, in turns,
+    straight into ASGI; the CPU of this whole process (every thread) per request in each block."""
+    import asyncio
+
+    bare, other = create_app(kind, "bare"), create_app(kind, variant, db)
+    bodies = make_bodies(BODIES, RECORDS)
+
+    async def block(app: Any, count: int, start: int) -> None:
+        for i in range(count):
+            status = await asgi_request(app, "POST", "/predict", bodies[(start + i) % BODIES])
+            if status != 200:
+                raise RuntimeError(f"{kind} {variant}: status {status}")
+
+    collector = None
+    async with lifespan(bare), lifespan(other):
+        await block(bare, 300, 0)
+        await block(other, 300, 0)
+        engine = getattr(_monitor(other), "engine", None)  # a writer in this process, if any
+        if variant in SAMPLE_RATES and engine is None:
+            deadline = time.monotonic() + 15
+            while collector is None and time.monotonic() < deadline:
+                collector = find_collector(Path(db), {os.getpid()})
+                await asyncio.sleep(0.05)
+            for pid in server_tree(collector) if collector else []:
+                pin_threads(pid, {side_core})
+        if engine is not None:
+            engine.flush(60)
+        cpu: dict[str, list[float]] = {"bare": [], variant: []}
+        collector_before = tree_cpu(collector)
+        for b in range(blocks):
+            turns = [("bare", bare), (variant, other)]
+            for name, app in turns if b % 2 == 0 else turns[::-1]:
+                started = time.process_time()
+                await block(app, per_block, b * per_block)
+                if name != "bare" and engine is not None:
+                    engine.flush(60)  # the writer's work for this block counts in it
+                # The sender hands over every few ms: what it sends for this block counts here.
+                await asyncio.sleep(0.05)
+                cpu[name].append((time.process_time() - started) / per_block * 1e6)
+        collector_cpu = tree_cpu(collector) - collector_before
+    collector_done(collector)
+    pairs = [v - b for v, b in zip(cpu[variant], cpu["bare"], strict=True)]
+    requests = blocks * per_block
+    rate = SAMPLE_RATES.get(variant)
+    return {
+        "app": kind,
+        "variant": variant,
+        "bare_us": median(cpu["bare"]),
+        "variant_us": median(cpu[variant]),
+        "added_us": median(pairs),
+        "added_per_block": pairs,
+        "in_worker": engine is not None,
+        "collector_pid": collector,
+        "collector_us": collector_cpu / requests * 1e6 if collector else math.nan,
+        "collector_per_capture_us": collector_cpu / (requests * rate) * 1e6
+        if collector and rate
+        else math.nan,
+    }
+
+
+def in_process_child(args: argparse.Namespace) -> None:
+    """Run by the driver under taskset: one (app, variant) against bare, JSON on stdout."""
+    import asyncio
+
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    db = str(args.workdir / f"inproc-{args.child_app}-{args.child_variant}.duckdb")
+    result = run(
+        _alternate(
+            args.child_app, args.child_variant, db, args.blocks, args.in_process, args.side_core
+        )
+    )
+    print("INPROC_JSON " + json.dumps(result), flush=True)
+
+
+def run_in_process(args: argparse.Namespace, app: str, variant: str) -> dict[str, Any]:
+    cmd = [
+        "taskset", "-c", str(args.worker_core), sys.executable, str(Path(__file__).resolve()),
+        "--in-process-child", "--child-app", app, "--child-variant", variant,
+        "--in-process", str(args.in_process), "--blocks", str(args.blocks),
+        "--side-core", str(args.side_core), "--workdir", str(args.workdir),
+    ]  # fmt: skip
+    env = {
+        **os.environ, "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
+    }  # fmt: skip
+    done = subprocess.run(
+        cmd, env=env, cwd=args.workdir, capture_output=True, text=True, timeout=900, check=False
+    )
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"in-process {app} {variant} failed: {done.stderr[-3000:]}")
+    return json.loads(line[len("INPROC_JSON ") :])
+
+
+def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    rows = []
+    for r in results:
+        goal = WORKER_CPU_TARGETS_US.get(r["variant"])
+        rows.append(
+            [
+                r["app"],
+                r["variant"],
+                f"{r['bare_us']:.1f}",
+                f"{r['variant_us']:.1f}",
+                f"{r['added_us']:+.1f}",
+                " / ".join(f"{x:+.0f}" for x in r["added_per_block"]),
+                f"≤ {goal:g}" if goal else "",
+                _met(r["added_us"] <= goal) if goal else "",
+                "in the worker" if r["in_worker"] else _f(r["collector_us"], ".1f"),
+                _f(r["collector_per_capture_us"], ".1f"),
+            ]
+        )
+    head = (
+        f"In-process, no network: blocks of {args.in_process:,} POST /predict straight into "
+        "the ASGI app, the bare app's and the variant's in turns in one process pinned to core "
+        f"{args.worker_core} ({args.blocks} blocks each), the process's CPU (every thread) per "
+        "request; added is the median of the differences of neighbouring blocks. The collector "
+        f"runs on core {args.side_core}."
+    )
+    table = markdown_table(
+        [
+            "app", "variant", "bare µs/req", "variant µs/req", "worker CPU added µs/req",
+            "added, each pair of blocks", "target", "met", "collector µs/req",
+            "collector µs/captured",
+        ],
+        rows,
+    )  # fmt: skip
+    return head + "\n\n" + table
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def worker_pids(server: int, workers: int, skip: set[int]) -> list[int]:
+    """The processes that serve requests: uvicorn itself with one worker, else its spawned
+    children (not multiprocessing's resource tracker, not the collector)."""
+    import psutil
+
+    if workers == 1:
+        return [server]
+    found = []
+    for child in psutil.Process(server).children():
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if child.pid not in skip and "spawn_main" in cmdline:
+            found.append(child.pid)
+    return found
+
+
+def tree_cpu(pid: int | None) -> float:
+    return 0.0 if pid is None else sum(process_cpu(p) for p in server_tree(pid))
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    """One GET on a new connection, so that with several workers any of them may answer."""
+    import httpx
+
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_ready(port: int, seconds: float) -> None:
+    """Until /monitor/readyz answers 200 (a collector may still be starting after the warm-up)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/monitor/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/monitor/readyz was not 200 within {seconds:g} s")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Run:
+    app: str
+    workers: int
+    variant: str
+    round: int
+    main: WrkResult
+    responses: int  # wrk's responses over the warm-up and the measured run
+    worker_cpu_us: float  # every worker's CPU per request during the measured run
+    collector_pid: int | None = None
+    collector_cores: str = ""  # the cores its threads may run on during the measured run
+    collector_cpu_us: float = math.nan  # the collector's CPU per request
+    collector_cpu_per_capture_us: float = math.nan  # ... per request it captured
+    captured: int = 0  # requests sampled during the measured run
+    capture: dict[str, Any] = field(default_factory=dict)
+    health_sampled: list[int] = field(default_factory=list)  # answers of several workers
+    health_requests: list[int] = field(default_factory=list)  # their requests.count
+    stored: dict[str, int] = field(default_factory=dict)
+    collector_exited: bool | None = None
+    lock_errors: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.app} {self.workers}w {self.variant}"
+
+
+def server_command(args: argparse.Namespace, port: int, workers: int) -> list[str]:
+    cores = str(args.worker_core) if workers == 1 else f"{args.worker_core},{args.side_core}"
+    return [
+        "taskset", "-c", cores, sys.executable, "-m", "uvicorn",
+        "collector_overhead:create_app", "--factory", "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--log-level", "warning", *uvicorn_fast_flags(),
+    ]  # fmt: skip
+
+
+def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
+    """What the store holds against what was sampled; problems go to ``run.problems``."""
+    cap, db = run.capture, run.stored
+    sampled = cap.get("sampled", -1)
+    lost = cap.get("dropped", 0) + cap.get("write_errors", 0)
+    if db.get("requests", -1) + lost != sampled:
+        run.problems.append(
+            f"stored {db.get('requests')} + dropped/errors {lost} != sampled {sampled}"
+        )
+    if (
+        db.get("input_ok") != db.get("requests")
+        or db.get("feature_values") != db.get("requests", 0) * RECORDS * 11
+    ):
+        run.problems.append(f"stored requests not all {RECORDS} x 11 values: {db}")
+    n = run.responses
+    # wrk stops with requests in flight, which the server still answers (and captures).
+    slack = connections * runs_of_wrk
+    if rate == 1.0 and not n <= sampled <= n + slack:
+        run.problems.append(f"sampled {sampled} for {n} responses at sample_rate 1.0")
+    if rate == 0.0 and sampled != 0:
+        run.problems.append(f"sampled {sampled} at sample_rate 0.0")
+    if 0.0 < rate < 1.0:
+        spread = 6 * math.sqrt(n * rate * (1 - rate)) + rate * slack
+        if abs(sampled - rate * n) > spread:
+            run.problems.append(f"sampled {sampled} of {n} at sample_rate {rate}")
+    if len(set(run.health_sampled)) > 1:
+        run.problems.append(f"workers disagree on sampled: {sorted(set(run.health_sampled))}")
+    if len(set(run.health_requests)) > 1:
+        run.problems.append(f"workers disagree on requests: {sorted(set(run.health_requests))}")
+    counted = run.health_requests[-1] if run.health_requests else n
+    # /health keeps the last 100,000 requests: beyond that it cannot count them all.
+    if counted < 100_000 and not n <= counted <= n + slack:
+        run.problems.append(f"/monitor/health counts {counted} requests for {n} responses")
+    if run.collector_exited is False:
+        run.problems.append("the collector did not exit after the last worker (SIGTERM sent)")
+    if run.lock_errors:
+        run.problems.append(f"{run.lock_errors} lock errors in the server log")
+
+
+def _cores(pid: int | None) -> str:
+    """The cores any thread of ``pid`` may run on, e.g. ``1`` or ``0,1``."""
+    if pid is None:
+        return ""
+    cores: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            cores |= os.sched_getaffinity(int(tid))
+    return ",".join(str(c) for c in sorted(cores))
+
+
+def run_one(
+    args: argparse.Namespace, app: str, workers: int, variant: str, rnd: int, lua: Path
+) -> Run:
+
+    port = free_port()
+    db = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.duckdb"
+    for stale in db.parent.glob(db.name + "*"):
+        stale.unlink()
+    env = {
+        **os.environ, "BENCH_APP": app, "BENCH_VARIANT": variant, "BENCH_DB": str(db),
+        "PYTHONUNBUFFERED": "1", "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
+        # The inferwatch that PYTHONPATH names (another checkout, say), else this one.
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
+    }  # fmt: skip
+    log_path = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.log"
+    monitored = variant in SAMPLE_RATES
+    connections = args.connections if workers == 1 else args.multi_connections
+    wrk_cores = str(args.side_core) if workers == 1 else f"{args.worker_core},{args.side_core}"
+    url = f"http://127.0.0.1:{port}/predict"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            server_command(args, port, workers),
+            env=env,
+            cwd=args.workdir,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    collector: int | None = None
+    try:
+        wait_for_port(port, proc)
+        warm = wrk(url, lua, args.warmup, connections, wrk_cores)
+        if monitored:
+            wait_ready(port, 30.0)
+        serving = {proc.pid, *worker_pids(proc.pid, workers, set())}
+        deadline = time.monotonic() + 1.0
+        while monitored and collector is None and time.monotonic() < deadline:
+            collector = find_collector(db, serving)
+            if collector is None:
+                time.sleep(0.1)
+        workers_now = worker_pids(proc.pid, workers, {collector} if collector else set())
+        if collector is not None and workers == 1:
+            for pid in server_tree(collector):
+                pin_threads(pid, {args.side_core})
+        collector_cores = _cores(collector)
+        before = get_json(port, "/monitor/health")["capture"] if monitored else {}
+        worker_before = sum(process_cpu(p) for p in workers_now)
+        collector_before = tree_cpu(collector)
+        main = wrk(url, lua, args.duration, connections, wrk_cores)
+        worker_cpu = sum(process_cpu(p) for p in workers_now) - worker_before
+        run = Run(
+            app=app, workers=workers, variant=variant, round=rnd, main=main,
+            responses=warm.requests + main.requests,
+            worker_cpu_us=worker_cpu / max(main.requests, 1) * 1e6, collector_pid=collector,
+            collector_cores=collector_cores,
+        )  # fmt: skip
+        if main.errors or main.status_errors:
+            run.problems.append(f"wrk: {main.errors} errors, {main.status_errors} non-2xx")
+        if monitored:
+            # /health answers once what was sent before it is counted (or, in-process, at once)
+            health = [get_json(port, "/monitor/health?window=1h") for _ in range(args.asks)]
+            run.capture = health[-1]["capture"]
+            run.health_sampled = [h["capture"]["sampled"] for h in health]
+            run.health_requests = [h["requests"]["count"] for h in health]
+            run.captured = run.capture["sampled"] - before["sampled"]
+            if collector is not None:
+                spent = tree_cpu(collector) - collector_before
+                run.collector_cpu_us = spent / max(main.requests, 1) * 1e6
+                run.collector_cpu_per_capture_us = (
+                    spent / run.captured * 1e6 if run.captured else math.nan
+                )
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        run.collector_exited = collector_done(collector, args.linger)
+    finally:
+        # The server runs in a session of its own: its workers go with it; the collector, which
+        # may have left that session, goes by its pid.
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if collector is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(collector, signal.SIGKILL)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    run.lock_errors = text.count("Could not set lock")
+    if monitored:
+        run.stored = count_db(db)
+        check(run, SAMPLE_RATES[variant], connections, 2)
+    if "Traceback" in text:
+        run.problems.append(f"a traceback in {log_path.name}")
+    return run
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _f(value: float, spec: str) -> str:
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def _met(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "**no**")
+
+
+def medians(runs: list[Run]) -> dict[str, dict[str, float]]:
+    keys = dict.fromkeys(r.key for r in runs)
+    out = {}
+    for key in keys:
+        rs = [r for r in runs if r.key == key]
+        out[key] = {
+            "rps": median([r.main.rps for r in rs]),
+            "p50": median([r.main.p50_ms for r in rs]),
+            "p99": median([r.main.p99_ms for r in rs]),
+            "worker": median([r.worker_cpu_us for r in rs]),
+            "collector": median([r.collector_cpu_us for r in rs if r.collector_pid]),
+            "per_capture": median(
+                [r.collector_cpu_per_capture_us for r in rs if r.collector_pid and r.captured]
+            ),
+            "found": sum(1 for r in rs if r.collector_pid) / len(rs),
+            "ok": sum(1 for r in rs if not r.problems) / len(rs),
+        }
+    return out
+
+
+def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    bare = med.get(f"{app} 1w bare")
+    if bare is None:
+        return ""
+    rows = []
+    for variant in VARIANTS:
+        m = med.get(f"{app} 1w {variant}")
+        if m is None:
+            continue
+        extra = variant != "bare"
+        rows.append(
+            [
+                variant,
+                f"{m['rps']:,.0f}",
+                f"{m['rps'] / bare['rps']:.3f}",
+                f"{m['p50']:.2f}",
+                f"{m['p99']:.2f}",
+                f"{m['p99'] - bare['p99']:+.2f}" if extra else "",
+                f"{m['worker']:.1f}",
+                f"{m['worker'] - bare['worker']:+.1f}" if extra else "",
+                _f(m["collector"], ".1f") if variant in SAMPLE_RATES else "",
+                _f(m["per_capture"], ".1f") if variant in SAMPLE_RATES else "",
+                (f"{m['ok']:.0%}" if variant in SAMPLE_RATES else ""),
+            ]
+        )
+    table = markdown_table(
+        [
+            "variant", "req/s", "vs bare", "p50 ms", "p99 ms", "p99 added ms",
+            "worker CPU µs/req", "added", "collector CPU µs/req", "collector µs/captured req",
+            "runs whose store checked out",
+        ],
+        rows,
+    )  # fmt: skip
+    peer = med.get(f"{app} 1w prometheus")
+    targets = []
+
+    def row(figure: str, target: str, ours: float, theirs: float | None, spec: str, ok: Any):
+        targets.append(
+            [figure, target, _f(ours, spec), "—" if theirs is None else _f(theirs, spec), ok]
+        )
+
+    for variant, rate in SAMPLE_RATES.items():
+        m = med.get(f"{app} 1w {variant}")
+        if m is None:
+            continue
+        share = m["rps"] / bare["rps"]
+        goal = THROUGHPUT_TARGETS.get(variant)
+        row(
+            f"throughput vs bare, sample_rate {rate}",
+            f"≥ {goal}" if goal else "—",
+            share,
+            peer["rps"] / bare["rps"] if peer else None,
+            ".3f",
+            _met(share >= goal) if goal else "",
+        )
+    for variant, goal in P99_TARGETS_MS.items():
+        m = med.get(f"{app} 1w {variant}")
+        if m is not None:
+            added = m["p99"] - bare["p99"]
+            row(
+                f"p99 added, sample_rate {SAMPLE_RATES[variant]}, ms",
+                f"≤ {goal:g}",
+                added,
+                peer["p99"] - bare["p99"] if peer else None,
+                "+.2f",
+                _met(added <= goal),
+            )
+    for variant, rate in SAMPLE_RATES.items():
+        m = med.get(f"{app} 1w {variant}")
+        if m is not None:
+            added = m["worker"] - bare["worker"]
+            goal = WORKER_CPU_TARGETS_US.get(variant)
+            row(
+                f"worker CPU added per request, sample_rate {rate}, µs",
+                f"≤ {goal:g}" if goal else "—",
+                added,
+                peer["worker"] - bare["worker"] if peer else None,
+                "+.1f",
+                _met(added <= goal) if goal else "",
+            )
+    for variant in ("monitor-0.1", "monitor-1.0"):
+        m = med.get(f"{app} 1w {variant}")
+        if m is not None:
+            value = m["per_capture"]
+            row(
+                f"collector CPU per captured request, sample_rate {SAMPLE_RATES[variant]}, µs",
+                f"≤ {COLLECTOR_CPU_TARGET_US:g}",
+                value,
+                None,
+                ".1f",
+                "no collector process found"
+                if math.isnan(value)
+                else _met(value <= COLLECTOR_CPU_TARGET_US),
+            )
+    idle = med.get(f"{app} 1w monitor-0.0")
+    m = med.get(f"{app} 1w monitor-0.1")
+    if idle is not None and m is not None and not math.isnan(m["collector"]):
+        # Every request's timing reaches the collector at any rate; this is a capture's own cost.
+        row(
+            "collector CPU per capture, less its per-request work at 0.0, sample_rate 0.1, µs",
+            "—",
+            (m["collector"] - idle["collector"]) / SAMPLE_RATES["monitor-0.1"],
+            None,
+            ".1f",
+            "",
+        )
+    multi = {v: med.get(f"{app} {args.workers}w {v}") for v in MULTI_VARIANTS}
+    if multi["bare"] and multi["monitor-0.1"]:
+        share = multi["monitor-0.1"]["rps"] / multi["bare"]["rps"]
+        peer_share = (
+            multi["prometheus"]["rps"] / multi["bare"]["rps"] if multi["prometheus"] else None
+        )
+        row(
+            f"{args.workers} workers on 2 cores, throughput vs bare {args.workers} workers, "
+            "sample_rate 0.1",
+            f"≥ {MULTI_TARGET}",
+            share,
+            peer_share,
+            ".3f",
+            _met(share >= MULTI_TARGET),
+        )
+    multi_rows = [
+        [
+            v,
+            f"{m['rps']:,.0f}",
+            f"{m['rps'] / multi['bare']['rps']:.3f}",
+            f"{m['p99']:.2f}",
+            f"{m['worker']:.1f}",
+            _f(m["per_capture"], ".1f") if v in SAMPLE_RATES else "",
+            f"{m['ok']:.0%}" if v in SAMPLE_RATES else "",
+        ]
+        for v, m in multi.items()
+        if m and multi["bare"]
+    ]
+    out = [
+        f"### {app} app, one worker on core {args.worker_core}; wrk -c{args.connections} and the "
+        f"collector on core {args.side_core}",
+        "",
+        table,
+        "",
+        f"### {app} app: the targets, and prometheus-fastapi-instrumentator in the same run",
+        "",
+        markdown_table(["figure", "target", "inferwatch", "prometheus (peer)", "met"], targets),
+    ]
+    if multi_rows:
+        out += [
+            "",
+            f"### {app} app, {args.workers} workers on cores {args.worker_core} and "
+            f"{args.side_core}, wrk -c{args.multi_connections} there too",
+            "",
+            markdown_table(
+                [
+                    "variant",
+                    "req/s",
+                    "vs bare",
+                    "p99 ms",
+                    "CPU µs/req, all workers",
+                    "collector µs/captured req",
+                    "runs whose store checked out",
+                ],
+                multi_rows,
+            ),
+        ]
+    return "\n".join(out)
+
+
+def runs_table(runs: list[Run]) -> str:
+    rows = [
+        [
+            r.round, r.key, f"{r.main.rps:,.0f}", f"{r.main.p99_ms:.2f}", f"{r.worker_cpu_us:.1f}",
+            f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else "",
+            _f(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
+            else "", r.responses, r.capture.get("sampled", ""), r.stored.get("requests", ""),
+            r.capture.get("dropped", ""), "; ".join(r.problems) or ("ok" if r.capture else ""),
+        ]
+        for r in runs
+    ]  # fmt: skip
+    return markdown_table(
+        [
+            "round", "run", "req/s", "p99 ms", "worker CPU µs/req", "collector pid on cores",
+            "collector µs/captured", "responses", "sampled", "stored (DB)", "dropped", "checks",
+        ],
+        rows,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--apps", default=",".join(APPS))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="bare always runs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections, 1 worker")
+    parser.add_argument("--workers", type=int, default=4, help="the multi-worker runs; 0 skips")
+    parser.add_argument("--multi-connections", type=int, default=32)
+    parser.add_argument("--worker-core", type=int, default=0)
+    parser.add_argument("--side-core", type=int, default=1, help="wrk's and the collector's")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=COLLECTOR_LINGER_S,
+        help="the collector's collector_linger: seconds it waits once the last worker is gone",
+    )
+    parser.add_argument("--asks", type=int, default=4, help="/monitor/health asks after a run")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=2000,
+        help="requests per in-process block (no network), 0 skips that section",
+    )
+    parser.add_argument("--blocks", type=int, default=10, help="in-process blocks per side")
+    parser.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-app", help=argparse.SUPPRESS)
+    parser.add_argument("--child-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
+    parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--markdown")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round of 1 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
+        "with the last app only",
+    )
+    args = parser.parse_args(argv)
+    if args.in_process_child:
+        args.workdir = Path(args.workdir)
+        in_process_child(args)
+        return 0
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.linger, args.asks = 1, 1.0, 1.0, 0.5, 2
+        args.in_process, args.blocks = min(args.in_process, 200), min(args.blocks, 3)
+    apps = [a for a in args.apps.split(",") if a]
+    variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
+    if set(apps) - set(APPS) or set(variants) - set(VARIANTS):
+        parser.error(f"--apps from {APPS}, --variants from {VARIANTS}")
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
+    args.workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-collector-"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    lua = args.workdir / "post.lua"
+    write_lua(lua, make_bodies(BODIES, RECORDS))
+    combos = [f"{app}|1|{v}" for app in apps for v in variants]
+    if args.workers > 1:
+        multi_apps = apps[-1:] if args.quick else apps  # quick: the last app only
+        combos += [f"{app}|{args.workers}|{v}" for app in multi_apps for v in MULTI_VARIANTS]
+    print(f"work dir {args.workdir}", file=sys.stderr)
+    runs: list[Run] = []
+    started = time.monotonic()
+    for rnd, combo in interleaved(combos, args.rounds):
+        app, workers, variant = combo.split("|")
+        run = run_one(args, app, int(workers), variant, rnd, lua)
+        runs.append(run)
+        print(
+            f"round {rnd} {run.key:26s} {run.main.rps:7,.0f} req/s  p99 {run.main.p99_ms:6.2f} ms"
+            f"  worker {run.worker_cpu_us:6.1f} µs/req"
+            + (
+                f"  collector {run.collector_cpu_us:.1f} µs/req, "
+                f"{_f(run.collector_cpu_per_capture_us, '.1f')} µs/captured"
+                if run.collector_pid
+                else ""
+            )
+            + (f"  sampled {run.capture.get('sampled')} stored {run.stored.get('requests')}"
+               if run.capture else "")
+            + (f"  PROBLEMS: {'; '.join(run.problems)}" if run.problems else ""),
+            file=sys.stderr,
+            flush=True,
+        )  # fmt: skip
+    in_process: list[dict[str, Any]] = []
+    if args.in_process:
+        for app in apps[-1:] if args.quick else apps:  # quick: the last app only
+            for variant in variants[1:]:
+                result = run_in_process(args, app, variant)
+                in_process.append(result)
+                print(
+                    f"in-process {app} {variant:12s} worker CPU {result['bare_us']:.1f} → "
+                    f"{result['variant_us']:.1f} µs/req, added {result['added_us']:+.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    med = medians(runs)
+    info = machine_info()
+    info["wrk"] = wrk_version() or "not installed"
+    command = "python benchmarks/collector_overhead.py " + " ".join(argv or sys.argv[1:])
+    parts = [
+        f"Command: `{command.strip()}`",
+        "",
+        "## Machine",
+        "",
+        machine_markdown(info),
+        "",
+        f"## Results: medians of {args.rounds} round(s) of {args.duration:g} s",
+        "",
+        *(app_report(app, med, args) + "\n" for app in apps),
+        *(
+            ["### The worker's CPU in-process", "", in_process_report(in_process, args), ""]
+            if in_process
+            else []
+        ),
+        "### Every run",
+        "",
+        runs_table(runs),
+    ]
+    text = "\n".join(parts)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.json_out:
+        payload = {
+            "machine": info,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "runs": [asdict(r) for r in runs],
+            "in_process": in_process,
+        }
+        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return 1 if any(r.problems for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
