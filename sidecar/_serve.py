@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import gc
 import logging
 import signal
@@ -246,9 +247,13 @@ def _bind(host: str, port: int, setting: str) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise MonitorError(
+                f"Port {port} is in use: another process listens on {host}:{port} "
+                f"(setting {setting})."
+            ) from exc
         raise MonitorError(
-            f"Bad value for setting {setting}: cannot listen on {host}:{port}: "
-            f"{exc.strerror or exc}."
+            f"Cannot listen on {host}:{port} (setting {setting}): {exc.strerror or exc}."
         ) from exc
     sock.setblocking(False)
     return sock
