@@ -26,6 +26,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from middleware import MonitorError, MonitorMiddleware, Settings
+from middleware._access import is_loopback
 from middleware._api import build_api
 
 from ._admin import AdminApp, SidecarEngine, UpstreamProbe
@@ -352,6 +353,12 @@ async def _main(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if settings.admin_token is None and not is_loopback(settings.admin_host):
+        logger.warning(
+            "inferwatch: no admin_token is set, so the monitor API answers the dashboard, /drift, "
+            "/alerts, exports, labels and checks only over loopback (403 from beyond it; probes, "
+            "/health and /metrics stay open): set admin_token to reach them from the network"
+        )
     engine.start()
     _settle_gc()
     try:
