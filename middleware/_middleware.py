@@ -7,16 +7,15 @@ queue. Parsing, DuckDB and everything slow happen in the engine's threads.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._engine import Engine
 from ._errors import MonitorError
+from ._monitor_off import MonitoringOff, fallback_prefix
 from ._request_ids import new_request_id
 from ._settings import Settings
 
@@ -50,12 +49,11 @@ class MonitorMiddleware:
         **values: Any,
     ) -> None:
         self.app = app
-        # Why monitoring is off; the model's traffic then passes through untouched. Starlette
-        # builds its middleware on the first ASGI call, so raising here would make uvicorn take
-        # the lifespan protocol for unsupported and answer every request with a 500: the
-        # failure is reported through lifespan.startup.failed, /readyz and the log instead.
-        self.failure: str | None = None
-        self._failure_logged = False
+        # Set when monitoring cannot run: the model's traffic then passes through untouched.
+        # Starlette builds its middleware on the first ASGI call, so raising here would make
+        # uvicorn take the lifespan protocol for unsupported and answer every request with a
+        # 500: a bad setting is reported through lifespan.startup.failed, /readyz and the log.
+        self.off: MonitoringOff | None = None
         if settings is not None and values:
             raise TypeError("Pass either settings or keyword settings, not both.")
         try:
@@ -63,9 +61,7 @@ class MonitorMiddleware:
                 settings = engine.settings if engine is not None else Settings.load(values)
             engine = engine if engine is not None else Engine(settings)
         except MonitorError as exc:
-            self.failure = str(exc)
-            self._prefix = _fallback_prefix(values)
-            self._api = None
+            self.off = MonitoringOff(app, fallback_prefix(values), str(exc))
             return
         self.settings = settings
         self.engine = engine
@@ -81,8 +77,8 @@ class MonitorMiddleware:
             self._api = build_api(self.engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.failure is not None:
-            await self._unmonitored(scope, receive, send)
+        if self.off is not None:
+            await self.off(scope, receive, send)
             return
         scope_type = scope["type"]
         if scope_type == "http":
@@ -97,12 +93,12 @@ class MonitorMiddleware:
                 ):
                     # Served without lifespan events, the first request starts the engine.
                     if not self.engine.running and not self._start():
-                        await self._unmonitored(scope, receive, send)
+                        await self.off(scope, receive, send)  # type: ignore[misc]
                         return
                     await self._api({**scope, "root_path": root + prefix}, receive, send)
                     return
             if not self.engine.running and not self._start():
-                await self._unmonitored(scope, receive, send)
+                await self.off(scope, receive, send)  # type: ignore[misc]
                 return
             await self._monitor(scope, receive, send)
         elif scope_type == "lifespan":
@@ -110,48 +106,25 @@ class MonitorMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    def _start(self) -> bool:
-        """Start the engine; False (and monitoring off) when it cannot start."""
+    def _start(self, *, logged: bool = False) -> bool:
+        """Start the engine; when it cannot start, monitoring is off and this is False."""
         try:
             self.engine.start()
         except Exception as exc:  # the model's traffic must flow whatever the monitor's state
-            self.failure = f"the monitoring engine failed to start: {exc}"
+            reason = f"the monitoring engine failed to start: {exc}"
+            self.off = MonitoringOff(self.app, self._prefix, reason, logged=logged)
+            if logged:
+                logger.error("inferwatch is off, requests pass through: %s", reason)
             return False
         return True
-
-    async def _unmonitored(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Monitoring is off: fail start-up, or pass traffic through and say why on /readyz."""
-        failure = self.failure or ""
-        if scope["type"] == "lifespan":
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                # uvicorn logs the message and exits non-zero without a traceback.
-                await send({"type": "lifespan.startup.failed", "message": failure})
-                return
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if not self._failure_logged:
-            self._failure_logged = True
-            logger.error("inferwatch is off, requests pass through: %s", failure)
-        if scope["type"] == "http":
-            root: str = scope.get("root_path", "")
-            path: str = scope["path"]
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            prefix = self._prefix
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                await _answer_off(path[len(prefix) :], failure, send)
-                return
-        await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.engine
 
         async def lifespan_receive() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.startup" and not self._start():
-                self._failure_logged = True
-                logger.error("inferwatch is off, requests pass through: %s", self.failure)
+            if message["type"] == "lifespan.startup":
+                self._start(logged=True)  # start-up goes on: the model serves unmonitored
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -291,26 +264,6 @@ class MonitorMiddleware:
             return _OTHER
         self._routes.add(label)
         return label
-
-
-def _fallback_prefix(values: dict[str, Any]) -> str:
-    """Where the monitor API would answer, as far as settings that failed to load tell."""
-    prefix = values.get("api_prefix") or os.environ.get("INFERWATCH_API_PREFIX") or "/monitor"
-    if isinstance(prefix, str) and prefix.startswith("/") and not prefix.endswith("/"):
-        return prefix
-    return "/monitor"
-
-
-async def _answer_off(path: str, failure: str, send: Send) -> None:
-    """The monitor API while monitoring is off: alive, never ready, and why."""
-    if path == "/healthz":
-        status, body = 200, {"status": "ok"}
-    else:
-        status, body = 503, {"status": "unavailable", "reasons": [failure]}
-    content = orjson.dumps(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
 
 
 def _text(value: bytes | None) -> str | None:
