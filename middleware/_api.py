@@ -7,7 +7,6 @@ that read the log store run in worker threads with cursors of their own.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from ._access import guard
 from ._dashboard import dashboard_endpoint, dashboard_page, health_history, parse_points
 from ._engine import Engine
 from ._errors import MonitorError
@@ -46,20 +46,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _require_token(engine: Engine, handler: Handler) -> Handler:
-    token = engine.settings.admin_token
-
-    async def guarded(request: Request) -> Response:
-        if token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse(
-                    {"error": "this endpoint needs Authorization: Bearer <admin token>"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return await handler(request)
-
-    return guarded
+    return guard(engine.settings.admin_token, handler, JSONResponse)
 
 
 def _query_time(request: Request, name: str) -> datetime | None:
@@ -228,12 +215,12 @@ def build_api(engine: Engine) -> Starlette:
         Route("/health", health),
         Route("/health/history", history),
         Route("/metrics", metrics),
-        Route("/drift", drift),
+        Route("/drift", _require_token(engine, drift)),
         Route("/drift/check", _require_token(engine, drift_check), methods=["POST"]),
-        Route("/drift/history", drift_history),
+        Route("/drift/history", _require_token(engine, drift_history)),
         Route("/labels", _require_token(engine, labels), methods=["POST"]),
         Route("/evaluation", evaluation),
-        Route("/alerts", alerts),
+        Route("/alerts", _require_token(engine, alerts)),
         Route("/export/{table}.parquet", _require_token(engine, export)),
         Route("/openapi.json", openapi_endpoint(engine.settings.admin_token is not None)),
         Route(

@@ -49,7 +49,12 @@ def _without_histograms(report: dict[str, Any]) -> dict[str, Any]:
 
 
 class BaselineFile:
-    """A baseline path, loaded again whenever the file behind it changes."""
+    """A baseline path, loaded again whenever the file behind it changes.
+
+    The file must be readable when it is first given: a missing or broken baseline at start is
+    a bad setting (:class:`MonitorError`). Later it may go and come back; the last good one
+    stays in force meanwhile.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
@@ -57,8 +62,13 @@ class BaselineFile:
         self.error: str | None = None
         self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
+        self._quiet = False
         if path is not None:
+            self._quiet = True  # the caller reports this one
             self.refresh()
+            self._quiet = False
+            if self.baseline is None:
+                raise MonitorError(f"Bad value for setting baseline: {self.error}")
 
     def refresh(self) -> Baseline | None:
         """The baseline in force, after re-reading the file if it changed.
@@ -75,7 +85,7 @@ class BaselineFile:
             except OSError as exc:
                 # Forget the stamp: the same file put back (a rename, a restore) is read again.
                 self._stamp = None
-                self._failed(f"Cannot read the baseline {self.path!r}: {exc.strerror}")
+                self._failed(f"cannot read baseline file {self.path}: {exc.strerror}")
                 return self.baseline
             if stamp == self._stamp:
                 return self.baseline
@@ -97,7 +107,7 @@ class BaselineFile:
         reason = reason.rstrip(". ") + "."
         if self.baseline is not None:
             reason += " The last good baseline stays in force."
-        if reason != self.error:
+        if reason != self.error and not self._quiet:
             logger.warning("inferwatch: %s", reason)
         self.error = reason
 

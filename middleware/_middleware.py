@@ -14,6 +14,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._engine import Engine
+from ._errors import MonitorError
+from ._monitor_off import MonitoringOff, fallback_prefix
 from ._request_ids import new_request_id
 from ._settings import Settings
 
@@ -47,12 +49,22 @@ class MonitorMiddleware:
         **values: Any,
     ) -> None:
         self.app = app
-        if settings is None:
-            settings = engine.settings if engine is not None else Settings.load(values)
-        elif values:
+        # Set when monitoring cannot run: the model's traffic then passes through untouched.
+        # Starlette builds its middleware on the first ASGI call, so raising here would make
+        # uvicorn take the lifespan protocol for unsupported and answer every request with a
+        # 500: a bad setting is reported through lifespan.startup.failed, /readyz and the log.
+        self.off: MonitoringOff | None = None
+        if settings is not None and values:
             raise TypeError("Pass either settings or keyword settings, not both.")
+        try:
+            if settings is None:
+                settings = engine.settings if engine is not None else Settings.load(values)
+            engine = engine if engine is not None else Engine(settings)
+        except MonitorError as exc:
+            self.off = MonitoringOff(app, fallback_prefix(values), str(exc))
+            return
         self.settings = settings
-        self.engine = engine if engine is not None else Engine(settings)
+        self.engine = engine
         self._sample_rate = settings.sample_rate
         self._max_body = settings.max_body_bytes
         self._max_routes = settings.max_routes
@@ -65,6 +77,9 @@ class MonitorMiddleware:
             self._api = build_api(self.engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.off is not None:
+            await self.off(scope, receive, send)
+            return
         scope_type = scope["type"]
         if scope_type == "http":
             if self._api is not None:
@@ -76,15 +91,32 @@ class MonitorMiddleware:
                 if path.startswith(prefix) and (
                     len(path) == len(prefix) or path[len(prefix)] == "/"
                 ):
-                    if not self.engine.running:
-                        self.engine.start()  # served without lifespan events
+                    # Served without lifespan events, the first request starts the engine.
+                    if not self.engine.running and not self._start():
+                        await self.off(scope, receive, send)  # type: ignore[misc]
+                        return
                     await self._api({**scope, "root_path": root + prefix}, receive, send)
                     return
+            if not self.engine.running and not self._start():
+                await self.off(scope, receive, send)  # type: ignore[misc]
+                return
             await self._monitor(scope, receive, send)
         elif scope_type == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _start(self, *, logged: bool = False) -> bool:
+        """Start the engine; when it cannot start, monitoring is off and this is False."""
+        try:
+            self.engine.start()
+        except Exception as exc:  # the model's traffic must flow whatever the monitor's state
+            reason = f"the monitoring engine failed to start: {exc}"
+            self.off = MonitoringOff(self.app, self._prefix, reason, logged=logged)
+            if logged:
+                logger.error("inferwatch is off, requests pass through: %s", reason)
+            return False
+        return True
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.engine
@@ -92,7 +124,7 @@ class MonitorMiddleware:
         async def lifespan_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                engine.start()
+                self._start(logged=True)  # start-up goes on: the model serves unmonitored
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -105,8 +137,6 @@ class MonitorMiddleware:
 
     async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.engine
-        if not engine.running:
-            engine.start()  # served without lifespan events
         tracker = engine.efficiency
         tracker.in_flight += 1
         started = time.perf_counter()

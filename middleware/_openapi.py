@@ -228,12 +228,17 @@ _LIMIT = _query("limit", {"type": "integer"}, "how many at most (kept to 1..1000
 def openapi_document(*, token_required: bool = False, server: str = "") -> dict[str, Any]:
     """The OpenAPI 3.1 document of the monitor API.
 
-    ``token_required`` marks the guarded routes (POST endpoints, exports, the dashboard) as
-    needing the bearer token, as they do when ``admin_token`` is set; ``server`` is the path the
-    API is served under (``api_prefix`` in the middleware, empty on the sidecar's admin port).
+    ``token_required`` marks the guarded routes (``middleware/_access.py``) as needing the bearer
+    token, as they do when ``admin_token`` is set; without it they answer 403 to requests from
+    beyond loopback. ``server`` is the path the API is served under (``api_prefix`` in the
+    middleware, empty on the sidecar's admin port).
     """
     guarded: dict[str, Any] = {"security": [{"adminToken": []}]} if token_required else {}
-    unauthorized = {"401": _error("the admin token is missing or wrong")} if token_required else {}
+    unauthorized = (
+        {"401": _error("the admin token is missing or wrong")}
+        if token_required
+        else {"403": _error("no admin_token is set and the request came from beyond loopback")}
+    )
     unavailable = _error("the log store is unavailable")
     paths: dict[str, Any] = {
         "/healthz": {
@@ -303,8 +308,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
             "get": {
                 "summary": "The latest skew check (one is run if none has been)",
                 "operationId": "drift",
+                **guarded,
                 "responses": {
                     "200": _json(_ref("DriftReport"), "the latest report"),
+                    **unauthorized,
                     "503": unavailable,
                 },
             }
@@ -325,8 +332,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
             "get": {
                 "summary": "Earlier skew checks, newest first",
                 "operationId": "driftHistory",
+                **guarded,
                 "parameters": [_SINCE, _LIMIT],
                 "responses": {
+                    **unauthorized,
                     "200": _json(
                         _object({"reports": {"type": "array", "items": _ref("DriftReport")}}),
                         "earlier reports",
@@ -378,8 +387,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
             "get": {
                 "summary": "Alerts firing, sent and resolved",
                 "operationId": "alerts",
+                **guarded,
                 "parameters": [_SINCE, _LIMIT],
                 "responses": {
+                    **unauthorized,
                     "200": _json(_ref("Alerts"), "active alerts, history and channels"),
                     "400": _error("a bad since or limit"),
                 },
@@ -431,7 +442,7 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                             }
                         }
                         if token_required
-                        else {}
+                        else unauthorized
                     ),
                 },
             }

@@ -11,13 +11,22 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import MonitorError
 
-__all__ = ["SETTING_FIELDS", "Settings", "parse_duration", "parse_size", "settings_table"]
+__all__ = [
+    "SETTING_FIELDS",
+    "Settings",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+    "settings_table",
+    "shown_default",
+]
 
 ENV_PREFIX = "INFERWATCH_"
 
@@ -68,6 +77,25 @@ def parse_size(value: str | int) -> int:
     if size < 0:
         raise ValueError(f"{value!r} is not a size of zero or more bytes")
     return size
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as users write it: ``1m``, ``7d``, ``90s``, ``250ms``."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if 0 < seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """A size as users write it: ``1MiB``, ``2GiB``, ``64KiB`` or plain bytes."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _SIZE_UNITS[unit.lower()]
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
 
 
 def _parse_bool(value: str | bool) -> bool:
@@ -139,26 +167,53 @@ _PARSERS = {
 
 
 def _setting(
-    default: Any, kind: str, help: str, *, modes: str = "all", secret: bool = False
+    default: Any,
+    kind: str,
+    help: str,
+    *,
+    modes: str = "all",
+    secret: bool = False,
+    common: bool = False,
+    metavar: str | None = None,
 ) -> Any:
+    """A field with what the CLI and the README need: ``common`` ones lead ``--help``."""
     return field(
         default=default,
         repr=not secret,
-        metadata={"kind": kind, "help": help, "modes": modes, "secret": secret},
+        metadata={
+            "kind": kind,
+            "help": help,
+            "modes": modes,
+            "secret": secret,
+            "level": "common" if common else "advanced",
+            "metavar": metavar or _METAVARS.get(kind, kind.upper()),
+        },
     )
+
+
+_METAVARS = {"names": "NAMES", "pid": "PID", "threads": "COUNT", "float": "NUMBER"}
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every inferwatch setting. Build it with :meth:`Settings.load`, never field by field."""
 
-    db: str = _setting("inferwatch.duckdb", "text", "DuckDB log store file.")
-    baseline: str | None = _setting(None, "text", "Baseline JSON file; none = no skew checks.")
-    sample_rate: float = _setting(
-        1.0, "fraction", "Share of requests whose payloads are stored (5xx always are)."
+    db: str = _setting(
+        "inferwatch.duckdb", "text", "DuckDB log store file.", common=True, metavar="FILE"
     )
-    check_interval: float = _setting(60.0, "duration", "Time between skew checks.")
-    window: float = _setting(3600.0, "duration", "How much recent traffic a skew check reads.")
+    baseline: str | None = _setting(
+        None, "text", "Baseline JSON file; none = no skew checks.", common=True, metavar="FILE"
+    )
+    sample_rate: float = _setting(
+        1.0,
+        "fraction",
+        "Share of requests whose payloads are stored (5xx always are).",
+        common=True,
+    )
+    check_interval: float = _setting(60.0, "duration", "Time between skew checks.", common=True)
+    window: float = _setting(
+        3600.0, "duration", "How much recent traffic a skew check reads.", common=True
+    )
     min_rows: int = _setting(100, "count", "Fewest rows a skew check gives a verdict on.")
     max_window_rows: int = _setting(
         500_000,
@@ -180,7 +235,10 @@ class Settings:
         86400.0, "duration", "How far back evaluation joins labels with predictions."
     )
     max_body_bytes: int = _setting(
-        1_048_576, "size", "Largest request or response body captured; larger ones are counted."
+        1_048_576,
+        "size",
+        "Largest request or response body captured; larger ones are counted.",
+        common=True,
     )
     db_memory: int = _setting(
         128 * 2**20, "size", "Memory DuckDB may use for the log store (caches and checks)."
@@ -190,15 +248,30 @@ class Settings:
         "threads",
         "Threads DuckDB may use (default: the CPUs this process may run on, within its cgroup).",
     )
-    retention: float = _setting(7 * 86400.0, "duration", "Age after which logged rows are deleted.")
+    retention: float = _setting(
+        7 * 86400.0, "duration", "Age after which logged rows are deleted.", common=True
+    )
     max_db_bytes: int = _setting(
-        2 * 2**30, "size", "Size of stored data above which the oldest rows are deleted."
+        2 * 2**30,
+        "size",
+        "Size of stored data above which the oldest rows are deleted.",
+        common=True,
     )
     admin_token: str | None = _setting(
-        None, "text", "Bearer token that POST endpoints and the dashboard require.", secret=True
+        None,
+        "text",
+        "Bearer token that the dashboard, exports, labels and checks require; without one they "
+        "answer only on loopback.",
+        secret=True,
+        common=True,
+        metavar="TOKEN",
     )
-    redact: tuple[str, ...] = _setting((), "names", "Field names never stored (comma-separated).")
-    api_prefix: str = _setting("/monitor", "text", "Path of the monitor API.", modes="middleware")
+    redact: tuple[str, ...] = _setting(
+        (), "names", "Field names never stored (comma-separated).", common=True
+    )
+    api_prefix: str = _setting(
+        "/monitor", "text", "Path of the monitor API.", modes="middleware", common=True
+    )
     queue_size: int = _setting(
         10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
     )
@@ -302,16 +375,36 @@ class Settings:
         0.01, "fraction", "Share of sampled requests dropped at which health is degraded."
     )
     upstream: str | None = _setting(
-        None, "text", "Model server URL the sidecar forwards to.", modes="sidecar"
+        None,
+        "text",
+        "Model server URL the sidecar forwards to.",
+        modes="sidecar",
+        common=True,
+        metavar="URL",
     )
     host: str = _setting(
-        "0.0.0.0", "text", "Address the sidecar's proxy listens on.", modes="sidecar"
+        "0.0.0.0",
+        "text",
+        "Address the sidecar's proxy listens on.",
+        modes="sidecar",
+        common=True,
+        metavar="ADDRESS",
     )
-    port: int = _setting(8000, "port", "Port of the sidecar's proxy.", modes="sidecar")
+    port: int = _setting(8000, "port", "Port of the sidecar's proxy.", modes="sidecar", common=True)
+    # On every address by default: kubelet probes and Prometheus reach the admin port from the
+    # node and the pod network. What exposes payloads or changes state is closed there unless
+    # admin_token is set (middleware/_access.py).
     admin_host: str = _setting(
-        "0.0.0.0", "text", "Address of the sidecar's monitor API.", modes="sidecar"
+        "0.0.0.0",
+        "text",
+        "Address of the sidecar's monitor API.",
+        modes="sidecar",
+        common=True,
+        metavar="ADDRESS",
     )
-    admin_port: int = _setting(8001, "port", "Port of the sidecar's monitor API.", modes="sidecar")
+    admin_port: int = _setting(
+        8001, "port", "Port of the sidecar's monitor API.", modes="sidecar", common=True
+    )
     upstream_timeout: float = _setting(
         300.0,
         "duration",
@@ -338,6 +431,8 @@ class Settings:
         "Upstream route whose 2xx answer makes /readyz ready; default: found from the upstream "
         "(/v2/health/ready, /v1/models, /health, /healthz, else a TCP connect).",
         modes="sidecar",
+        common=True,
+        metavar="PATH",
     )
     upstream_max_connections: int = _setting(
         100,
@@ -361,11 +456,17 @@ class Settings:
 
     @classmethod
     def load(
-        cls, values: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+        cls,
+        values: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        given_as: Callable[[str], str] | None = None,
     ) -> Settings:
         """Build settings from keywords (or flags), then the environment, then defaults.
 
-        A bad value raises :class:`MonitorError` with one line naming the setting.
+        A bad value raises :class:`MonitorError` with one line naming the setting: as
+        ``given_as(name)`` when it came from ``values`` (the CLI names its flags), as the
+        environment variable when it came from there.
         """
         values = dict(values or {})
         environ = os.environ if environ is None else environ
@@ -377,7 +478,8 @@ class Settings:
         for spec in dataclasses.fields(cls):
             env_name = ENV_PREFIX + spec.name.upper()
             if values.get(spec.name) is not None:
-                raw, source = values[spec.name], f"setting {spec.name}"
+                raw = values[spec.name]
+                source = given_as(spec.name) if given_as else f"setting {spec.name}"
             elif environ.get(env_name, "") != "":
                 raw, source = environ[env_name], env_name
             else:
@@ -415,6 +517,20 @@ class Settings:
 SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
 
 
+def shown_default(spec: dataclasses.Field[Any]) -> str:
+    """A setting's default as users write it (``1m``, ``1MiB``); empty when there is none."""
+    default, kind = spec.default, spec.metadata["kind"]
+    if default is None:
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(default)
+    if kind == "duration":
+        return format_duration(default)
+    if kind == "size":
+        return format_size(default)
+    return str(default)
+
+
 def settings_table() -> str:
     """The README's settings table, generated from :class:`Settings`."""
     lines = [
@@ -422,13 +538,7 @@ def settings_table() -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for spec in SETTING_FIELDS:
-        default = spec.default
-        if isinstance(default, tuple):
-            shown = ",".join(default) or "(none)"
-        elif default is None:
-            shown = "(none)"
-        else:
-            shown = str(default)
+        shown = shown_default(spec) or "(none)"
         meta = spec.metadata
         lines.append(
             f"| `{spec.name}` | `--{spec.name.replace('_', '-')}` | "

@@ -4,109 +4,74 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import click
 
-from middleware import MonitorError, Settings
-from middleware._settings import SETTING_FIELDS, parse_duration
+from middleware import MonitorError
 
 from ._cli_checks import baseline, check, labels
+from ._cli_options import (
+    Duration,
+    Group,
+    IsoTime,
+    load_settings,
+    open_store,
+    option,
+    setting_options,
+    settings_options,
+)
 
 __all__ = ["main", "settings_options"]
 
-
-def settings_options(mode: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add one ``--flag`` per setting of ``mode`` (``all`` settings plus the mode's own)."""
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for spec in reversed(SETTING_FIELDS):
-            if spec.metadata["modes"] not in {"all", mode}:
-                continue
-            flag = "--" + spec.name.replace("_", "-")
-            env = "INFERWATCH_" + spec.name.upper()
-            default = spec.default
-            shown = (
-                "none"
-                if default is None
-                else ",".join(default)
-                if isinstance(default, tuple)
-                else default
-            )
-            command = click.option(
-                flag,
-                spec.name,
-                default=None,
-                metavar=spec.metadata["kind"].upper(),
-                help=f"{spec.metadata['help']} [env {env}; default {shown}]",
-            )(command)
-        return command
-
-    return decorate
+_RATE = click.FloatRange(min=0.1)
+_RATE.name = "number"  # "'x' is not a valid number", not "... a valid float range"
 
 
-def load_settings(values: dict[str, Any]) -> Settings:
-    """Settings from parsed flags; a bad value ends the program with one line."""
-    known = {spec.name for spec in SETTING_FIELDS}
-    try:
-        return Settings.load({k: v for k, v in values.items() if k in known})
-    except MonitorError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="inferwatch")
 def main() -> None:
-    """inferwatch: monitoring for self-hosted model endpoints."""
+    """inferwatch: monitoring for self-hosted model endpoints.
 
-
-def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not an ISO-8601 time") from exc
+    Exit status: 0 success, 1 drift or skew found (check), 2 bad input (one line on stderr),
+    3 nothing to check (check).
+    """
 
 
 @main.command()
-@click.option("--db", "db", required=True, help="A log store file that no process has open.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder.")
-@click.option("--since", default=None, help="ISO-8601 start time (UTC).")
-@click.option("--until", default=None, help="ISO-8601 end time (UTC).")
-@click.option(
-    "--tables",
-    default=None,
-    metavar="A,B",
-    help="Tables to write, comma-separated; default all: requests, features, labels, "
-    "efficiency, resources, drift_reports, alerts, alert_deliveries.",
-)
-def export(db: str, out: str, since: str | None, until: str | None, tables: str | None) -> None:
+@setting_options("db")
+@option("--out", "out", required=True, type=click.Path(file_okay=False), level="required",
+        help="Folder the Parquet files are written into.")  # fmt: skip
+@option("--since", type=IsoTime(), default=None, help="Start time, ISO-8601 (UTC).")
+@option("--until", type=IsoTime(), default=None, help="End time, ISO-8601 (UTC).")
+@option("--tables", default=None, metavar="A,B",
+        help="Tables to write, comma-separated. [default: all of them]")  # fmt: skip
+def export(
+    db: str | None, out: str, since: datetime | None, until: datetime | None, tables: str | None
+) -> None:
     """Write the log store's tables as Parquet files into OUT, one file per table.
 
     A running monitor holds its file; export from it with GET /export/TABLE.parquet instead.
     """
-    from middleware._store import EXPORT_TABLES, Store
+    from middleware._store import EXPORT_TABLES
 
     chosen = list(EXPORT_TABLES) if tables is None else [t.strip() for t in tables.split(",")]
     unknown = [t for t in chosen if t not in EXPORT_TABLES]
     if unknown or not chosen:
         raise click.UsageError(
-            f"--tables: no table {(unknown or [''])[0]!r}; choose from {', '.join(EXPORT_TABLES)}."
+            f"Bad value for --tables: no table {(unknown or [''])[0]!r}; "
+            f"choose from {', '.join(EXPORT_TABLES)}."
         )
-    if not os.path.exists(db):
-        raise click.UsageError(f"No log store at {db!r}.")
-    try:
-        store = Store(db, read_only=True)
-    except MonitorError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = load_settings({"db": db})
+    store = open_store(settings.db, busy_hint=" Export from a running monitor with GET /export.")
     os.makedirs(out, exist_ok=True)
     try:
         for table in dict.fromkeys(chosen):
             path = os.path.join(out, f"{table}.parquet")
-            rows = store.export_parquet(table, path, _parse_time(since), _parse_time(until))
+            rows = store.export_parquet(table, path, since, until)
             click.echo(f"{path}: {rows} rows")
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -115,7 +80,7 @@ def export(db: str, out: str, since: str | None, until: str | None, tables: str 
 
 
 @main.command()
-@settings_options("sidecar")
+@settings_options("sidecar", required=("upstream",))
 def sidecar(**values: Any) -> None:
     """Proxy a model server at --upstream URL, monitoring every request.
 
@@ -123,29 +88,27 @@ def sidecar(**values: Any) -> None:
     """
     from ._serve import serve
 
+    settings = load_settings(values, required=("upstream",))
     try:
-        status = serve(load_settings(values))
+        status = serve(settings)
     except MonitorError as exc:
         raise click.UsageError(str(exc)) from exc
     sys.exit(status)
 
 
 @main.command()
-@click.option("--duration", default=None, help="Exit after this long (e.g. 90s); default: Ctrl-C.")
-@click.option("--phase", "phase", default="15s", show_default=True, help="Length of each phase.")
-@click.option("--rate", default=15.0, show_default=True, help="Requests per second it sends.")
-@click.option("--port", default=8000, show_default=True, help="Port of the sidecar's proxy.")
-@click.option("--keep", is_flag=True, help="Keep the demo's folder (store, baseline, summary).")
-def demo(duration: str | None, phase: str, rate: float, port: int, keep: bool) -> None:
+@option("--duration", type=Duration(), default=None,
+        help="Exit after this long (e.g. 90s). [default: until Ctrl-C]")  # fmt: skip
+@option("--phase", type=Duration(), default="15s", help="Length of each phase. [default: 15s]")
+@option("--rate", type=_RATE, default=15.0, metavar="NUMBER",
+        help="Requests per second it sends. [default: 15]")  # fmt: skip
+@setting_options("port")
+@option("--keep", is_flag=True, help="Keep the demo's folder (store, baseline, summary).")
+def demo(duration: float | None, phase: float, rate: float, port: int | None, keep: bool) -> None:
     """Run a model server, the sidecar in front of it, and a day of traffic in minutes."""
     from ._demo import run_demo
 
-    try:
-        seconds = None if duration is None else parse_duration(duration)
-        phase_seconds = parse_duration(phase)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    sys.exit(run_demo(seconds, phase_seconds, rate, port, keep))
+    sys.exit(run_demo(duration, phase, rate, load_settings({"port": port}).port, keep))
 
 
 main.add_command(baseline)

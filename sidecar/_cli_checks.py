@@ -11,33 +11,40 @@ from datetime import datetime
 import click
 
 from middleware import MonitorError
-from middleware._settings import parse_duration
 
-__all__ = ["baseline", "check", "labels"]
+from ._cli_options import Group, IsoTime, load_settings, open_store, option, setting_options
+
+__all__ = ["NOTHING_CHECKED", "baseline", "check", "labels"]
+
+NOTHING_CHECKED = 3
+"""``check``'s exit status when the window held too few rows to judge (none, or under
+``--min-rows``): a CI gate must not pass having checked nothing."""
 
 
-@click.group()
+@click.group(cls=Group)
 def baseline() -> None:
     """Build baselines: the statistics that serving traffic is compared with."""
 
 
 @baseline.command("build")
 @click.argument("data")
-@click.option("--out", default="baseline.json", show_default=True, help="Baseline file to write.")
-@click.option("--label-column", default=None, help="Ground-truth column (stored apart).")
-@click.option("--prediction-column", default=None, help="The model's prediction column.")
-@click.option("--exclude", multiple=True, help="A column to leave out (repeatable).")
-@click.option("--categorical", multiple=True, help="A column to treat as categorical (repeatable).")
-@click.option(
-    "--boolean",
-    "booleans",
-    multiple=True,
-    help="A column whose true/false, yes/no, y/n or 1/0 are booleans (repeatable); other CSV "
-    "text stays text.",
+@option("--out", default="baseline.json", metavar="FILE",
+        help="Baseline file to write. [default: baseline.json]")  # fmt: skip
+@option(
+    "--label-column", default=None, metavar="COLUMN", help="Ground-truth column (stored apart)."
 )
-@click.option("--bins", default=20, show_default=True, help="Quantile bins per numeric feature.")
-@click.option("--since", default=None, help="With a DuckDB log file: ISO-8601 start (UTC).")
-@click.option("--until", default=None, help="With a DuckDB log file: ISO-8601 end (UTC).")
+@option("--prediction-column", default=None, metavar="COLUMN",
+        help="The model's prediction column.")  # fmt: skip
+@option("--exclude", multiple=True, metavar="COLUMN", help="A column to leave out (repeatable).")
+@option("--categorical", multiple=True, metavar="COLUMN",
+        help="A column to treat as categorical (repeatable).")  # fmt: skip
+@option("--boolean", "booleans", multiple=True, metavar="COLUMN",
+        help="A column whose true/false, yes/no, y/n or 1/0 are booleans (repeatable); other "
+        "CSV text stays text.")  # fmt: skip
+@option("--bins", type=click.IntRange(2, 64), default=20, metavar="COUNT",
+        help="Quantile bins per numeric feature. [default: 20]")  # fmt: skip
+@option("--since", type=IsoTime(), default=None, help="With a DuckDB log file: start (UTC).")
+@option("--until", type=IsoTime(), default=None, help="With a DuckDB log file: end (UTC).")
 def build(
     data: str,
     out: str,
@@ -47,23 +54,17 @@ def build(
     categorical: tuple[str, ...],
     booleans: tuple[str, ...],
     bins: int,
-    since: str | None,
-    until: str | None,
+    since: datetime | None,
+    until: datetime | None,
 ) -> None:
     """Summarize DATA (CSV, Parquet, JSON lines, or a DuckDB log file) into a baseline."""
     from middleware._baseline import build_baseline
 
     if not os.path.exists(data):
-        raise click.UsageError(f"No file at {data!r}.")
+        raise click.UsageError(f"Bad value for DATA: no file at {data!r}.")
     time_range = None
     if since or until:
-        try:
-            time_range = (
-                datetime.fromisoformat(since) if since else datetime(1970, 1, 1),
-                datetime.fromisoformat(until) if until else datetime(9999, 1, 1),
-            )
-        except ValueError as exc:
-            raise click.UsageError(f"--since/--until: {exc}.") from exc
+        time_range = (since or datetime(1970, 1, 1), until or datetime(9999, 1, 1))
     started = time.monotonic()
 
     def progress(line: str) -> None:
@@ -91,43 +92,35 @@ def build(
     )
 
 
-@click.command()
-@click.option("--db", required=True, help="The DuckDB log store (no other process may hold it).")
-@click.option("--baseline", "baseline_path", required=True, help="The baseline file.")
-@click.option("--window", default="1h", show_default=True, help="Traffic to check, back from now.")
-@click.option("--until", default=None, help="ISO-8601 end of the window (UTC); default now.")
-@click.option("--min-rows", default=100, show_default=True, help="Fewest rows for a verdict.")
-@click.option(
-    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-def check(
-    db: str, baseline_path: str, window: str, until: str | None, min_rows: int, output: str
-) -> None:
+@click.command(cls=Group.command_class)
+@setting_options("baseline", "db", "window", "min_rows", required=("baseline",))
+@option("--until", type=IsoTime(), default=None,
+        help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
+@option("--format", "output", type=click.Choice(["text", "json"]), default="text",
+        help="text for people, json (the /drift report) for scripts. [default: text]")  # fmt: skip
+def check(until: datetime | None, output: str, **values: str | None) -> None:
     """Check the logged traffic against a baseline once.
 
-    Exits 0 when all is well, 1 when drift or skew is found, 2 on bad input.
+    Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
+    rows in the window than --min-rows, none included).
     """
     from middleware._baseline import load_baseline
     from middleware._drift import run_check
-    from middleware._store import Store
 
+    settings = load_settings(values, required=("baseline",))
+    baseline_path = settings.baseline or ""
     try:
-        window_s = parse_duration(window)
-        end = datetime.fromisoformat(until) if until else None
-        if not os.path.exists(db):
-            raise MonitorError(f"No log store at {db!r}.")
         loaded = load_baseline(baseline_path)
-        store = Store(db, read_only=True)
-    except (MonitorError, ValueError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+    except MonitorError as exc:
+        raise click.UsageError(f"Bad value for --baseline: {exc}.") from exc
+    store = open_store(settings.db)
     try:
         report = run_check(
             store.cursor,
             loaded,
-            window_s=window_s,
-            now=end,
-            min_rows=min_rows,
+            window_s=settings.window,
+            now=until,
+            min_rows=settings.min_rows,
             baseline_path=baseline_path,
         )
     finally:
@@ -136,7 +129,16 @@ def check(
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_text(report))
-    sys.exit(1 if report["drift_detected"] or report["skew_detected"] else 0)
+    if report["drift_detected"] or report["skew_detected"]:
+        sys.exit(1)
+    if report["status"] == "insufficient_data":
+        click.echo(
+            f"Nothing to check: {report['window']['rows']} rows in the window, "
+            f"{settings.min_rows} needed (--window, --min-rows).",
+            err=True,
+        )
+        sys.exit(NOTHING_CHECKED)
+    sys.exit(0)
 
 
 def render_text(report: dict) -> str:
@@ -164,34 +166,28 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-@click.group()
+@click.group(cls=Group)
 def labels() -> None:
     """Ground truth: labels joined with the predictions they answer."""
 
 
 @labels.command("import")
 @click.argument("file")
-@click.option("--db", required=True, help="The DuckDB log store (stop the monitor first).")
-def import_labels(file: str, db: str) -> None:
+@setting_options("db")
+def import_labels(file: str, db: str | None) -> None:
     """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp)."""
     from middleware._label_files import import_label_file
-    from middleware._store import Store
 
-    try:
-        if not os.path.exists(db):
-            raise MonitorError(f"No log store at {db!r}.")
-        store = Store(db)
-    except MonitorError as exc:
-        click.echo(
-            f"Error: {exc} A running monitor holds its file: stop it, or POST the labels.",
-            err=True,
-        )
-        sys.exit(2)
+    settings = load_settings({"db": db})
+    store = open_store(
+        settings.db,
+        read_only=False,
+        busy_hint=" A running monitor holds its file: stop it, or POST the labels.",
+    )
     try:
         counts = import_label_file(store, file, progress=lambda line: click.echo(line, err=True))
     except MonitorError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+        raise click.UsageError(str(exc)) from exc
     finally:
         store.close()
     click.echo(

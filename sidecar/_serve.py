@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import gc
 import logging
 import signal
@@ -25,6 +26,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from middleware import MonitorError, MonitorMiddleware, Settings
+from middleware._access import is_loopback
 from middleware._api import build_api
 
 from ._admin import AdminApp, SidecarEngine, UpstreamProbe
@@ -247,9 +249,13 @@ def _bind(host: str, port: int, setting: str) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise MonitorError(
+                f"Port {port} is in use: another process listens on {host}:{port} "
+                f"(setting {setting})."
+            ) from exc
         raise MonitorError(
-            f"Bad value for setting {setting}: cannot listen on {host}:{port}: "
-            f"{exc.strerror or exc}."
+            f"Cannot listen on {host}:{port} (setting {setting}): {exc.strerror or exc}."
         ) from exc
     sock.setblocking(False)
     return sock
@@ -348,6 +354,12 @@ async def _main(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if settings.admin_token is None and not is_loopback(settings.admin_host):
+        logger.warning(
+            "inferwatch: no admin_token is set, so the monitor API answers the dashboard, /drift, "
+            "/alerts, exports, labels and checks only over loopback (403 from beyond it; probes, "
+            "/health and /metrics stay open): set admin_token to reach them from the network"
+        )
     engine.start()
     _settle_gc()
     try:

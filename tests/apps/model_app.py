@@ -7,6 +7,7 @@ run it in a real uvicorn process: ``python -m uvicorn tests.apps.model_app:app``
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from fastapi import FastAPI, Request
@@ -84,7 +85,9 @@ def build_app(monitor: bool = True) -> FastAPI:
         return {"released": True}
 
     if monitor:
-        app.add_middleware(MonitorMiddleware)
+        # MODEL_APP_KEYWORDS: JSON of keyword settings, for tests of keywords given in code.
+        keywords = json.loads(os.environ.get("MODEL_APP_KEYWORDS", "{}"))
+        app.add_middleware(MonitorMiddleware, **keywords)
     return app
 
 

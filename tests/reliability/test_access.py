@@ -11,31 +11,38 @@ import ast
 import base64
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, uvicorn_process
 from tests.reliability.conftest import ADMIN_TOKEN as TOKEN
 from tests.sidecar.conftest import (
     Bystander,
     ModelServer,
     Sidecar,
     raw_request,
+    sidecar_process,
+    start_model_server,
 )
 
 LABELS = [{"request_id": "r1", "label": 1}]
 GUARDED = [
+    ("GET", "/drift"),
+    ("GET", "/drift/history"),
+    ("GET", "/alerts"),
     ("POST", "/drift/check"),
     ("POST", "/labels"),
     ("GET", "/dashboard"),
     ("GET", "/export/requests.parquet"),
     ("GET", "/export/features.parquet?since=2020-01-01T00:00:00"),
 ]
-OPEN = ["/healthz", "/health", "/metrics", "/drift/history", "/alerts", "/openapi.json"]
+OPEN = ["/healthz", "/health", "/metrics", "/openapi.json"]
 WRONG: dict[str, bytes | None] = {
     "missing": None,
     "empty": b"",
@@ -162,7 +169,7 @@ def test_the_token_is_only_ever_compared_in_constant_time() -> None:
     ]
     for path in sources:
         assert _token_comparisons(path.read_text()) == [], path
-    api = (ROOT / "middleware" / "_api.py").read_text()
+    api = (ROOT / "middleware" / "_access.py").read_text()
     assert "hmac.compare_digest(" in api
     # the dashboard's sign-in page compares nothing itself: it resends the token as the header
     signin = (ROOT / "middleware" / "static" / "signin.js").read_text()
@@ -261,3 +268,87 @@ def test_userinfo_ipv6_and_upgrade_tricks_reach_only_the_upstream(
         host = [value for name, value in request["headers"] if name == "host"]
         assert host == [f"127.0.0.1:{guarded_upstream.port}"], request
     assert bystander.accepted == 0
+
+
+# ------------------------------------------------------------------ without a token
+
+
+def _outside_address() -> str:
+    """A non-loopback address of this host, to send from: the servers still listen on loopback."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    pytest.skip("this host has no IPv4 address beyond loopback to send from")
+
+
+@pytest.fixture(scope="module", params=["middleware", "sidecar"])
+def open_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """The monitor API in each form with no admin token, listening on 127.0.0.1."""
+    folder = tmp_path_factory.mktemp(f"open-{request.param}")
+    if request.param == "middleware":
+        env = {"INFERWATCH_DB": str(folder / "app.duckdb"), "INFERWATCH_ADMIN_TOKEN": ""}
+        with uvicorn_process("tests.apps.model_app:app", env=env) as (_, url):
+            yield Api(int(url.rsplit(":", 1)[1]), "/monitor")
+        return
+    model = start_model_server()
+    try:
+        with sidecar_process(model.url, folder) as running:
+            yield Api(running.admin_port, "")
+    finally:
+        model.stop()
+
+
+def _call(api: Api, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    body = LABELS if path == "/labels" else None
+    return httpx.request(method, api.url + path, json=body, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize(("method", "path"), GUARDED)
+def test_without_a_token_loopback_clients_reach_every_route(
+    open_api: Api, method: str, path: str
+) -> None:
+    answer = _call(open_api, method, path)
+    assert answer.status_code == 200, answer.text[:300]
+
+
+@pytest.mark.parametrize(("method", "path"), GUARDED)
+def test_without_a_token_clients_beyond_loopback_are_refused_with_the_reason(
+    open_api: Api, method: str, path: str
+) -> None:
+    source = _outside_address()
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as outside:
+        answer = outside.request(
+            method, open_api.url + path, json=LABELS if path == "/labels" else None, timeout=30
+        )
+    assert answer.status_code == 403, answer.text[:300]
+    assert "set admin_token (INFERWATCH_ADMIN_TOKEN)" in answer.json()["error"]
+    relayed = _call(open_api, method, path, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert relayed.status_code == 403  # a proxy on this host relayed someone else's request
+
+
+def test_without_a_token_probes_and_metrics_stay_open_beyond_loopback(open_api: Api) -> None:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=_outside_address())) as outside:
+        for path in ("/healthz", "/health", "/metrics", "/openapi.json"):
+            assert outside.get(open_api.url + path, timeout=30).status_code == 200, path
+        assert outside.get(open_api.url + "/readyz", timeout=30).status_code in (200, 503)
+
+
+@pytest.mark.parametrize(("method", "path"), GUARDED)
+def test_with_a_token_clients_beyond_loopback_get_in_with_it(
+    api: Api, method: str, path: str
+) -> None:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=_outside_address())) as outside:
+        body = LABELS if path == "/labels" else None
+        refused = outside.request(method, api.url + path, json=body, timeout=30)
+        assert refused.status_code == 401
+        answer = outside.request(
+            method,
+            api.url + path,
+            json=body,
+            timeout=30,
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+    assert answer.status_code == 200, answer.text[:300]

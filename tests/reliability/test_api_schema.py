@@ -97,7 +97,15 @@ def test_the_document_lists_every_route(monitor_url: str) -> None:
     guarded = {
         path for path, item in document["paths"].items() for op in item.values() if "security" in op
     }
-    assert guarded == {"/drift/check", "/labels", "/export/{table}.parquet", "/dashboard"}
+    assert guarded == {
+        "/drift",
+        "/drift/check",
+        "/drift/history",
+        "/alerts",
+        "/labels",
+        "/export/{table}.parquet",
+        "/dashboard",
+    }
     assert "security" not in str(openapi_document(token_required=False)["paths"])
 
 

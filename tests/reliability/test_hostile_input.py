@@ -148,7 +148,7 @@ def test_hostile_names_are_stored_exactly_and_shown_as_text(
     unexpected = {a["feature"] for a in report["schema_anomalies"]}
     assert set(STORED) <= unexpected, unexpected
     assert b'"feature":"\\""' in checked.content  # the quote is escaped, not closing the string
-    assert json.loads(httpx.get(api + "/drift", timeout=30).content) == report
+    assert json.loads(httpx.get(api + "/drift", headers=AUTH, timeout=30).content) == report
 
     # The dashboard shows them as text; nothing in them runs.
     chromium = request.getfixturevalue("browser")
