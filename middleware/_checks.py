@@ -136,6 +136,8 @@ class DriftChecks:
                 now=now,
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
+                prediction_output=settings.prediction_output,
+                inputs=engine.writer.naming_report(),
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1

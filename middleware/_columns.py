@@ -8,7 +8,7 @@ costs a model server, and a Python loop costs about three times as much per valu
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -75,6 +75,13 @@ class Columnizer:
         self._hints = hints
         self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
         self.ids = ColumnIds()
+        self.naming: Counter[str] = Counter()  # requests by how their columns were named
+
+    def naming_report(self) -> dict[str, Any]:
+        """How request columns were named (``_payload.NAMING``): the usual way and the counts."""
+        counts = dict(self.naming)
+        method = max(counts, key=counts.__getitem__) if counts else None
+        return {"method": method, "requests": counts}
 
     def load(self, columns: list[tuple[int, str, str, str]]) -> None:
         """Take up a store's ``feature_columns`` rows: its names count toward the cap."""
@@ -118,6 +125,8 @@ class Columnizer:
             )
             if parsed_in.status == "parse_error":
                 counters.parse_errors += 1
+            if parsed_in.names is not None:
+                self.naming[parsed_in.names] += 1
             for role, parsed in enumerate((parsed_in, parsed_out)):
                 statuses[role].append(parsed.status)
                 row_counts[role].append(len(parsed.rows))

@@ -158,10 +158,11 @@ class Engine:
             report = evaluate(
                 cursor,
                 window_s=settings.evaluation_window,
-                prediction=settings.prediction_field,
+                prediction=settings.prediction_output,
                 probability=settings.probability_field,
                 task=settings.task,
                 baseline_quality=baseline.quality if baseline else None,
+                expected=_expected(baseline),
                 min_labels=settings.min_labels,
             )
         finally:
@@ -312,6 +313,12 @@ class Engine:
             "rows_evicted": counters.rows_evicted,
             "last_error": self.writer.last_error,
         }
+
+
+def _expected(baseline: Any) -> tuple[str, str] | None:
+    """The baseline's prediction column: (name, dtype), which picks the output evaluated."""
+    entry = baseline.prediction if baseline is not None else None
+    return (entry.name, entry.dtype) if entry is not None else None
 
 
 _ROW_TABLES = {

@@ -42,6 +42,7 @@ def evaluate(
     probability: str | None = None,
     task: str | None = None,
     baseline_quality: dict[str, Any] | None = None,
+    expected: tuple[str, str] | None = None,
     margin: float = DEFAULT_MARGIN,
     regression_margin: float = DEFAULT_REGRESSION_MARGIN,
     min_labels: int = 30,
@@ -51,7 +52,8 @@ def evaluate(
     A prediction is placed in time by its capture (``features.ts``) and the window is split
     into ``buckets`` equal parts. ``prediction``, ``probability`` (a field, or the name of a
     ``name[i]`` vector) and ``task`` (``classification`` or ``regression``) override what is
-    inferred. ``baseline_quality`` is the baseline's ``quality`` section. ``cursor`` is the
+    inferred. ``baseline_quality`` is the baseline's ``quality`` section and ``expected`` its
+    prediction column's (name, dtype), which picks the output to read. ``cursor`` is the
     caller's own; the temporary table made on it is dropped before returning. A store that
     cannot be read raises :class:`MonitorError`.
     """
@@ -63,6 +65,7 @@ def evaluate(
         "evaluated_at": _iso(end),
         "task": None,
         "prediction_field": None,
+        "prediction_reason": None,
         "probability_field": None,
         "window": {"start": _iso(span["start"]), "end": _iso(end), "seconds": window_s},
         "coverage": None,
@@ -80,13 +83,14 @@ def evaluate(
         if not fields:
             report["reasons"].append("No predictions were captured in the window.")
             return report
-        choice = choose_fields(fields, prediction, probability)
+        choice = choose_fields(fields, prediction, probability, *(expected or ()))
         report["notes"] = choice.notes
         if choice.prediction is None:
             report["status"] = "unknown_prediction"
             report["reasons"].append(choice.notes[-1])
             return report
         report["prediction_field"] = choice.prediction + ("[*]" if choice.argmax else "")
+        report["prediction_reason"] = choice.reason
         rows = _joined(cursor, span, choice, task, report)
         base = choice.vector[0] if choice.argmax else choice.prediction
         counts = fields[base]["buckets"] if base in fields else np.zeros(buckets, np.int64)

@@ -16,7 +16,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ParseLimits", "Parsed", "parse_request", "parse_response"]
+__all__ = ["NAMING", "ParseLimits", "Parsed", "parse_request", "parse_response"]
+
+NAMING = ("by_name", "positional", "metadata", "as_sent")
+"""How a request's columns got their names: the payload's own names, the baseline's column order
+by position, the model server's metadata, or names made up from positions (``f0``, ``x[0]``)."""
 
 _MAX_DEPTH = 32
 _MAX_STR = 1024
@@ -47,6 +51,7 @@ class Parsed:
     capped: int = 0
     redacted: int = 0
     detail: str | None = None
+    names: str | None = None  # how input columns were named: see ``NAMING``
 
 
 class _Ctx:
@@ -59,8 +64,16 @@ class _Ctx:
         self.keys_ok: KeysView[str] | None = None
         self.names: list[str] = []
         self.names_ok = True  # no positional name is redacted or too long
+        self.naming: str | None = None
+        self.given = 0  # positional names that came from the caller (the baseline's order)
         if columns:
             self.add_names(columns)
+            self.given = len(self.names)
+
+    def named(self, how: str) -> None:
+        """Note how columns were named; made-up names outweigh every other way."""
+        if self.naming is None or how == "as_sent":
+            self.naming = how
 
     def add_names(self, names: Iterable[object]) -> None:
         new = [n if n.__class__ is str else str(n) for n in names]
@@ -132,6 +145,7 @@ def _put(row: _Row, name: str, key: str | None, v: Any, depth: int, cx: _Ctx) ->
 
 def _record(obj: dict[str, Any], cx: _Ctx, prefix: str = "") -> _Row:
     """One row from an object; a flat, clean object is used as is (orjson made it for us)."""
+    cx.named("by_name")
     if len(obj) <= cx.max_fields and not (prefix and cx.redact) and _clean(obj.values()):
         keys = obj.keys()
         if not prefix and (keys == cx.keys_ok or cx.fits(keys)):
@@ -148,6 +162,7 @@ def _record(obj: dict[str, Any], cx: _Ctx, prefix: str = "") -> _Row:
 
 def _positional(items: list[Any], cx: _Ctx) -> _Row:
     names = cx.positional(len(items))
+    cx.named("positional" if len(items) <= cx.given else "as_sent")
     if cx.names_ok and len(items) <= cx.max_fields and _clean(items):
         return dict(zip(names, items, strict=False))
     row: _Row = {}
@@ -176,6 +191,8 @@ def _split(split: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
     if columns.__class__ is list:  # the body's own column names win over the baseline's
         cx.names, cx.names_ok = [], True
         cx.add_names(columns)
+        cx.given = len(cx.names)
+        cx.named("by_name")
     return [_positional(r if r.__class__ is list else [r], cx) for r in cx.cap_rows(data)]
 
 
@@ -204,9 +221,17 @@ def _is_tensors(v: Any) -> bool:
 
 
 def _tensors(
-    specs: list[dict[str, Any]], tcols: Mapping[str, Sequence[str]] | None, cx: _Ctx
+    specs: list[dict[str, Any]],
+    tcols: Mapping[str, Sequence[str]] | None,
+    cx: _Ctx,
+    inputs: bool = False,
 ) -> list[_Row]:
-    """Open Inference Protocol tensors, merged into one row per batch element."""
+    """Open Inference Protocol tensors, merged into one row per batch element.
+
+    A tensor of shape [N] or [N, 1] is one column named by the tensor; [N, K] gives K columns,
+    named by ``tcols`` (model metadata), else, for the only input tensor of a request whose K
+    is the baseline's feature count, by the baseline's column order, else ``name[i]``.
+    """
     rows: list[_Row] = []
     dropped = 0  # rows beyond max_rows, counted once however many tensors they span
     for spec in specs:
@@ -217,24 +242,31 @@ def _tensors(
         flat = _flat(data, cx) if nested else data
         if shape.__class__ is list and all(d.__class__ is int and d >= 0 for d in shape):
             n, f = (shape[0], math.prod(shape[1:])) if shape else (1, 1)
-            one_d = len(shape) <= 1
         else:  # no usable shape: the nesting gives it
             n = len(data) if nested else len(flat)
-            f, one_d = (len(flat) // n if nested else 1), not nested
+            f = len(flat) // n if nested and n else 1
         if f <= 0:
             continue
         n = min(n, len(flat) // f)
         dropped = max(dropped, n - cx.max_rows)
         n = min(n, cx.max_rows)
-        if one_d:
-            names = [tname]
-        else:
-            given = (tcols or {}).get(tname) or ()
+        given = (tcols or {}).get(tname) or ()
+        if given:
             names = [
                 str(given[i]) if i < len(given) else f"{tname}[{i}]"
                 for i in range(min(f, cx.max_fields))
             ]
-            cx.capped += (f - len(names)) * n
+            cx.named("metadata")
+        elif f == 1:
+            names = [tname]
+            cx.named("by_name")
+        elif inputs and len(specs) == 1 and f == cx.given:
+            names = cx.names[: min(f, cx.max_fields)]
+            cx.named("positional")
+        else:
+            names = [f"{tname}[{i}]" for i in range(min(f, cx.max_fields))]
+            cx.named("as_sent")
+        cx.capped += (f - len(names)) * n
         k = len(names)
         fast = tname not in cx.redact and cx.plain(names) and _clean(flat)
         rows += [{} for _ in range(n - len(rows))]
@@ -249,19 +281,27 @@ def _tensors(
     return rows
 
 
+def _columnar(obj: dict[str, Any], prefix: str, cx: _Ctx) -> list[_Row]:
+    """Column-oriented ``{"col": [v0, v1, ...]}`` as rows; any other object is one record."""
+    cols = list(obj.values())
+    if not cols or not all(c.__class__ is list for c in cols):
+        return [_record(obj, cx, prefix.rstrip("."))]
+    cx.named("by_name")
+    longest = max(map(len, cols))
+    rows: list[_Row] = [{} for _ in range(min(longest, cx.max_rows))]
+    cx.capped += longest - len(rows)
+    for col, vals in obj.items():
+        for row, v in zip(rows, vals, strict=False):
+            _put(row, f"{prefix}{col}", col, v, 1, cx)
+    return rows
+
+
 def _predictions(p: Any, cx: _Ctx) -> list[_Row]:
     if p.__class__ is dict:
-        cols = list(p.values())
-        if not cols or not all(c.__class__ is list for c in cols):
-            return [_record(p, cx, "prediction")]
-        longest = max(map(len, cols))  # column-oriented: {"col": [v0, v1, ...]}
-        rows: list[_Row] = [{} for _ in range(min(longest, cx.max_rows))]
-        cx.capped += longest - len(rows)
-        for col, vals in p.items():
-            for row, v in zip(rows, vals, strict=False):
-                _put(row, f"prediction.{col}", col, v, 1, cx)
-        return rows
+        return _columnar(p, "prediction.", cx)
     p = cx.cap_rows(p if p.__class__ is list else [p])
+    if p and all(v.__class__ is list and len(v) == 1 for v in p):
+        p = [v[0] for v in p]  # shape [N, 1]: one column, as a tensor of that shape gives
     if "prediction" not in cx.redact and cx.max_name >= len("prediction") and _clean(p):
         return [{"prediction": v} for v in p]
     rows = []
@@ -418,7 +458,8 @@ def _parse(
     rows = shape(obj)
     if rows is None:
         return Parsed("unknown_shape", [], detail=f"no known shape for a JSON {type(obj).__name__}")
-    return Parsed("ok", _scrub(rows) if fallback else rows, cx.capped, cx.redacted)
+    rows = _scrub(rows) if fallback else rows
+    return Parsed("ok", rows, cx.capped, cx.redacted, names=cx.naming if rows else None)
 
 
 def _guard(parse: Callable[[], Parsed]) -> Parsed:
@@ -462,8 +503,10 @@ def parse_request(
         for key in ("instances", "dataframe_records", "inputs"):
             if obj.get(key).__class__ is list:
                 if key == "inputs" and _is_tensors(obj[key]):
-                    return _tensors(obj[key], tensor_columns, cx)
+                    return _tensors(obj[key], tensor_columns, cx, inputs=True)
                 return _instances(obj[key], cx, scalars=True)
+        if obj.get("inputs").__class__ is dict:  # MLflow's column-oriented tensor inputs
+            return _columnar(obj["inputs"], "", cx)
         return [_record(obj, cx)]
 
     return _guard(lambda: _parse(body, content_type, truncated, shape, cx))
@@ -488,8 +531,8 @@ def parse_response(
     def shape(obj: Any) -> list[_Row] | None:
         if _openai_kind(path) is not None:
             return _completion([obj], False, cx)
-        if obj.__class__ is list:
-            return _predictions(obj, cx)
+        if obj.__class__ is list or (obj is not None and obj.__class__ is not dict):
+            return _predictions(obj, cx)  # a bare list or value, as TorchServe and MLflow send
         if obj.__class__ is not dict:
             return None
         if "predictions" in obj:

@@ -36,6 +36,7 @@ class FieldChoice:
     scalar: str | None = None  # a single probability field
     argmax: bool = False  # the prediction is the vector's most likely slot
     notes: list[str] = field(default_factory=list)
+    reason: str | None = None  # why the prediction is this output, in one sentence
 
 
 def output_fields(
@@ -78,10 +79,39 @@ def _is_probability(stats: dict) -> bool:
     return stats["numbers"] > 0 and stats["low"] >= 0 and stats["high"] <= 1
 
 
+def _fits(stats: dict, dtype: str | None) -> bool:
+    """Whether an output's values are of the type the baseline's prediction has."""
+    if dtype == "string":
+        return stats["strings"] > 0
+    return stats["numbers"] > 0 if dtype in ("number", "boolean") else True
+
+
+def _is_label(stats: dict) -> bool:
+    """Class labels: strings, or whole numbers (probabilities are fractions in [0, 1])."""
+    return stats["strings"] > 0 or (stats["numbers"] > 0 and stats["integral"])
+
+
+def _same(a: str, b: str) -> bool:
+    def norm(name: str) -> str:
+        return "".join(c for c in name.rsplit(".", 1)[-1].lower() if c.isalnum())
+
+    return norm(a) == norm(b)
+
+
 def choose_fields(
-    fields: dict[str, dict], prediction: str | None, probability: str | None
+    fields: dict[str, dict],
+    prediction: str | None,
+    probability: str | None,
+    expected: str | None = None,
+    expected_dtype: str | None = None,
 ) -> FieldChoice:
-    """Which output field is the prediction and which the probability (docs: inference)."""
+    """Which output field is the prediction and which the probability (docs: inference).
+
+    ``prediction`` (the ``prediction_output`` setting) overrides; else the baseline's prediction
+    column ``expected`` (of type ``expected_dtype``) when it is served under its own name, else
+    the output whose name matches it, else the only output, else the one whose values fit (class
+    labels before probabilities); a probability vector stands for its most likely class.
+    """
     choice = FieldChoice()
     vectors: dict[str, list[tuple[int, str]]] = {}
     for name in fields:
@@ -96,6 +126,14 @@ def choose_fields(
     def probable(name: str) -> bool:
         return bool(_PROBABILITY.search(leaf(name))) and _is_probability(fields[name])
 
+    def take(name: str, reason: str) -> None:
+        if name in slots:
+            choice.prediction, choice.argmax, choice.vector = name, True, slots[name]
+            reason += "; its most likely class is the prediction"
+        else:
+            choice.prediction = name
+        choice.reason = reason
+
     prob_vectors = [
         base
         for base, names in slots.items()
@@ -103,28 +141,38 @@ def choose_fields(
     ]
     if prediction is not None:
         base = prediction.removesuffix("[*]")
-        if prediction in fields:
-            choice.prediction = prediction
-        elif base in slots:
-            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
+        if prediction in fields or base in slots:
+            take(prediction if prediction in fields else base, "set by prediction_output")
         else:
             choice.notes.append(f"No output field {prediction!r} in the window.")
             return choice
+    elif expected is not None and (expected in fields or expected in slots):
+        take(expected, f"the baseline's prediction column {expected!r}")
+    elif expected is not None and (
+        matched := [n for n in [*scalars, *prob_vectors] if _same(n, expected)]
+    ):
+        take(matched[0], f"its name matches the baseline's prediction column {expected!r}")
+    elif len(scalars) + len(slots) == 1 and (scalars or prob_vectors):
+        take([*scalars, *prob_vectors][0], "the only output")
     else:
-        named = [n for n in scalars if leaf(n) in PREDICTION_NAMES]
-        others = [n for n in scalars if not probable(n)]
-        if len(named) == 1 or (not named and len(others) == 1):
-            choice.prediction = named[0] if named else others[0]
-        elif len(fields) == len(scalars) == 1:  # a single output field, whatever its name
-            choice.prediction = scalars[0]
-        elif not scalars and len(prob_vectors) == 1:
-            base = prob_vectors[0]
-            choice.prediction, choice.argmax, choice.vector = base, True, slots[base]
+        fit = [n for n in scalars if _fits(fields[n], expected_dtype)]
+        named = [n for n in fit if leaf(n) in PREDICTION_NAMES]
+        # class labels beat probabilities: fractions in [0, 1], or a probability's name
+        others = [n for n in fit if not probable(n) and _is_label(fields[n])]
+        others += [n for n in fit if not _is_label(fields[n]) and not _is_probability(fields[n])]
+        typed = f"{expected_dtype} " if expected_dtype else ""
+        if len(named) == 1:
+            take(named[0], "the only output with a prediction's name")
+        elif len(others) == 1:
+            kind = "class labels" if _is_label(fields[others[0]]) else "values"
+            take(others[0], f"the only output of {typed}{kind} that are not probabilities")
+        elif not fit and len(prob_vectors) == 1:
+            take(prob_vectors[0], "the only probability vector")
         else:
             listed = ", ".join(sorted(fields)[:10]) or "none"
             choice.notes.append(
                 f"Cannot tell which output field is the prediction (output fields: {listed}); "
-                "set the evaluation_prediction setting or ?prediction=."
+                "set the prediction_output setting."
             )
             return choice
     if choice.argmax:

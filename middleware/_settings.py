@@ -166,8 +166,11 @@ class Settings:
         "Most input rows a periodic skew check reads: the newest of its window, so that its cost "
         "stays bounded at any request rate.",
     )
-    prediction_field: str | None = _setting(
-        None, "text", "Output field that is the prediction (inferred when clear)."
+    prediction_output: str | None = _setting(
+        None,
+        "text",
+        "Output that is the prediction (default: the baseline's prediction column, the output "
+        "matching it, the only output, or the one whose values fit).",
     )
     probability_field: str | None = _setting(
         None, "text", "Output field that is the predicted probability (inferred when clear)."

@@ -26,7 +26,7 @@ from middleware._store import append_features
 T0 = datetime(2026, 3, 1)
 CONTRACT_KEYS = {
     "status", "checked_at", "window", "baseline", "drift_detected", "skew_detected",
-    "drifted_features", "features", "prediction", "schema_anomalies",
+    "drifted_features", "features", "prediction", "schema_anomalies", "mapping",
 }  # fmt: skip
 
 
@@ -624,15 +624,19 @@ def test_prediction_drift_is_reported_apart_from_features(tmp_path: Path) -> Non
     baseline = baseline_of(
         tmp_path, {"x": x, "score": 1 / (1 + np.exp(-x))}, prediction_column="score"
     )
-    assert set(baseline.predictions) == {"prediction"} and "score" not in baseline.features
+    assert set(baseline.predictions) == {"score"} and "score" not in baseline.features
     con = open_store(tmp_path / "s.duckdb")
     window = rng.normal(size=1_000)
     end = log_rows(con, {"x": window})
+    # served as {"predictions": [...]}: stored as "prediction", the only output
     log_rows(con, {"prediction": 1 / (1 + np.exp(-(window + 2)))}, role="output")
     report = check(con, baseline, end, 1_000)
     assert report["features"]["x"]["drifted"] is False
-    assert report["prediction"]["prediction"]["drifted"] is True
-    assert report["drifted_features"] == ["prediction"] and report["drift_detected"] is True
+    assert report["prediction"]["score"]["drifted"] is True
+    assert report["drifted_features"] == ["score"] and report["drift_detected"] is True
+    found = report["mapping"]["prediction"]
+    assert (found["output"], found["reason"]) == ("prediction", "the only output")
+    assert report["schema_anomalies"] == []
 
 
 def test_overrides_method_threshold_critical_and_drift_share(tmp_path: Path) -> None:
