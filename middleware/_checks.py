@@ -137,7 +137,7 @@ class DriftChecks:
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
                 prediction_output=settings.prediction_output,
-                inputs=engine.writer.naming_report(),
+                naming=engine.writer.naming_report(),
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1

@@ -52,7 +52,7 @@ def run_check(
     min_rows: int = 100,
     baseline_path: str | None = None,
     prediction_output: str | None = None,
-    inputs: dict[str, Any] | None = None,
+    naming: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
@@ -61,7 +61,7 @@ def run_check(
     ``insufficient_data`` rather than a verdict, and no baseline gives ``no_baseline`` (with
     row counts and parse failures still reported). The baseline's prediction is compared with
     the served output :func:`choose_fields` takes for it (``prediction_output`` overrides);
-    ``mapping`` says which and why, and ``inputs`` (how request columns were named) too.
+    ``mapping`` says which and why, and ``naming`` (how request columns were named) too.
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -87,7 +87,7 @@ def run_check(
             "features": {},
             "prediction": {},
             "schema_anomalies": anomalies,
-            "mapping": {"prediction": None, "inputs": inputs or {"method": None}},
+            "mapping": {"prediction": None, "inputs": naming or {"method": None}},
         }
         if baseline is None:
             return report
