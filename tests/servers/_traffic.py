@@ -77,7 +77,9 @@ def check_now(admin: str, requests: int) -> dict[str, Any]:
 
 
 def post_labels(admin: str, rows: list[tuple[str, int, Any]], labels: list[Any]) -> None:
-    body = [{"request_id": r, "index": i, "label": y} for (r, i, _), y in zip(rows, labels)]
+    body = [
+        {"request_id": r, "index": i, "label": y} for (r, i, _), y in zip(rows, labels, strict=True)
+    ]
     response = httpx.post(admin + "/labels", json=body, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json() == {"accepted": len(body), "matched": len(body)}

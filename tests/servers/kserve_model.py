@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 
 sys.argv = sys.argv[:1]  # kserve parses the command line when imported
 
@@ -24,7 +25,7 @@ class Weather(kserve.Model):
         self.model = joblib.load(path)
         self.ready = True
 
-    def predict(self, payload, headers=None):  # noqa: ANN001, ANN201
+    def predict(self, payload, headers=None):
         if isinstance(payload, InferRequest):
             x = np.asarray(payload.inputs[0].as_numpy(), dtype=float).reshape(-1, 4)
             labels = self.model.predict(x).astype(object)
@@ -35,15 +36,16 @@ class Weather(kserve.Model):
                     "probabilities", list(proba.shape), "FP64", data=proba.ravel().tolist()
                 ),
             ]
-            return InferResponse(payload.id, self.name, infer_outputs=outputs)
+            answer_id = payload.id or uuid.uuid4().hex  # KServe's response needs one
+            return InferResponse(answer_id, self.name, infer_outputs=outputs)
         x = np.asarray(payload["instances"], dtype=float)
         return {"predictions": self.model.predict(x).tolist()}
 
 
-def _loopback(original):  # noqa: ANN001, ANN202
+def _loopback(original):
     """KServe always binds 0.0.0.0; the tests listen on loopback only."""
 
-    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.config.host = "127.0.0.1"
 
