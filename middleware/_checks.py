@@ -138,6 +138,7 @@ class DriftChecks:
                 baseline_path=self.baseline.path,
                 prediction_output=settings.prediction_output,
                 naming=engine.writer.naming_report(),
+                metadata=engine.served_metadata(),
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1

@@ -68,8 +68,10 @@ class Columnizer:
         max_names: int,
         counters: CaptureCounters,
         hints: Callable[[], ColumnHints] = ColumnHints,
+        seen: Callable[[str], None] | None = None,
     ) -> None:
         self._limits = limits
+        self._seen = seen  # told each capture's path (to read the model's metadata)
         self._max_names = max_names
         self._counters = counters
         self._hints = hints
@@ -106,6 +108,8 @@ class Columnizer:
                 time.sleep(_YIELD_S)
             _, _, _, path, _, _, _, _, request, _, cut_request, request_type = capture[:12]
             response, _, cut_response, response_type, _ = capture[12:]
+            if self._seen is not None:
+                self._seen(path)
             parsed_in = parse_request(
                 b"".join(request),
                 path=path,

@@ -53,6 +53,7 @@ def run_check(
     baseline_path: str | None = None,
     prediction_output: str | None = None,
     naming: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
@@ -61,7 +62,8 @@ def run_check(
     ``insufficient_data`` rather than a verdict, and no baseline gives ``no_baseline`` (with
     row counts and parse failures still reported). The baseline's prediction is compared with
     the served output :func:`choose_fields` takes for it (``prediction_output`` overrides);
-    ``mapping`` says which and why, and ``naming`` (how request columns were named) too.
+    ``mapping`` says which and why, and ``naming`` (how request columns were named) too;
+    ``metadata`` is the model server's account of the model (names, datatypes, shapes).
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -87,7 +89,11 @@ def run_check(
             "features": {},
             "prediction": {},
             "schema_anomalies": anomalies,
-            "mapping": {"prediction": None, "inputs": naming or {"method": None}},
+            "mapping": {
+                "prediction": None,
+                "inputs": naming or {"method": None},
+                "metadata": metadata,
+            },
         }
         if baseline is None:
             return report
@@ -134,7 +140,8 @@ def _outputs(
     if expected is None:
         return {}
     fields = output_fields(cursor, {"start": start, "end": end}, 1)
-    choice = choose_fields(fields, override, None, expected.name, expected.dtype)
+    declared = {o["name"]: o["datatype"] for o in (mapping["metadata"] or {}).get("outputs", [])}
+    choice = choose_fields(fields, override, None, expected.name, expected.dtype, declared)
     served = choice.prediction
     found = {"output": served, "argmax": choice.argmax, "reason": choice.reason}
     if served is None:

@@ -26,6 +26,7 @@ from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
 from ._metrics import evaluation_metrics
+from ._models import ModelMetadata
 from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._series import SeriesRows
@@ -44,7 +45,15 @@ class Engine:
         self.settings = settings
         self.counters = CaptureCounters()
         self.queue = CaptureQueue(settings.queue_size, self.counters)
-        self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
+        # the model server's own account of its models, read off the request path
+        self.metadata = ModelMetadata(settings.upstream if settings.model_metadata else None)
+        self.writer = StoreWriter(
+            settings,
+            self.queue,
+            self.counters,
+            hints=self.column_hints,
+            seen=self.metadata.note_path,
+        )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
         self.sampling = Periodic("inferwatch-resources")
@@ -133,6 +142,14 @@ class Engine:
             return ColumnHints()
         return ColumnHints(columns=baseline.columns)
 
+    def served_metadata(self) -> dict[str, Any] | None:
+        """The served model's metadata, when requests named one model and its server told."""
+        models = self.metadata.models()
+        if len(models) != 1:
+            return None
+        found = self.metadata.get(models[0])
+        return {"model": models[0], **found} if found else None
+
     def run_checks(self) -> dict[str, Any]:
         """One round of checks: skew and drift, model quality, then the alert rules.
 
@@ -163,6 +180,7 @@ class Engine:
                 task=settings.task,
                 baseline_quality=baseline.quality if baseline else None,
                 expected=_expected(baseline),
+                metadata=self.served_metadata(),
                 min_labels=settings.min_labels,
             )
         finally:

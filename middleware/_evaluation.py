@@ -43,6 +43,7 @@ def evaluate(
     task: str | None = None,
     baseline_quality: dict[str, Any] | None = None,
     expected: tuple[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
     margin: float = DEFAULT_MARGIN,
     regression_margin: float = DEFAULT_REGRESSION_MARGIN,
     min_labels: int = 30,
@@ -53,7 +54,8 @@ def evaluate(
     into ``buckets`` equal parts. ``prediction``, ``probability`` (a field, or the name of a
     ``name[i]`` vector) and ``task`` (``classification`` or ``regression``) override what is
     inferred. ``baseline_quality`` is the baseline's ``quality`` section and ``expected`` its
-    prediction column's (name, dtype), which picks the output to read. ``cursor`` is the
+    prediction column's (name, dtype), which picks the output to read, as the outputs' datatypes
+    in the model's ``metadata`` do. ``cursor`` is the
     caller's own; the temporary table made on it is dropped before returning. A store that
     cannot be read raises :class:`MonitorError`.
     """
@@ -83,7 +85,9 @@ def evaluate(
         if not fields:
             report["reasons"].append("No predictions were captured in the window.")
             return report
-        choice = choose_fields(fields, prediction, probability, *(expected or ()))
+        name, dtype = expected or (None, None)
+        declared = {o["name"]: o["datatype"] for o in (metadata or {}).get("outputs", [])}
+        choice = choose_fields(fields, prediction, probability, name, dtype, declared)
         report["notes"] = choice.notes
         if choice.prediction is None:
             report["status"] = "unknown_prediction"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ _MAX_STR = 1024
 _MAX_DETAIL = 80
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _LOOK = frozenset((dict, list, str))  # the value types that may need work before storing
+_GZIP = b"\x1f\x8b"
 _OPENAI = (("/v1/chat/completions", True), ("/v1/completions", False))
 
 _Row = dict[str, object]
@@ -40,6 +42,7 @@ class ParseLimits:
     max_name_length: int = 256
     max_rows: int = 10_000
     redact: frozenset[str] = frozenset()
+    max_unzipped: int = 16 * 2**20  # most bytes a gzip-encoded body may open to
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class _Ctx:
     def __init__(self, limits: ParseLimits, columns: Sequence[object] | None = None) -> None:
         self.max_fields, self.max_name = limits.max_fields_per_row, limits.max_name_length
         self.max_rows, self.redact = limits.max_rows, limits.redact
+        self.max_unzipped = limits.max_unzipped
         self.capped = self.redacted = 0
         self.keys_ok: KeysView[str] | None = None
         self.names: list[str] = []
@@ -427,6 +431,15 @@ def _scrub(rows: list[_Row]) -> list[_Row]:
     return rows
 
 
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """The gzip member's contents, refused beyond ``limit`` bytes (a small body can unzip huge)."""
+    opener = zlib.decompressobj(wbits=31)
+    out = opener.decompress(bytes(body), limit)
+    if opener.unconsumed_tail:
+        raise ValueError(f"over {limit} bytes unzipped")
+    return out
+
+
 def _parse(
     body: bytes,
     content_type: str | None,
@@ -439,6 +452,13 @@ def _parse(
         return Parsed("too_large", [], detail="body is over max_body_bytes")
     if not body or body.isspace():
         return Parsed("empty", [], detail="body is empty")
+    if body[:2] == _GZIP:
+        # MLServer and others gzip larger answers for clients that accept it; the capture
+        # holds the bytes as sent, so they are opened here, off the request path
+        try:
+            body = _gunzip(body, cx.max_unzipped)
+        except (zlib.error, ValueError) as exc:
+            return Parsed("parse_error", [], detail=f"gzip body: {exc}")
     if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows clients send
         body = body[3:]
     start = body.lstrip()[:5]

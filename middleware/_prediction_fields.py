@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +23,7 @@ PREDICTION_NAMES = frozenset({"prediction", "predictions", "label", "class", "y"
 OUTPUT_WINDOW = "role = 'output' AND ts >= $start AND ts < $end"
 """SQL filter of ``features`` rows: the outputs captured in [$start, $end)."""
 
+_LABEL_TYPES = ("BYTES", "BOOL", "INT", "UINT")  # tensor datatypes of class labels
 _PROBABILITY = re.compile(r"prob|score|confidence", re.IGNORECASE)
 _SLOT = re.compile(r"^(.*)\[(\d+)\]$")
 _MAX_SLOTS = 100  # a longer probability vector is not read: n x k floats in memory
@@ -104,6 +106,7 @@ def choose_fields(
     probability: str | None,
     expected: str | None = None,
     expected_dtype: str | None = None,
+    datatypes: Mapping[str, str] | None = None,
 ) -> FieldChoice:
     """Which output field is the prediction and which the probability (docs: inference).
 
@@ -111,6 +114,8 @@ def choose_fields(
     column ``expected`` (of type ``expected_dtype``) when it is served under its own name, else
     the output whose name matches it, else the only output, else the one whose values fit (class
     labels before probabilities); a probability vector stands for its most likely class.
+    ``datatypes`` are the outputs' tensor datatypes from the model's metadata, which tell class
+    labels (``BYTES``, integers, ``BOOL``) from scores (``FP32``) better than the values do.
     """
     choice = FieldChoice()
     vectors: dict[str, list[tuple[int, str]]] = {}
@@ -157,14 +162,21 @@ def choose_fields(
     else:
         fit = [n for n in scalars if _fits(fields[n], expected_dtype)]
         named = [n for n in fit if leaf(n) in PREDICTION_NAMES]
+        declared = datatypes or {}
+
+        def label(name: str) -> bool:
+            if name in declared:
+                return str(declared[name]).upper().startswith(_LABEL_TYPES)
+            return _is_label(fields[name])
+
         # class labels beat probabilities: fractions in [0, 1], or a probability's name
-        others = [n for n in fit if not probable(n) and _is_label(fields[n])]
-        others += [n for n in fit if not _is_label(fields[n]) and not _is_probability(fields[n])]
+        others = [n for n in fit if not probable(n) and label(n)]
+        others += [n for n in fit if not label(n) and not _is_probability(fields[n])]
         typed = f"{expected_dtype} " if expected_dtype else ""
         if len(named) == 1:
             take(named[0], "the only output with a prediction's name")
         elif len(others) == 1:
-            kind = "class labels" if _is_label(fields[others[0]]) else "values"
+            kind = "class labels" if label(others[0]) else "values"
             take(others[0], f"the only output of {typed}{kind} that are not probabilities")
         elif not fit and len(prob_vectors) == 1:
             take(prob_vectors[0], "the only probability vector")

@@ -315,6 +315,13 @@ class Settings:
         "0.0.0.0", "text", "Address of the sidecar's monitor API.", modes="sidecar"
     )
     admin_port: int = _setting(8001, "port", "Port of the sidecar's monitor API.", modes="sidecar")
+    model_metadata: bool = _setting(
+        True,
+        "bool",
+        "Read each served model's metadata (GET /v2/models/NAME, /v1/models/NAME) from the "
+        "upstream, to tell the prediction among its outputs.",
+        modes="sidecar",
+    )
     upstream_timeout: float = _setting(
         300.0,
         "duration",

@@ -66,6 +66,7 @@ class StoreWriter:
         counters: CaptureCounters,
         *,
         hints: Callable[[], ColumnHints] = ColumnHints,
+        seen: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._queue = queue
@@ -77,6 +78,7 @@ class StoreWriter:
             max_names=settings.max_features,
             counters=counters,
             hints=hints,
+            seen=seen,
         )
         self._store: Store | None = None
         self._store_lock = threading.Lock()

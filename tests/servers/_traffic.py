@@ -82,7 +82,7 @@ def post_labels(admin: str, rows: list[tuple[str, int, Any]], labels: list[Any])
     ]
     response = httpx.post(admin + "/labels", json=body, timeout=60)
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": len(body), "matched": len(body)}
+    assert response.json() == {"accepted": len(body), "matched": len(body)}, response.json()
 
 
 def evaluation(admin: str) -> dict[str, Any]:

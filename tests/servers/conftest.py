@@ -88,8 +88,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @contextlib.contextmanager
-def mlserver(folder: Path, joblib_file: Path, name: str = "weather") -> Iterator[Server]:
-    """MLServer serving the scikit-learn model ``joblib_file`` as ``name`` on 127.0.0.1."""
+def mlserver(
+    folder: Path, joblib_file: Path, name: str = "weather", outputs: list | None = None
+) -> Iterator[Server]:
+    """MLServer serving the scikit-learn model ``joblib_file`` as ``name`` on 127.0.0.1;
+    ``outputs`` are declared in its model settings (and so in its metadata)."""
     python = server_python("mlserver")
     port, grpc = free_port(), free_port()
     root = folder / f"mlserver-{port}"
@@ -98,7 +101,7 @@ def mlserver(folder: Path, joblib_file: Path, name: str = "weather") -> Iterator
                 "parallel_workers": 0, "metrics_endpoint": None}  # fmt: skip
     (root / "settings.json").write_text(json.dumps(settings))
     model_settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
-                      "parameters": {"uri": str(joblib_file)}}  # fmt: skip
+                      "parameters": {"uri": str(joblib_file)}, "outputs": outputs or []}  # fmt: skip
     (root / "models" / name / "model-settings.json").write_text(json.dumps(model_settings))
     command = [str(python.parent / "mlserver"), "start", str(root)]
     url = f"http://127.0.0.1:{port}"
