@@ -100,8 +100,12 @@ def mlserver(
     settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc,
                 "parallel_workers": 0, "metrics_endpoint": None}  # fmt: skip
     (root / "settings.json").write_text(json.dumps(settings))
-    model_settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
-                      "parameters": {"uri": str(joblib_file)}, "outputs": outputs or []}  # fmt: skip
+    model_settings = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(joblib_file)},
+        "outputs": outputs or [],
+    }
     (root / "models" / name / "model-settings.json").write_text(json.dumps(model_settings))
     command = [str(python.parent / "mlserver"), "start", str(root)]
     url = f"http://127.0.0.1:{port}"
