@@ -18,6 +18,7 @@ import numpy as np
 
 from ._capture import Capture, CaptureCounters
 from ._column_ids import ColumnIds
+from ._models import model_of
 from ._payload import ParseLimits, parse_request, parse_response
 from ._schema import ROLE_CODES, TYPE_CODES
 
@@ -41,6 +42,7 @@ class ColumnHints:
 
     columns: Sequence[str] | None = None
     tensor_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    model_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)  # per model
 
 
 Columns = dict[str, np.ndarray]
@@ -85,9 +87,9 @@ class Columnizer:
         method = max(counts, key=counts.__getitem__) if counts else None
         return {"method": method, "requests": counts}
 
-    def load(self, columns: list[tuple[int, str, str, str]]) -> None:
+    def load(self, columns: list[tuple[Any, ...]]) -> None:
         """Take up a store's ``feature_columns`` rows: its names count toward the cap."""
-        for _, role, name, _ in columns:
+        for _, role, name, *_ in columns:
             self.names.setdefault(role, set()).add(name)
         self.ids.load(columns)
 
@@ -101,6 +103,7 @@ class Columnizer:
         row_counts: tuple[list[int], list[int]] = ([], [])
         rows: list[dict[str, object]] = []  # every stored row, capture by capture, inputs first
         spans: list[tuple[int, int, int]] = []  # (capture, role, rows) for each run of rows
+        models: list[str | None] = []  # the model each capture's path names
         for position, capture in enumerate(captures):
             if position % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # Blocks for a moment, so that an event loop waiting for the GIL takes it now
@@ -108,6 +111,8 @@ class Columnizer:
                 time.sleep(_YIELD_S)
             _, _, _, path, _, _, _, _, request, _, cut_request, request_type = capture[:12]
             response, _, cut_response, response_type, _ = capture[12:]
+            model = model_of(path)
+            models.append(model)
             if self._seen is not None:
                 self._seen(path)
             parsed_in = parse_request(
@@ -115,7 +120,7 @@ class Columnizer:
                 path=path,
                 content_type=request_type,
                 truncated=cut_request,
-                columns=hints.columns,
+                columns=hints.model_columns.get(model, hints.columns) if model else hints.columns,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
@@ -141,7 +146,7 @@ class Columnizer:
                 if parsed.rows:
                     rows += self._admitted(parsed.rows, _ROLES[role])
                     spans.append((position, role, len(parsed.rows)))
-        requests = _request_columns(captures, statuses, row_counts)
+        requests = _request_columns(captures, statuses, row_counts, models)
         if not any(rows):
             return Batch(requests, None, None)
         features = _feature_columns(requests, rows, spans, self.ids)
@@ -171,6 +176,7 @@ def _request_columns(
     captures: Sequence[tuple[Any, ...]],
     statuses: tuple[list[str], list[str]],
     row_counts: tuple[list[int], list[int]],
+    models: list[str | None],
 ) -> Columns:
     # Each field of every capture, in order (empty tuples when there are no captures).
     field = Capture._make(list(zip(*captures, strict=True)) or [()] * len(Capture._fields))
@@ -189,6 +195,7 @@ def _request_columns(
         "output_status": np.array(statuses[1], dtype=object),
         "input_rows": np.array(row_counts[0], dtype=np.int32),
         "output_rows": np.array(row_counts[1], dtype=np.int32),
+        "model": np.array(models, dtype=object),
     }
 
 
@@ -219,11 +226,13 @@ def _feature_columns(
     strings = codes == _STRING
     text[strings] = values[strings]
     owner = np.repeat(row_owner, counts)
+    models = requests["model"]
+    model = models[owner] if any(m is not None for m in models.tolist()) else None
     return {
         "ts": requests["ts"][owner],
         "request_id": requests["request_id"][owner],
         "row_index": np.repeat(row_index, counts).astype(np.int32),
-        "column_id": ids.ids(names, codes, np.repeat(row_role, counts)),
+        "column_id": ids.ids(names, codes, np.repeat(row_role, counts), model),
         "num": num,
         "str": text,
     }

@@ -154,6 +154,13 @@ class Settings:
 
     db: str = _setting("inferwatch.duckdb", "text", "DuckDB log store file.")
     baseline: str | None = _setting(None, "text", "Baseline JSON file; none = no skew checks.")
+    baselines: str | None = _setting(
+        None,
+        "text",
+        "Baselines of several models behind one server: a folder of MODEL.json files or "
+        "MODEL=PATH pairs (comma-separated); each model named in request paths is checked "
+        "apart (/drift?model=MODEL).",
+    )
     sample_rate: float = _setting(
         1.0, "fraction", "Share of requests whose payloads are stored (5xx always are)."
     )

@@ -89,24 +89,30 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @contextlib.contextmanager
 def mlserver(
-    folder: Path, joblib_file: Path, name: str = "weather", outputs: list | None = None
+    folder: Path,
+    joblib_file: Path,
+    name: str = "weather",
+    outputs: list | None = None,
+    also: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """MLServer serving the scikit-learn model ``joblib_file`` as ``name`` on 127.0.0.1;
-    ``outputs`` are declared in its model settings (and so in its metadata)."""
+    """MLServer serving the scikit-learn model ``joblib_file`` as ``name`` (and as each name in
+    ``also``) on 127.0.0.1; ``outputs`` are declared in its model settings (and metadata)."""
     python = server_python("mlserver")
     port, grpc = free_port(), free_port()
     root = folder / f"mlserver-{port}"
-    (root / "models" / name).mkdir(parents=True)
+    root.mkdir()
     settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc,
                 "parallel_workers": 0, "metrics_endpoint": None}  # fmt: skip
     (root / "settings.json").write_text(json.dumps(settings))
-    model_settings = {
-        "name": name,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": str(joblib_file)},
-        "outputs": outputs or [],
-    }
-    (root / "models" / name / "model-settings.json").write_text(json.dumps(model_settings))
+    for each in (name, *also):
+        model_settings = {
+            "name": each,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": str(joblib_file), "version": "1"},
+            "outputs": outputs or [],
+        }
+        (root / "models" / each).mkdir(parents=True)
+        (root / "models" / each / "model-settings.json").write_text(json.dumps(model_settings))
     command = [str(python.parent / "mlserver"), "start", str(root)]
     url = f"http://127.0.0.1:{port}"
     with running(command, url, f"/v2/models/{name}/ready", root / "mlserver.log") as server:
