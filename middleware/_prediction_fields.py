@@ -18,7 +18,9 @@ import numpy as np
 
 __all__ = ["OUTPUT_WINDOW", "PREDICTION_NAMES", "FieldChoice", "choose_fields", "output_fields"]
 
-PREDICTION_NAMES = frozenset({"prediction", "predictions", "label", "class", "y", "output"})
+PREDICTION_NAMES = frozenset(
+    {"prediction", "predictions", "label", "class", "y", "output", "finish_reason"}
+)
 """Last name segments that mark an output field as the prediction."""
 OUTPUT_WINDOW = "role = 'output' AND ts >= $start AND ts < $end"
 """SQL filter of ``features`` rows: the outputs captured in [$start, $end)."""
@@ -204,6 +206,8 @@ def choose_fields(
         choice.scalar = singles[0]
     elif not singles and len(vectors_named) == 1:
         choice.vector = slots[vectors_named[0]]
+    elif not singles and not vectors_named and len(prob_vectors) == 1:
+        choice.vector = slots[prob_vectors[0]]  # beside the labels, a [0, 1] vector is theirs
     elif singles or vectors_named:
         choice.notes.append("More than one output field could be the probability; none is used.")
     return choice
