@@ -16,6 +16,7 @@ __all__ = [
     "ROLE_CODES",
     "SCHEMA_VERSION",
     "STATEMENTS",
+    "TABLES",
     "TYPE_CODES",
     "UPGRADES",
     "column_id_sql",
@@ -48,7 +49,7 @@ def column_id_sql(index: str, role: str, kind: str) -> str:
 
 SCHEMA_VERSION = 2
 
-STATEMENTS: tuple[str, ...] = (
+TABLES: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS inferwatch_meta (
         key VARCHAR PRIMARY KEY,
@@ -169,3 +170,5 @@ STATEMENTS: tuple[str, ...] = (
     )
     """,
 )
+STATEMENTS: tuple[str, ...] = (*TABLES, FEATURES_VIEW)
+"""What a new store is made of: the tables, then the ``features`` view over them."""

@@ -18,7 +18,7 @@ import duckdb
 
 from ._cgroup import usable_cpus
 from ._errors import MonitorError
-from ._schema import FEATURES_VIEW, SCHEMA_VERSION, STATEMENTS, UPGRADES, column_id_sql
+from ._schema import FEATURES_VIEW, SCHEMA_VERSION, TABLES, UPGRADES, column_id_sql
 
 __all__ = ["Store", "append_features"]
 
@@ -322,7 +322,7 @@ def _create_or_upgrade(cursor: duckdb.DuckDBPyConnection) -> None:
     try:
         if old:
             cursor.execute("ALTER TABLE features RENAME TO features_schema_1")
-        for statement in (*STATEMENTS, *UPGRADES, FEATURES_VIEW):
+        for statement in (*TABLES, *UPGRADES, FEATURES_VIEW):
             cursor.execute(statement)
         if old:
             append_features(cursor, "SELECT * FROM features_schema_1 ORDER BY ts")
