@@ -142,7 +142,7 @@ class DriftChecks:
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
                 prediction_output=settings.prediction_output,
-                naming=engine.writer.naming_report(),
+                naming=engine.writer.naming_report(self.model),
                 metadata=engine.served_metadata(self.model),
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)

@@ -79,13 +79,18 @@ class Columnizer:
         self._hints = hints
         self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
         self.ids = ColumnIds()
-        self.naming: Counter[str] = Counter()  # requests by how their columns were named
+        # requests by model and by how their columns were named
+        self.naming: Counter[tuple[str | None, str]] = Counter()
 
-    def naming_report(self) -> dict[str, Any]:
-        """How request columns were named (``_payload.NAMING``): the usual way and the counts."""
-        counts = dict(self.naming)
+    def naming_report(self, model: str | None = None) -> dict[str, Any]:
+        """How request columns were named (``_payload.NAMING``), of one model's requests or of
+        all: the usual way and the count of each."""
+        counts: Counter[str] = Counter()
+        for (owner, how), n in self.naming.items():
+            if model is None or owner == model:
+                counts[how] += n
         method = max(counts, key=counts.__getitem__) if counts else None
-        return {"method": method, "requests": counts}
+        return {"method": method, "requests": dict(counts)}
 
     def load(self, columns: list[tuple[Any, ...]]) -> None:
         """Take up a store's ``feature_columns`` rows: its names count toward the cap."""
@@ -135,7 +140,7 @@ class Columnizer:
             if parsed_in.status == "parse_error":
                 counters.parse_errors += 1
             if parsed_in.names is not None:
-                self.naming[parsed_in.names] += 1
+                self.naming[model, parsed_in.names] += 1
             for role, parsed in enumerate((parsed_in, parsed_out)):
                 statuses[role].append(parsed.status)
                 row_counts[role].append(len(parsed.rows))

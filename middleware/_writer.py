@@ -107,9 +107,9 @@ class StoreWriter:
         """The open store, or None while it cannot be opened."""
         return self._store
 
-    def naming_report(self) -> dict[str, Any]:
+    def naming_report(self, model: str | None = None) -> dict[str, Any]:
         """How request columns were named so far (see ``Columnizer.naming_report``)."""
-        return self._columnizer.naming_report()
+        return self._columnizer.naming_report(model)
 
     def start(self) -> None:
         self._open_store()

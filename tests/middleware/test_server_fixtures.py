@@ -74,7 +74,8 @@ def logged(tmp_path: Path, name: str, columns: tuple[str, ...] = ()) -> dict[str
     finally:
         store.close()
     choice = choose_fields(fields, None, None)
-    return {"rows": found, "request": request, "choice": choice, "naming": columnizer.naming}
+    naming = columnizer.naming_report()["requests"]
+    return {"rows": found, "request": request, "choice": choice, "naming": naming}
 
 
 def test_triton_pytorch_tensors_map_to_the_baseline_and_the_prediction_is_the_argmax(

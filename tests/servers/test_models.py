@@ -58,6 +58,7 @@ def test_each_model_is_checked_against_its_own_baseline(trained: dict, tmp_path:
     assert weather_report["model"] == "weather" and coast["model"] == "coast"
     assert weather_report["window"]["rows"] == 400 and coast["window"]["rows"] == 400
     assert weather_report["status"] == "ok" and weather_report["schema_anomalies"] == []
+    assert coast["mapping"]["inputs"] == {"method": "positional", "requests": {"positional": 16}}
     assert drifted_inputs(coast) == {"wind"} and coast["drift_detected"] is True
     assert latest["checked_at"] == coast["checked_at"]
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
