@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from ._binary_tensors import split_binary
+
 __all__ = ["NAMING", "ParseLimits", "Parsed", "parse_request", "parse_response"]
 
 NAMING = ("by_name", "positional", "metadata", "as_sent")
@@ -473,8 +475,10 @@ def _parse(
             obj = json.loads(bytes(body).decode("utf-8"), parse_int=_parse_int)
             fallback = True
         except Exception:  # also RecursionError from deep nesting
-            status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
-            return Parsed(status, [], detail=str(exc))
+            obj = split_binary(bytes(body))  # a JSON header and raw tensor bytes (Triton)
+            if obj is None:
+                status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
+                return Parsed(status, [], detail=str(exc))
     rows = shape(obj)
     if rows is None:
         return Parsed("unknown_shape", [], detail=f"no known shape for a JSON {type(obj).__name__}")

@@ -4,11 +4,13 @@ writer's parsing into a real log store: the rows, their names, the model and the
 from __future__ import annotations
 
 import json
+import struct
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from middleware._capture import Capture, CaptureCounters
@@ -20,8 +22,26 @@ from middleware._store import Store
 DATA = Path(__file__).parent / "data" / "servers"
 
 
+def binary(header: dict[str, Any], values: dict[str, list[Any]], key: str) -> bytes:
+    """A binary-extension body: the JSON header, then each tensor's little-endian bytes."""
+    tail = b""
+    for spec in header[key]:
+        data = values[spec["name"]]
+        if spec["datatype"] == "BYTES":
+            tail += b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in data)
+        else:
+            kind = {"INT32": "<i4", "FP32": "<f4"}[spec["datatype"]]
+            tail += np.asarray(data, dtype=kind).tobytes()
+    return json.dumps(header).encode() + tail
+
+
 def capture(doc: dict[str, Any]) -> Capture:
     """The exchange a fixture records, as the middleware hands it to the writer."""
+    if "request_header" in doc:
+        doc = dict(doc)
+        request = binary(doc["request_header"], doc["request_values"], "inputs")
+        response = binary(doc["response_header"], doc["response_values"], "outputs")
+        return _capture(doc["path"], request, "application/octet-stream", response, None)
     if "request" in doc:
         request, request_type = json.dumps(doc["request"]).encode(), "application/json"
     else:
@@ -34,8 +54,14 @@ def capture(doc: dict[str, Any]) -> Capture:
         )
     else:
         response, response_type = json.dumps(doc["response"]).encode(), "application/json"
+    return _capture(doc["path"], request, request_type, response, response_type)
+
+
+def _capture(
+    path: str, request: bytes, request_type: str, response: bytes, response_type: str | None
+) -> Capture:
     return Capture(
-        ts=time.time(), request_id="r1", method="POST", path=doc["path"], route=doc["path"],
+        ts=time.time(), request_id="r1", method="POST", path=path, route=path,
         status=200, latency_s=0.01, ttfb_s=0.005, request_body=(request,),
         request_bytes=len(request), request_truncated=False, request_content_type=request_type,
         response_body=(response,), response_bytes=len(response), response_truncated=False,
@@ -177,3 +203,14 @@ def test_mlflow_column_inputs_and_plain_list(tmp_path: Path) -> None:
         {"alcohol": 9.4, "chlorides": 0.076},
     ]
     assert got["rows"]["output"] == [{"prediction": 6.0}, {"prediction": 5.0}]
+
+
+def test_triton_binary_tensor_data(tmp_path: Path) -> None:
+    got = logged(tmp_path, "triton_binary.json")
+    assert got["rows"]["input"] == [
+        {"INPUT0[0]": 1.0, "INPUT0[1]": 2.0, "INPUT1": "red"},
+        {"INPUT0[0]": 3.0, "INPUT0[1]": 4.0, "INPUT1": "green"},
+    ]
+    assert got["rows"]["output"] == [{"OUTPUT0": 0.25}, {"OUTPUT0": 0.75}]
+    assert got["request"] == ("simple", "ok", "ok")
+    assert (got["choice"].prediction, got["choice"].reason) == ("OUTPUT0", "the only output")
