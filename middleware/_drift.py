@@ -148,8 +148,10 @@ def _outputs(
         found["reason"] = choice.notes[-1] if choice.notes else None
     elif choice.argmax:  # the window holds class probabilities; the baseline holds classes
         found["reason"] = f"{choice.reason}; not compared, as the baseline holds classes"
-        served = None
+        mapping["prediction"] = found
+        return {}
     mapping["prediction"] = found
+    # no output found: the baseline's name, which no output has, reports the prediction missing
     return {served or expected.name: replace(expected, name=served or expected.name)}
 
 
