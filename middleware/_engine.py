@@ -312,7 +312,7 @@ class Engine:
     def extra_metrics(self) -> Iterator[Metric]:
         """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
         yield from drift_metrics([self.drift, *self.models.values()])
-        yield from evaluation_metrics(self.latest_evaluation)
+        yield from evaluation_metrics(self.latest_evaluation, self.model_evaluations)
         yield from self.alerts.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ metrics, told apart by the model name in the request path."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score
 
+from tests.conftest import require_tool
 from tests.servers._traffic import (
     build_baseline,
     drifted_inputs,
@@ -74,3 +76,16 @@ def test_each_model_is_checked_against_its_own_baseline(trained: dict, tmp_path:
         if s.labels["role"] == "input"
     }
     assert drifted[("coast", "wind")] == 1.0 and drifted[("weather", "wind")] == 0.0
+    accuracy = {
+        s.labels["model"]: s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "inferwatch_evaluation_quality"
+        for s in family.samples
+        if s.labels["metric"] == "accuracy"
+    }
+    assert accuracy["weather"] == pytest.approx(quality["metrics"]["accuracy"])
+    checked = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"],
+        input=metrics.encode(), capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0 and not checked.stdout + checked.stderr, checked
