@@ -413,6 +413,12 @@ def _openai_kind(path: str) -> bool | None:
     return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _one_instance(path: str) -> bool:
+    """TorchServe's ``/predictions/{model}``: a request is one instance, its answer one row."""
+    return path.startswith("/predictions/")
+
+
 def _parse_int(s: str) -> int | float:
     # As orjson does: integers beyond 64 bits become floats (huge ones inf, not an error).
     v = int(s) if len(s) < 30 else _U64_MAX + 1
@@ -555,6 +561,8 @@ def parse_response(
     def shape(obj: Any) -> list[_Row] | None:
         if _openai_kind(path) is not None:
             return _completion([obj], False, cx)
+        if obj.__class__ is list and _one_instance(path):
+            return _predictions([obj], cx)  # TorchServe answers each request's one instance
         if obj.__class__ is list or (obj is not None and obj.__class__ is not dict):
             return _predictions(obj, cx)  # a bare list or value, as TorchServe and MLflow send
         if obj.__class__ is not dict:

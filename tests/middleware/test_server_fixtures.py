@@ -144,6 +144,14 @@ def test_torchserve_bare_answer_is_the_prediction(tmp_path: Path) -> None:
     assert got["choice"].prediction == "prediction"
 
 
+def test_torchserve_list_answer_is_one_instance(tmp_path: Path) -> None:
+    got = logged(tmp_path, "torchserve_list.json")
+    assert got["rows"]["input"] == [{"text": "The service was quick and the food was great"}]
+    assert got["rows"]["output"] == [{"prediction[0]": 0.08, "prediction[1]": 0.92}]
+    assert got["request"] == ("sentiment", "ok", "ok")
+    assert (got["choice"].prediction, got["choice"].argmax) == ("prediction", True)
+
+
 def test_torchserve_kserve_v1(tmp_path: Path) -> None:
     got = logged(tmp_path, "torchserve_kserve_v1.json")
     assert list(got["rows"]["input"][0]) == ["data"]
