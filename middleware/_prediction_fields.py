@@ -87,7 +87,7 @@ def _fits(stats: dict, dtype: str | None) -> bool:
     """Whether an output's values are of the type the baseline's prediction has."""
     if dtype == "string":
         return stats["strings"] > 0
-    return stats["numbers"] > 0 if dtype in ("number", "boolean") else True
+    return stats["numbers"] > 0 if dtype == "number" else True  # booleans are neither
 
 
 def _is_label(stats: dict) -> bool:
