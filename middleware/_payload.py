@@ -263,12 +263,12 @@ def _tensors(
                 for i in range(min(f, cx.max_fields))
             ]
             cx.named("metadata")
+        elif inputs and len(specs) == 1 and f == cx.given and tname not in cx.names[:f]:
+            names = cx.names[: min(f, cx.max_fields)]
+            cx.named("positional")
         elif f == 1:
             names = [tname]
             cx.named("by_name")
-        elif inputs and len(specs) == 1 and f == cx.given:
-            names = cx.names[: min(f, cx.max_fields)]
-            cx.named("positional")
         else:
             names = [f"{tname}[{i}]" for i in range(min(f, cx.max_fields))]
             cx.named("as_sent")
