@@ -52,13 +52,14 @@ class ColumnIds:
         names: list[str],
         types: np.ndarray,
         roles: np.ndarray,
-        models: np.ndarray | None = None,
+        models: np.ndarray | str | None = None,
     ) -> np.ndarray:
-        """The column id of each value, from its name, type code, role code and model."""
-        found = dict.fromkeys(models.tolist()) if models is not None else {None: None}
-        if len(found) == 1:  # a batch of one model's captures: one lookup per value
-            index = self._indexes(next(iter(found)), names)
+        """The column id of each value, from its name, type code, role code and model (one for
+        every value, or an array of each value's)."""
+        if not isinstance(models, np.ndarray):  # one model's values: one lookup per value
+            index = self._indexes(models, names)
         else:
+            found = dict.fromkeys(models.tolist())
             index = np.empty(len(names), dtype=np.int32)
             for model in found:
                 at = (

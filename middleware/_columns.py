@@ -231,8 +231,9 @@ def _feature_columns(
     strings = codes == _STRING
     text[strings] = values[strings]
     owner = np.repeat(row_owner, counts)
-    models = requests["model"]
-    model = models[owner] if any(m is not None for m in models.tolist()) else None
+    # the model of each value; one name (or None) when the batch is one model's, as it most is
+    distinct = set(requests["model"].tolist())
+    model = next(iter(distinct), None) if len(distinct) <= 1 else requests["model"][owner]
     return {
         "ts": requests["ts"][owner],
         "request_id": requests["request_id"][owner],
