@@ -151,7 +151,6 @@ def _put(row: _Row, name: str, key: str | None, v: Any, depth: int, cx: _Ctx) ->
 
 def _record(obj: dict[str, Any], cx: _Ctx, prefix: str = "") -> _Row:
     """One row from an object; a flat, clean object is used as is (orjson made it for us)."""
-    cx.named("by_name")
     if len(obj) <= cx.max_fields and not (prefix and cx.redact) and _clean(obj.values()):
         keys = obj.keys()
         if not prefix and (keys == cx.keys_ok or cx.fits(keys)):
@@ -168,7 +167,6 @@ def _record(obj: dict[str, Any], cx: _Ctx, prefix: str = "") -> _Row:
 
 def _positional(items: list[Any], cx: _Ctx) -> _Row:
     names = cx.positional(len(items))
-    cx.named("positional" if len(items) <= cx.given else "as_sent")
     if cx.names_ok and len(items) <= cx.max_fields and _clean(items):
         return dict(zip(names, items, strict=False))
     row: _Row = {}
@@ -180,13 +178,21 @@ def _positional(items: list[Any], cx: _Ctx) -> _Row:
 def _instances(items: list[Any], cx: _Ctx, scalars: bool) -> list[_Row] | None:
     """A row per element; a scalar element is a one-feature instance only inside a batch key."""
     rows: list[_Row] = []
+    widest, records = 0, False  # what tells how the columns were named, noted once
     for it in cx.cap_rows(items):
         if type(it) is dict:
             rows.append(_record(it, cx))
+            records = True
         elif type(it) is list or scalars:
-            rows.append(_positional(it if type(it) is list else [it], cx))
+            one = it if type(it) is list else [it]
+            widest = max(widest, len(one))
+            rows.append(_positional(one, cx))
         else:
             return None
+    if records:
+        cx.named("by_name")
+    if widest:
+        cx.named("positional" if widest <= cx.given else "as_sent")
     return rows
 
 
@@ -198,8 +204,12 @@ def _split(split: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
         cx.names, cx.names_ok = [], True
         cx.add_names(columns)
         cx.given = len(cx.names)
-        cx.named("by_name")
-    return [_positional(r if r.__class__ is list else [r], cx) for r in cx.cap_rows(data)]
+    kept = cx.cap_rows(data)
+    widest = max((len(r) if r.__class__ is list else 1 for r in kept), default=0)
+    if kept:
+        own = "by_name" if columns.__class__ is list else "positional"
+        cx.named(own if widest <= cx.given else "as_sent")
+    return [_positional(r if r.__class__ is list else [r], cx) for r in kept]
 
 
 def _flat(data: list[Any], cx: _Ctx) -> list[Any]:
@@ -537,6 +547,7 @@ def parse_request(
                 return _instances(obj[key], cx, scalars=True)
         if obj.get("inputs").__class__ is dict:  # MLflow's column-oriented tensor inputs
             return _columnar(obj["inputs"], "", cx)
+        cx.named("by_name")
         return [_record(obj, cx)]
 
     return _guard(lambda: _parse(body, content_type, truncated, shape, cx))
