@@ -74,7 +74,9 @@ class ModelMetadata:
             if (due is not None and due > now) or (due is None and len(self._due) >= _MAX_MODELS):
                 return
             self._due[model] = now + _RETRY_S  # one read at a time per model
-        threading.Thread(target=self._read, args=(model,), daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(model,), name="inferwatch-metadata", daemon=True
+        ).start()
 
     def note_path(self, path: str) -> None:
         """:meth:`seen` for the model a request path names (the writer calls it per capture)."""

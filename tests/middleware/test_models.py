@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,11 +18,11 @@ from middleware._capture import CaptureCounters
 from middleware._column_ids import ColumnIds
 from middleware._columns import ColumnHints, Columnizer
 from middleware._model_scope import baseline_files, scoped_cursors
-from middleware._models import model_of
+from middleware._models import ModelMetadata, model_of
 from middleware._payload import ParseLimits, parse_request, parse_response
 from middleware._prediction_fields import choose_fields
 from middleware._store import Store
-from tests.conftest import make_capture
+from tests.conftest import free_port, make_capture, wait_until
 
 
 @pytest.mark.parametrize(
@@ -202,3 +203,15 @@ def test_columnizer_uses_each_models_column_order() -> None:
     names = set(batch.new_columns["name"].tolist())
     assert {"a", "b", "g0", "g1"} <= names
     assert batch.requests["model"].tolist() == ["m", "other"]
+
+
+def test_metadata_of_an_unreachable_upstream_is_none_and_never_raises() -> None:
+    metadata = ModelMetadata(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+    metadata.note_path("/v2/models/m/infer")
+    metadata.note_path("/v2/models/m/infer")  # one read at a time per model
+    assert metadata.models() == ["m"]
+    wait_until(lambda: "inferwatch-metadata" not in {t.name for t in threading.enumerate()})
+    assert metadata.get("m") is None
+    off = ModelMetadata(None)
+    off.note_path("/v2/models/m/infer")
+    assert off.models() == [] and off.get("m") is None
