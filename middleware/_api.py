@@ -147,15 +147,31 @@ def build_api(engine: Engine) -> Starlette:
             background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
 
+    def model_checks(request: Request) -> Any:
+        """The checks ``?model=`` names (every request's without it), or a 404 response."""
+        try:
+            return engine.checks_for(request.query_params.get("model"))
+        except MonitorError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+
     async def drift(request: Request) -> Response:
-        report = engine.drift.latest
+        checks = model_checks(request)
+        if isinstance(checks, Response):
+            return checks
+        report = checks.latest
         if report is None:
             return await drift_check(request)
         return JSONResponse(report)
 
     async def drift_check(request: Request) -> Response:
+        checks = model_checks(request)
+        if isinstance(checks, Response):
+            return checks
         try:
-            report = await run_in_threadpool(engine.run_checks)
+            if checks.model is None:
+                report = await run_in_threadpool(engine.run_checks)
+            else:
+                report = await run_in_threadpool(checks.run)
         except MonitorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(report)
@@ -189,8 +205,11 @@ def build_api(engine: Engine) -> Starlette:
         return JSONResponse(counts)
 
     async def evaluation(request: Request) -> Response:
+        checks = model_checks(request)
+        if isinstance(checks, Response):
+            return checks
         try:
-            report = await run_in_threadpool(engine.evaluate)
+            report = await run_in_threadpool(engine.evaluate, checks.model)
         except MonitorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(report)

@@ -190,6 +190,11 @@ class Baseline:
     path: str | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def prediction(self) -> FeatureBaseline | None:
+        """The prediction column's summary (the first of ``predictions``), if it has one."""
+        return next(iter(self.predictions.values()), None)
+
     @classmethod
     def from_document(cls, doc: Any, path: str | None = None) -> Baseline:
         """Validate a parsed baseline document; raises ValueError naming what is wrong."""

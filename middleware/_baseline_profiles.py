@@ -116,8 +116,8 @@ def baseline_document(
     doc["features"] = {n: summaries[n].to_json() for n in doc["columns"]}
     doc["predictions"] = {}
     if prediction is not None:
-        # the contract names a {"predictions": [...]} response's values "prediction"
-        doc["predictions"]["prediction"] = summaries[prediction].to_json() | {"column": prediction}
+        # kept under the name the user gave; the checks find the served output that is it
+        doc["predictions"][prediction] = summaries[prediction].to_json() | {"column": prediction}
     doc["label"] = summaries[label].to_json() | {"column": label} if label else None
     doc["quality"] = quality
     return doc

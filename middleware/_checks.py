@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +21,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from ._baseline import Baseline, load_baseline
 from ._drift import run_check
 from ._errors import MonitorError
+from ._model_scope import scoped_cursors
 from ._window_cap import capped_window
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["BaselineFile", "DriftChecks"]
+__all__ = ["BaselineFile", "DriftChecks", "drift_metrics"]
 
 logger = logging.getLogger("inferwatch")
 
@@ -115,9 +116,12 @@ class BaselineFile:
 class DriftChecks:
     """Runs skew checks against the log store and keeps what they found."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, model: str | None = None, baseline: str | None = None
+    ) -> None:
         self._engine = engine
-        self.baseline = BaselineFile(engine.settings.baseline)
+        self.model = model  # None: every request; else the requests whose path named it
+        self.baseline = BaselineFile(baseline if model else engine.settings.baseline)
         self.latest: dict[str, Any] | None = None
         self.checks = 0
         self.failures = 0
@@ -131,8 +135,9 @@ class DriftChecks:
         baseline = self.baseline.refresh()
         settings = engine.settings
         now = datetime.now(UTC)
+        cursors = self.cursors()
         try:
-            cursor = store.cursor()
+            cursor = cursors()
             try:
                 window_s, capped = capped_window(
                     cursor, now.replace(tzinfo=None), settings.window, settings.max_window_rows
@@ -140,16 +145,21 @@ class DriftChecks:
             finally:
                 cursor.close()
             report = run_check(
-                store.cursor,
+                cursors,
                 baseline,
                 window_s=window_s,
                 now=now,
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
+                prediction_output=settings.prediction_output,
+                naming=engine.writer.naming_report(self.model),
+                metadata=engine.served_metadata(self.model),
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1
             raise MonitorError(f"Checking the log store failed: {_first_line(exc)}") from exc
+        if self.model is not None:
+            report["model"] = self.model
         if self.baseline.error is not None:
             report["baseline"]["error"] = self.baseline.error
         # A window cut to its newest max_window_rows says so, and how long it was meant to be.
@@ -167,6 +177,13 @@ class DriftChecks:
             )
         )
         return report
+
+    def cursors(self) -> Callable[[], duckdb.DuckDBPyConnection]:
+        """A factory of store cursors that see this check's model's rows only."""
+        store = self._engine.writer.store
+        if store is None:
+            raise MonitorError(f"The log store is unavailable: {self._engine.writer.last_error}")
+        return scoped_cursors(store.cursor, self.model)
 
     def history(self, since: datetime | None, limit: int) -> list[dict[str, Any]]:
         """Earlier reports, newest first."""
@@ -191,52 +208,70 @@ class DriftChecks:
         return [self.baseline.error]
 
     def metrics(self) -> Iterator[Metric]:
-        report = self.latest
-        yield CounterMetricFamily(
-            "inferwatch_drift_checks", "Skew checks run since start.", value=self.checks
-        )
-        status = GaugeMetricFamily(
-            "inferwatch_drift_status", "1 for the latest skew check's status.", labels=["status"]
-        )
-        scores = GaugeMetricFamily(
-            "inferwatch_drift_score",
-            "Drift score of a feature or prediction in the latest check.",
-            labels=["role", "feature", "method"],
-        )
-        thresholds = GaugeMetricFamily(
-            "inferwatch_drift_threshold",
-            "The threshold its score was compared with.",
-            labels=["role", "feature", "method"],
-        )
-        drifted = GaugeMetricFamily(
-            "inferwatch_drift_detected",
-            "1 when the feature or prediction drifted in the latest check.",
-            labels=["role", "feature"],
-        )
-        anomalies = GaugeMetricFamily(
-            "inferwatch_schema_anomalies",
-            "Schema anomalies of each type in the latest check.",
-            labels=["type"],
-        )
-        rows = GaugeMetricFamily("inferwatch_drift_window_rows", "Rows the latest check read.")
-        if report is not None:
-            for name in _STATUSES:
-                status.add_metric([name], 1.0 if report["status"] == name else 0.0)
-            for role, section in (("input", "features"), ("output", "prediction")):
-                for feature, entry in report.get(section, {}).items():
-                    if entry.get("score") is None:
-                        continue
-                    labels = [role, feature, str(entry.get("method"))]
-                    scores.add_metric(labels, float(entry["score"]))
-                    thresholds.add_metric(labels, float(entry["threshold"]))
-                    drifted.add_metric([role, feature], 1.0 if entry.get("drifted") else 0.0)
-            counts = dict.fromkeys(_ANOMALY_TYPES, 0)
-            for anomaly in report.get("schema_anomalies", []):
-                counts[anomaly["type"]] = counts.get(anomaly["type"], 0) + 1
-            for kind, count in counts.items():
-                anomalies.add_metric([kind], count)
-            rows.add_metric([], report["window"]["rows"])
-        yield from (status, scores, thresholds, drifted, anomalies, rows)
+        """The metric families of this check's latest report."""
+        return drift_metrics([self])
+
+
+def drift_metrics(checks: list[DriftChecks]) -> Iterator[Metric]:
+    """Metric families of the latest reports of ``checks``; with a check per model, every
+    sample has a ``model`` label (empty for the check over every request)."""
+    by_model = any(c.model is not None for c in checks)
+    extra = ["model"] if by_model else []
+    yield CounterMetricFamily(
+        "inferwatch_drift_checks",
+        "Skew checks run since start.",
+        value=sum(c.checks for c in checks),
+    )
+    status = GaugeMetricFamily(
+        "inferwatch_drift_status",
+        "1 for the latest skew check's status.",
+        labels=["status", *extra],
+    )
+    scores = GaugeMetricFamily(
+        "inferwatch_drift_score",
+        "Drift score of a feature or prediction in the latest check.",
+        labels=["role", "feature", "method", *extra],
+    )
+    thresholds = GaugeMetricFamily(
+        "inferwatch_drift_threshold",
+        "The threshold its score was compared with.",
+        labels=["role", "feature", "method", *extra],
+    )
+    drifted = GaugeMetricFamily(
+        "inferwatch_drift_detected",
+        "1 when the feature or prediction drifted in the latest check.",
+        labels=["role", "feature", *extra],
+    )
+    anomalies = GaugeMetricFamily(
+        "inferwatch_schema_anomalies",
+        "Schema anomalies of each type in the latest check.",
+        labels=["type", *extra],
+    )
+    rows = GaugeMetricFamily(
+        "inferwatch_drift_window_rows", "Rows the latest check read.", labels=extra
+    )
+    for check in checks:
+        report = check.latest
+        if report is None:
+            continue
+        model = [check.model or ""] if by_model else []
+        for name in _STATUSES:
+            status.add_metric([name, *model], 1.0 if report["status"] == name else 0.0)
+        for role, section in (("input", "features"), ("output", "prediction")):
+            for feature, entry in report.get(section, {}).items():
+                if entry.get("score") is None:
+                    continue
+                labels = [role, feature, str(entry.get("method")), *model]
+                scores.add_metric(labels, float(entry["score"]))
+                thresholds.add_metric(labels, float(entry["threshold"]))
+                drifted.add_metric([role, feature, *model], 1.0 if entry.get("drifted") else 0.0)
+        counts = dict.fromkeys(_ANOMALY_TYPES, 0)
+        for anomaly in report.get("schema_anomalies", []):
+            counts[anomaly["type"]] = counts.get(anomaly["type"], 0) + 1
+        for kind, count in counts.items():
+            anomalies.add_metric([kind, *model], count)
+        rows.add_metric(model, report["window"]["rows"])
+    yield from (status, scores, thresholds, drifted, anomalies, rows)
 
 
 def _first_line(exc: BaseException) -> str:

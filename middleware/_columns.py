@@ -8,7 +8,7 @@ costs a model server, and a Python loop costs about three times as much per valu
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -18,6 +18,7 @@ import numpy as np
 
 from ._capture import Capture, CaptureCounters
 from ._column_ids import ColumnIds
+from ._models import model_of
 from ._payload import ParseLimits, parse_request, parse_response
 from ._schema import ROLE_CODES, TYPE_CODES
 
@@ -41,6 +42,7 @@ class ColumnHints:
 
     columns: Sequence[str] | None = None
     tensor_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    model_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)  # per model
 
 
 Columns = dict[str, np.ndarray]
@@ -68,17 +70,31 @@ class Columnizer:
         max_names: int,
         counters: CaptureCounters,
         hints: Callable[[], ColumnHints] = ColumnHints,
+        seen: Callable[[str], None] | None = None,
     ) -> None:
         self._limits = limits
+        self._seen = seen  # told each capture's path (to read the model's metadata)
         self._max_names = max_names
         self._counters = counters
         self._hints = hints
         self.names: dict[str, set[str]] = {role: set() for role in _ROLES}
         self.ids = ColumnIds()
+        # requests by model and by how their columns were named
+        self.naming: Counter[tuple[str | None, str]] = Counter()
 
-    def load(self, columns: list[tuple[int, str, str, str]]) -> None:
+    def naming_report(self, model: str | None = None) -> dict[str, Any]:
+        """How request columns were named (``_payload.NAMING``), of one model's requests or of
+        all: the usual way and the count of each."""
+        counts: Counter[str] = Counter()
+        for (owner, how), n in self.naming.items():
+            if model is None or owner == model:
+                counts[how] += n
+        method = max(counts, key=counts.__getitem__) if counts else None
+        return {"method": method, "requests": dict(counts)}
+
+    def load(self, columns: list[tuple[Any, ...]]) -> None:
         """Take up a store's ``feature_columns`` rows: its names count toward the cap."""
-        for _, role, name, _ in columns:
+        for _, role, name, *_ in columns:
             self.names.setdefault(role, set()).add(name)
         self.ids.load(columns)
 
@@ -92,6 +108,7 @@ class Columnizer:
         row_counts: tuple[list[int], list[int]] = ([], [])
         rows: list[dict[str, object]] = []  # every stored row, capture by capture, inputs first
         spans: list[tuple[int, int, int]] = []  # (capture, role, rows) for each run of rows
+        models: list[str | None] = []  # the model each capture's path names
         for position, capture in enumerate(captures):
             if position % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # Blocks for a moment, so that an event loop waiting for the GIL takes it now
@@ -99,12 +116,16 @@ class Columnizer:
                 time.sleep(_YIELD_S)
             _, _, _, path, _, _, _, _, request, _, cut_request, request_type = capture[:12]
             response, _, cut_response, response_type, _ = capture[12:]
+            model = model_of(path)
+            models.append(model)
+            if self._seen is not None:
+                self._seen(path)
             parsed_in = parse_request(
                 b"".join(request),
                 path=path,
                 content_type=request_type,
                 truncated=cut_request,
-                columns=hints.columns,
+                columns=hints.model_columns.get(model, hints.columns) if model else hints.columns,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
@@ -118,6 +139,8 @@ class Columnizer:
             )
             if parsed_in.status == "parse_error":
                 counters.parse_errors += 1
+            if parsed_in.names is not None:
+                self.naming[model, parsed_in.names] += 1
             for role, parsed in enumerate((parsed_in, parsed_out)):
                 statuses[role].append(parsed.status)
                 row_counts[role].append(len(parsed.rows))
@@ -128,7 +151,7 @@ class Columnizer:
                 if parsed.rows:
                     rows += self._admitted(parsed.rows, _ROLES[role])
                     spans.append((position, role, len(parsed.rows)))
-        requests = _request_columns(captures, statuses, row_counts)
+        requests = _request_columns(captures, statuses, row_counts, models)
         if not any(rows):
             return Batch(requests, None, None)
         features = _feature_columns(requests, rows, spans, self.ids)
@@ -158,6 +181,7 @@ def _request_columns(
     captures: Sequence[tuple[Any, ...]],
     statuses: tuple[list[str], list[str]],
     row_counts: tuple[list[int], list[int]],
+    models: list[str | None],
 ) -> Columns:
     # Each field of every capture, in order (empty tuples when there are no captures).
     field = Capture._make(list(zip(*captures, strict=True)) or [()] * len(Capture._fields))
@@ -176,6 +200,7 @@ def _request_columns(
         "output_status": np.array(statuses[1], dtype=object),
         "input_rows": np.array(row_counts[0], dtype=np.int32),
         "output_rows": np.array(row_counts[1], dtype=np.int32),
+        "model": np.array(models, dtype=object),
     }
 
 
@@ -206,11 +231,14 @@ def _feature_columns(
     strings = codes == _STRING
     text[strings] = values[strings]
     owner = np.repeat(row_owner, counts)
+    # the model of each value; one name (or None) when the batch is one model's, as it most is
+    distinct = set(requests["model"].tolist())
+    model = next(iter(distinct), None) if len(distinct) <= 1 else requests["model"][owner]
     return {
         "ts": requests["ts"][owner],
         "request_id": requests["request_id"][owner],
         "row_index": np.repeat(row_index, counts).astype(np.int32),
-        "column_id": ids.ids(names, codes, np.repeat(row_role, counts)),
+        "column_id": ids.ids(names, codes, np.repeat(row_role, counts), model),
         "num": num,
         "str": text,
     }

@@ -9,6 +9,7 @@ feature's distribution test from :mod:`._drift_features` and the schema anomalie
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from ._drift_window import (
     values_per_role,
     window_rows,
 )
+from ._prediction_fields import choose_fields, output_fields
 
 __all__ = [
     "CategoricalWindow",
@@ -49,13 +51,19 @@ def run_check(
     now: datetime | None = None,
     min_rows: int = 100,
     baseline_path: str | None = None,
+    prediction_output: str | None = None,
+    naming: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
     Returns the /drift report of the contract. ``connection_factory`` gives a cursor of the
     store, which is closed before returning; fewer than ``min_rows`` rows give
     ``insufficient_data`` rather than a verdict, and no baseline gives ``no_baseline`` (with
-    row counts and parse failures still reported).
+    row counts and parse failures still reported). The baseline's prediction is compared with
+    the served output :func:`choose_fields` takes for it (``prediction_output`` overrides);
+    ``mapping`` says which and why, and ``naming`` (how request columns were named) too;
+    ``metadata`` is the model server's account of the model (names, datatypes, shapes).
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -81,39 +89,76 @@ def run_check(
             "features": {},
             "prediction": {},
             "schema_anomalies": anomalies,
+            "mapping": {
+                "prediction": None,
+                "inputs": naming or {"method": None},
+                "metadata": metadata,
+            },
         }
         if baseline is None:
             return report
+        outputs = _outputs(cursor, baseline, start, end, prediction_output, report["mapping"])
         if counted < min_rows:
             report["status"] = "alert" if anomalies else "insufficient_data"
             return report
         windows: dict[str, dict[str, Any]] = {}
         for role, _ in _ROLES:
-            section = _section(baseline, role)
+            section = _section(baseline, role, outputs)
             numeric = [f for f in section.values() if f.kind == "numeric"]
             categorical = [f for f in section.values() if f.kind == "categorical"]
             windows[role] = numeric_counts(cursor, role, numeric, start, end)
             windows[role] |= categorical_counts(cursor, role, categorical, start, end)
-        types = _types(cursor, baseline, windows, start, end)
+        types = _types(cursor, baseline, outputs, windows, start, end)
     finally:
         cursor.close()
     for role, key in _ROLES:
-        section = _section(baseline, role)
+        section = _section(baseline, role, outputs)
         for name, fb in section.items():
             entry, found = evaluate_feature(
                 fb, rows.get(role, 0), types.get((role, name), {}), windows[role].get(name)
             )
-            report[key][name] = entry
-            anomalies.extend(found)
-        if section or role == "input":
+            own = baseline.prediction.name if role == "output" and baseline.prediction else name
+            report[key][own] = entry
+            anomalies.extend({**a, "feature": own} for a in found)
+        if role == "input":  # outputs beside the prediction (probabilities) are expected
             anomalies.extend(unexpected_features(role, section, types, rows.get(role, 0)))
     _verdict(report, baseline)
     return report
 
 
+def _outputs(
+    cursor: Any,
+    baseline: Baseline,
+    start: datetime,
+    end: datetime,
+    override: str | None,
+    mapping: dict[str, Any],
+) -> dict[str, FeatureBaseline]:
+    """The baseline's prediction keyed by the served output compared with it (the baseline's
+    own name when none is), and the report's ``mapping.prediction``."""
+    expected = baseline.prediction
+    if expected is None:
+        return {}
+    fields = output_fields(cursor, {"start": start, "end": end}, 1)
+    declared = {o["name"]: o["datatype"] for o in (mapping["metadata"] or {}).get("outputs", [])}
+    choice = choose_fields(fields, override, None, expected.name, expected.dtype, declared)
+    served = choice.prediction
+    found = {"output": served, "argmax": choice.argmax, "reason": choice.reason}
+    if served is None:
+        found["reason"] = choice.notes[-1] if choice.notes else None
+    elif choice.argmax:  # the window holds class probabilities; the baseline holds classes
+        found["reason"] = f"{choice.reason}; not compared, as the baseline holds classes"
+        mapping["prediction"] = found
+        return {}
+    mapping["prediction"] = found
+    # no output found: the baseline's name, which no output has, reports the prediction missing
+    return {served or expected.name: replace(expected, name=served or expected.name)}
+
+
 def _types(
     cursor: Any,
     baseline: Baseline,
+    outputs: dict[str, FeatureBaseline],
     windows: dict[str, dict[str, NumericWindow | CategoricalWindow]],
     start: datetime,
     end: datetime,
@@ -124,21 +169,23 @@ def _types(
     stored value of those roles (each is a baseline feature's, of its type), the counts follow
     from them; otherwise one more query counts every (role, name, type).
     """
-    roles = [role for role, _ in _ROLES if role == "input" or _section(baseline, role)]
+    roles = [role for role, _ in _ROLES if role == "input" or outputs]
     stored = values_per_role(cursor, start, end)
     if any(stored[role] != sum(w.values for w in windows[role].values()) for role in roles):
         return type_counts(cursor, start, end)
     types = {}
     for role in roles:
-        section = _section(baseline, role)
+        section = _section(baseline, role, outputs)
         for name, window in windows[role].items():
             if window.values:
                 types[role, name] = {section[name].dtype: window.values}
     return types
 
 
-def _section(baseline: Baseline, role: str) -> dict[str, FeatureBaseline]:
-    return baseline.features if role == "input" else baseline.predictions
+def _section(
+    baseline: Baseline, role: str, outputs: dict[str, FeatureBaseline]
+) -> dict[str, FeatureBaseline]:
+    return baseline.features if role == "input" else outputs
 
 
 def _verdict(report: dict[str, Any], baseline: Baseline) -> None:

@@ -20,12 +20,14 @@ from prometheus_client.core import Metric
 
 from ._alerts import AlertManager
 from ._capture import CaptureCounters, CaptureQueue
-from ._checks import DriftChecks
+from ._checks import DriftChecks, drift_metrics
 from ._columns import ColumnHints
 from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
 from ._metrics import evaluation_metrics
+from ._model_scope import baseline_files
+from ._models import ModelMetadata
 from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._series import SeriesRows
@@ -44,7 +46,15 @@ class Engine:
         self.settings = settings
         self.counters = CaptureCounters()
         self.queue = CaptureQueue(settings.queue_size, self.counters)
-        self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
+        # the model server's own account of its models, read off the request path
+        self.metadata = ModelMetadata(settings.upstream if settings.model_metadata else None)
+        self.writer = StoreWriter(
+            settings,
+            self.queue,
+            self.counters,
+            hints=self.column_hints,
+            seen=self.metadata.note_path,
+        )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
         self.sampling = Periodic("inferwatch-resources")
@@ -56,6 +66,12 @@ class Engine:
         self._last_status: str | None = None
         self.db_memory_bytes: int | None = None  # DuckDB's own memory, read each resource tick
         self.drift = DriftChecks(self)
+        # a check of its own for each model named in the baselines setting
+        self.models = {
+            model: DriftChecks(self, model, path)
+            for model, path in baseline_files(settings.baselines).items()
+        }
+        self.model_evaluations: dict[str, dict[str, Any]] = {}
         self.latest_evaluation: dict[str, Any] | None = None
         self.alerts = AlertManager(
             settings,
@@ -129,9 +145,29 @@ class Engine:
     def column_hints(self) -> ColumnHints:
         """Names for positional payloads, from the baseline's column order when there is one."""
         baseline = self.drift.baseline.baseline
-        if baseline is None or not baseline.columns:
-            return ColumnHints()
-        return ColumnHints(columns=baseline.columns)
+        by_model = {}
+        for model, checks in self.models.items():
+            if checks.baseline.baseline is not None and checks.baseline.baseline.columns:
+                by_model[model] = checks.baseline.baseline.columns
+        columns = baseline.columns if baseline is not None and baseline.columns else None
+        return ColumnHints(columns=columns, model_columns=by_model)
+
+    def served_metadata(self, model: str | None = None) -> dict[str, Any] | None:
+        """A model's metadata as its server told it; without ``model``, the only one's."""
+        if model is None:
+            models = self.metadata.models()
+            model = models[0] if len(models) == 1 else None
+        found = self.metadata.get(model)
+        return {"model": model, **found} if found else None
+
+    def checks_for(self, model: str | None) -> DriftChecks:
+        """The checks of ``model`` (None: of every request); MonitorError for an unknown one."""
+        if model is None:
+            return self.drift
+        if model not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise MonitorError(f"No baseline for model {model!r} (models: {known}).")
+        return self.models[model]
 
     def run_checks(self) -> dict[str, Any]:
         """One round of checks: skew and drift, model quality, then the alert rules.
@@ -140,33 +176,44 @@ class Engine:
         """
         report = quality = None
         try:
+            for model, checks in self.models.items():
+                try:
+                    checks.run()
+                    self.evaluate(model)
+                except MonitorError as exc:  # one model's failure must not stop the others
+                    logger.warning("inferwatch: checking model %r failed: %s", model, exc)
             report = self.drift.run()
             quality = self.evaluate()
         finally:
             self.alerts.evaluate(health=self.health(), drift=report, evaluation=quality)
         return report
 
-    def evaluate(self) -> dict[str, Any]:
-        """Model quality over the window from the labels joined so far."""
-        store = self.writer.store
-        if store is None:
-            raise MonitorError(f"The log store is unavailable: {self.writer.last_error}")
+    def evaluate(self, model: str | None = None) -> dict[str, Any]:
+        """Model quality over the window from the labels joined so far (of one ``model``'s
+        requests when given)."""
+        checks = self.checks_for(model)
         settings = self.settings
-        baseline = self.drift.baseline.baseline
-        cursor = store.cursor()
+        baseline = checks.baseline.baseline
+        cursor = checks.cursors()()
         try:
             report = evaluate(
                 cursor,
                 window_s=settings.evaluation_window,
-                prediction=settings.prediction_field,
+                prediction=settings.prediction_output,
                 probability=settings.probability_field,
                 task=settings.task,
                 baseline_quality=baseline.quality if baseline else None,
+                expected=_expected(baseline),
+                metadata=self.served_metadata(model),
                 min_labels=settings.min_labels,
             )
         finally:
             cursor.close()
-        self.latest_evaluation = report
+        if model is None:
+            self.latest_evaluation = report
+        else:
+            report["model"] = model
+            self.model_evaluations[model] = report
         return report
 
     def _tick(self) -> None:
@@ -265,8 +312,8 @@ class Engine:
 
     def extra_metrics(self) -> Iterator[Metric]:
         """Metric families of the checks that run beside serving (drift, evaluation, alerts)."""
-        yield from self.drift.metrics()
-        yield from evaluation_metrics(self.latest_evaluation)
+        yield from drift_metrics([self.drift, *self.models.values()])
+        yield from evaluation_metrics(self.latest_evaluation, self.model_evaluations)
         yield from self.alerts.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:
@@ -313,6 +360,12 @@ class Engine:
             "rows_evicted": counters.rows_evicted,
             "last_error": self.writer.last_error,
         }
+
+
+def _expected(baseline: Any) -> tuple[str, str] | None:
+    """The baseline's prediction column: (name, dtype), which picks the output evaluated."""
+    entry = baseline.prediction if baseline is not None else None
+    return (entry.name, entry.dtype) if entry is not None else None
 
 
 _ROW_TABLES = {

@@ -42,6 +42,8 @@ def evaluate(
     probability: str | None = None,
     task: str | None = None,
     baseline_quality: dict[str, Any] | None = None,
+    expected: tuple[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
     margin: float = DEFAULT_MARGIN,
     regression_margin: float = DEFAULT_REGRESSION_MARGIN,
     min_labels: int = 30,
@@ -52,9 +54,11 @@ def evaluate(
     into ``buckets`` equal parts. ``prediction``, ``probability`` (a field, or the name of a
     ``name[i]`` vector) and ``task`` (``classification`` or ``regression``) override what is
     inferred from the labels and predictions; before any label arrives, the task is the
-    baseline's, or classification for string predictions. ``baseline_quality`` is the
-    baseline's ``quality`` section. ``cursor`` is the caller's own; the temporary table made on
-    it is dropped before returning. A store that cannot be read raises :class:`MonitorError`.
+    baseline's, or classification for string predictions. ``baseline_quality`` is the baseline's
+    ``quality`` section and ``expected`` its prediction column's (name, dtype), which picks the
+    output to read, as the outputs' datatypes in the model's ``metadata`` do. ``cursor`` is the
+    caller's own; the temporary table made on it is dropped before returning. A store that
+    cannot be read raises :class:`MonitorError`.
     """
     moment = now or datetime.now(UTC)
     end = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
@@ -64,6 +68,7 @@ def evaluate(
         "evaluated_at": _iso(end),
         "task": None,
         "prediction_field": None,
+        "prediction_reason": None,
         "probability_field": None,
         "window": {"start": _iso(span["start"]), "end": _iso(end), "seconds": window_s},
         "coverage": None,
@@ -81,13 +86,16 @@ def evaluate(
         if not fields:
             report["reasons"].append("No predictions were captured in the window.")
             return report
-        choice = choose_fields(fields, prediction, probability)
+        name, dtype = expected or (None, None)
+        declared = {o["name"]: o["datatype"] for o in (metadata or {}).get("outputs", [])}
+        choice = choose_fields(fields, prediction, probability, name, dtype, declared)
         report["notes"] = choice.notes
         if choice.prediction is None:
             report["status"] = "unknown_prediction"
             report["reasons"].append(choice.notes[-1])
             return report
         report["prediction_field"] = choice.prediction + ("[*]" if choice.argmax else "")
+        report["prediction_reason"] = choice.reason
         prior = _prior_task(baseline_quality, fields.get(choice.prediction))
         rows = _joined(cursor, span, choice, task, prior, report)
         base = choice.vector[0] if choice.argmax else choice.prediction

@@ -221,6 +221,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _WINDOW = _query("window", _TEXT, "a duration: 90s, 5m, 1h, 7d or plain seconds")
 _SINCE = _query("since", {"type": "string", "format": "date-time"}, "ISO-8601 time")
 _LIMIT = _query("limit", {"type": "integer"}, "how many at most (kept to 1..1000)")
+_MODEL = _query("model", _TEXT, "a model of the baselines setting (default: every request's)")
 
 # ------------------------------------------------------------------ the document
 
@@ -240,6 +241,7 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
         else {"403": _error("no admin_token is set and the request came from beyond loopback")}
     )
     unavailable = _error("the log store is unavailable")
+    no_model = _error("no baseline for that model")
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {
@@ -309,9 +311,11 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "The latest skew check (one is run if none has been)",
                 "operationId": "drift",
                 **guarded,
+                "parameters": [_MODEL],
                 "responses": {
                     "200": _json(_ref("DriftReport"), "the latest report"),
                     **unauthorized,
+                    "404": no_model,
                     "503": unavailable,
                 },
             }
@@ -321,9 +325,11 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "Run a skew check now",
                 "operationId": "driftCheck",
                 **guarded,
+                "parameters": [_MODEL],
                 "responses": {
                     "200": _json(_ref("DriftReport"), "the new report"),
                     **unauthorized,
+                    "404": no_model,
                     "503": unavailable,
                 },
             }
@@ -377,8 +383,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
             "get": {
                 "summary": "Model quality from joined labels",
                 "operationId": "evaluation",
+                "parameters": [_MODEL],
                 "responses": {
                     "200": _json(_ref("Evaluation"), "the evaluation"),
+                    "404": no_model,
                     "503": unavailable,
                 },
             }

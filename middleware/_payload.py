@@ -10,19 +10,27 @@ from __future__ import annotations
 import functools
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-__all__ = ["ParseLimits", "Parsed", "parse_request", "parse_response"]
+from ._binary_tensors import split_binary
+
+__all__ = ["NAMING", "ParseLimits", "Parsed", "parse_request", "parse_response"]
+
+NAMING = ("by_name", "positional", "metadata", "as_sent")
+"""How a request's columns got their names: the payload's own names, the baseline's column order
+by position, the model server's metadata, or names made up from positions (``f0``, ``x[0]``)."""
 
 _MAX_DEPTH = 32
 _MAX_STR = 1024
 _MAX_DETAIL = 80
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _LOOK = frozenset((dict, list, str))  # the value types that may need work before storing
+_GZIP = b"\x1f\x8b"
 _OPENAI = (("/v1/chat/completions", True), ("/v1/completions", False))
 
 _Row = dict[str, object]
@@ -36,6 +44,7 @@ class ParseLimits:
     max_name_length: int = 256
     max_rows: int = 10_000
     redact: frozenset[str] = frozenset()
+    max_unzipped: int = 16 * 2**20  # most bytes a gzip-encoded body may open to
 
 
 @dataclass(slots=True)
@@ -47,6 +56,7 @@ class Parsed:
     capped: int = 0
     redacted: int = 0
     detail: str | None = None
+    names: str | None = None  # how input columns were named: see ``NAMING``
 
 
 class _Ctx:
@@ -55,12 +65,21 @@ class _Ctx:
     def __init__(self, limits: ParseLimits, columns: Sequence[object] | None = None) -> None:
         self.max_fields, self.max_name = limits.max_fields_per_row, limits.max_name_length
         self.max_rows, self.redact = limits.max_rows, limits.redact
+        self.max_unzipped = limits.max_unzipped
         self.capped = self.redacted = 0
         self.keys_ok: KeysView[str] | None = None
         self.names: list[str] = []
         self.names_ok = True  # no positional name is redacted or too long
+        self.naming: str | None = None
+        self.given = 0  # positional names that came from the caller (the baseline's order)
         if columns:
             self.add_names(columns)
+            self.given = len(self.names)
+
+    def named(self, how: str) -> None:
+        """Note how columns were named; made-up names outweigh every other way."""
+        if self.naming is None or how == "as_sent":
+            self.naming = how
 
     def add_names(self, names: Iterable[object]) -> None:
         new = [n if n.__class__ is str else str(n) for n in names]
@@ -159,13 +178,21 @@ def _positional(items: list[Any], cx: _Ctx) -> _Row:
 def _instances(items: list[Any], cx: _Ctx, scalars: bool) -> list[_Row] | None:
     """A row per element; a scalar element is a one-feature instance only inside a batch key."""
     rows: list[_Row] = []
+    widest, records = 0, False  # what tells how the columns were named, noted once
     for it in cx.cap_rows(items):
         if type(it) is dict:
             rows.append(_record(it, cx))
+            records = True
         elif type(it) is list or scalars:
-            rows.append(_positional(it if type(it) is list else [it], cx))
+            one = it if type(it) is list else [it]
+            widest = max(widest, len(one))
+            rows.append(_positional(one, cx))
         else:
             return None
+    if records:
+        cx.named("by_name")
+    if widest:
+        cx.named("positional" if widest <= cx.given else "as_sent")
     return rows
 
 
@@ -176,7 +203,13 @@ def _split(split: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
     if columns.__class__ is list:  # the body's own column names win over the baseline's
         cx.names, cx.names_ok = [], True
         cx.add_names(columns)
-    return [_positional(r if r.__class__ is list else [r], cx) for r in cx.cap_rows(data)]
+        cx.given = len(cx.names)
+    kept = cx.cap_rows(data)
+    widest = max((len(r) if r.__class__ is list else 1 for r in kept), default=0)
+    if kept:
+        own = "by_name" if columns.__class__ is list else "positional"
+        cx.named(own if widest <= cx.given else "as_sent")
+    return [_positional(r if r.__class__ is list else [r], cx) for r in kept]
 
 
 def _flat(data: list[Any], cx: _Ctx) -> list[Any]:
@@ -204,9 +237,17 @@ def _is_tensors(v: Any) -> bool:
 
 
 def _tensors(
-    specs: list[dict[str, Any]], tcols: Mapping[str, Sequence[str]] | None, cx: _Ctx
+    specs: list[dict[str, Any]],
+    tcols: Mapping[str, Sequence[str]] | None,
+    cx: _Ctx,
+    inputs: bool = False,
 ) -> list[_Row]:
-    """Open Inference Protocol tensors, merged into one row per batch element."""
+    """Open Inference Protocol tensors, merged into one row per batch element.
+
+    A tensor of shape [N] or [N, 1] is one column named by the tensor; [N, K] gives K columns,
+    named by ``tcols`` (model metadata), else, for the only input tensor of a request whose K
+    is the baseline's feature count, by the baseline's column order, else ``name[i]``.
+    """
     rows: list[_Row] = []
     dropped = 0  # rows beyond max_rows, counted once however many tensors they span
     for spec in specs:
@@ -217,24 +258,31 @@ def _tensors(
         flat = _flat(data, cx) if nested else data
         if shape.__class__ is list and all(d.__class__ is int and d >= 0 for d in shape):
             n, f = (shape[0], math.prod(shape[1:])) if shape else (1, 1)
-            one_d = len(shape) <= 1
         else:  # no usable shape: the nesting gives it
             n = len(data) if nested else len(flat)
-            f, one_d = (len(flat) // n if nested else 1), not nested
+            f = len(flat) // n if nested and n else 1
         if f <= 0:
             continue
         n = min(n, len(flat) // f)
         dropped = max(dropped, n - cx.max_rows)
         n = min(n, cx.max_rows)
-        if one_d:
-            names = [tname]
-        else:
-            given = (tcols or {}).get(tname) or ()
+        given = (tcols or {}).get(tname) or ()
+        if given:
             names = [
                 str(given[i]) if i < len(given) else f"{tname}[{i}]"
                 for i in range(min(f, cx.max_fields))
             ]
-            cx.capped += (f - len(names)) * n
+            cx.named("metadata")
+        elif inputs and len(specs) == 1 and f == cx.given and tname not in cx.names[:f]:
+            names = cx.names[: min(f, cx.max_fields)]
+            cx.named("positional")
+        elif f == 1:
+            names = [tname]
+            cx.named("by_name")
+        else:
+            names = [f"{tname}[{i}]" for i in range(min(f, cx.max_fields))]
+            cx.named("as_sent")
+        cx.capped += (f - len(names)) * n
         k = len(names)
         fast = tname not in cx.redact and cx.plain(names) and _clean(flat)
         rows += [{} for _ in range(n - len(rows))]
@@ -249,19 +297,27 @@ def _tensors(
     return rows
 
 
+def _columnar(obj: dict[str, Any], prefix: str, cx: _Ctx) -> list[_Row]:
+    """Column-oriented ``{"col": [v0, v1, ...]}`` as rows; any other object is one record."""
+    cols = list(obj.values())
+    if not cols or not all(c.__class__ is list for c in cols):
+        return [_record(obj, cx, prefix.rstrip("."))]
+    cx.named("by_name")
+    longest = max(map(len, cols))
+    rows: list[_Row] = [{} for _ in range(min(longest, cx.max_rows))]
+    cx.capped += longest - len(rows)
+    for col, vals in obj.items():
+        for row, v in zip(rows, vals, strict=False):
+            _put(row, f"{prefix}{col}", col, v, 1, cx)
+    return rows
+
+
 def _predictions(p: Any, cx: _Ctx) -> list[_Row]:
     if p.__class__ is dict:
-        cols = list(p.values())
-        if not cols or not all(c.__class__ is list for c in cols):
-            return [_record(p, cx, "prediction")]
-        longest = max(map(len, cols))  # column-oriented: {"col": [v0, v1, ...]}
-        rows: list[_Row] = [{} for _ in range(min(longest, cx.max_rows))]
-        cx.capped += longest - len(rows)
-        for col, vals in p.items():
-            for row, v in zip(rows, vals, strict=False):
-                _put(row, f"prediction.{col}", col, v, 1, cx)
-        return rows
+        return _columnar(p, "prediction.", cx)
     p = cx.cap_rows(p if p.__class__ is list else [p])
+    if p and all(v.__class__ is list and len(v) == 1 for v in p):
+        p = [v[0] for v in p]  # shape [N, 1]: one column, as a tensor of that shape gives
     if "prediction" not in cx.redact and cx.max_name >= len("prediction") and _clean(p):
         return [{"prediction": v} for v in p]
     rows = []
@@ -367,6 +423,12 @@ def _openai_kind(path: str) -> bool | None:
     return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _one_instance(path: str) -> bool:
+    """TorchServe's ``/predictions/{model}``: a request is one instance, its answer one row."""
+    return path.startswith("/predictions/")
+
+
 def _parse_int(s: str) -> int | float:
     # As orjson does: integers beyond 64 bits become floats (huge ones inf, not an error).
     v = int(s) if len(s) < 30 else _U64_MAX + 1
@@ -387,6 +449,15 @@ def _scrub(rows: list[_Row]) -> list[_Row]:
     return rows
 
 
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """The gzip member's contents, refused beyond ``limit`` bytes (a small body can unzip huge)."""
+    opener = zlib.decompressobj(wbits=31)
+    out = opener.decompress(bytes(body), limit)
+    if opener.unconsumed_tail:
+        raise ValueError(f"over {limit} bytes unzipped")
+    return out
+
+
 def _parse(
     body: bytes,
     content_type: str | None,
@@ -399,6 +470,13 @@ def _parse(
         return Parsed("too_large", [], detail="body is over max_body_bytes")
     if not body or body.isspace():
         return Parsed("empty", [], detail="body is empty")
+    if body[:2] == _GZIP:
+        # MLServer and others gzip larger answers for clients that accept it; the capture
+        # holds the bytes as sent, so they are opened here, off the request path
+        try:
+            body = _gunzip(body, cx.max_unzipped)
+        except (zlib.error, ValueError) as exc:
+            return Parsed("parse_error", [], detail=f"gzip body: {exc}")
     if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows clients send
         body = body[3:]
     start = body.lstrip()[:5]
@@ -413,12 +491,15 @@ def _parse(
             obj = json.loads(bytes(body).decode("utf-8"), parse_int=_parse_int)
             fallback = True
         except Exception:  # also RecursionError from deep nesting
-            status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
-            return Parsed(status, [], detail=str(exc))
+            obj = split_binary(bytes(body))  # a JSON header and raw tensor bytes (Triton)
+            if obj is None:
+                status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
+                return Parsed(status, [], detail=str(exc))
     rows = shape(obj)
     if rows is None:
         return Parsed("unknown_shape", [], detail=f"no known shape for a JSON {type(obj).__name__}")
-    return Parsed("ok", _scrub(rows) if fallback else rows, cx.capped, cx.redacted)
+    rows = _scrub(rows) if fallback else rows
+    return Parsed("ok", rows, cx.capped, cx.redacted, names=cx.naming if rows else None)
 
 
 def _guard(parse: Callable[[], Parsed]) -> Parsed:
@@ -462,8 +543,11 @@ def parse_request(
         for key in ("instances", "dataframe_records", "inputs"):
             if obj.get(key).__class__ is list:
                 if key == "inputs" and _is_tensors(obj[key]):
-                    return _tensors(obj[key], tensor_columns, cx)
+                    return _tensors(obj[key], tensor_columns, cx, inputs=True)
                 return _instances(obj[key], cx, scalars=True)
+        if obj.get("inputs").__class__ is dict:  # MLflow's column-oriented tensor inputs
+            return _columnar(obj["inputs"], "", cx)
+        cx.named("by_name")
         return [_record(obj, cx)]
 
     return _guard(lambda: _parse(body, content_type, truncated, shape, cx))
@@ -488,8 +572,10 @@ def parse_response(
     def shape(obj: Any) -> list[_Row] | None:
         if _openai_kind(path) is not None:
             return _completion([obj], False, cx)
-        if obj.__class__ is list:
-            return _predictions(obj, cx)
+        if obj.__class__ is list and _one_instance(path):
+            return _predictions([obj], cx)  # TorchServe answers each request's one instance
+        if obj.__class__ is list or (obj is not None and obj.__class__ is not dict):
+            return _predictions(obj, cx)  # a bare list or value, as TorchServe and MLflow send
         if obj.__class__ is not dict:
             return None
         if "predictions" in obj:

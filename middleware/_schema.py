@@ -16,7 +16,9 @@ __all__ = [
     "ROLE_CODES",
     "SCHEMA_VERSION",
     "STATEMENTS",
+    "TABLES",
     "TYPE_CODES",
+    "UPGRADES",
     "column_id_sql",
 ]
 
@@ -26,10 +28,16 @@ ROLE_CODES = {"input": 0, "output": 1}
 TYPE_CODES = {"number": 0, "boolean": 1, "string": 2, "null": 3}
 
 FEATURES_VIEW = """
-    CREATE VIEW IF NOT EXISTS features AS
-    SELECT v.ts, v.request_id, v.row_index, c.role, c.name, c.type, v.num, v.str
+    CREATE OR REPLACE VIEW features AS
+    SELECT v.ts, v.request_id, v.row_index, c.role, c.name, c.type, v.num, v.str, c.model
     FROM feature_values v JOIN feature_columns c ON c.id = v.column_id
 """
+UPGRADES: tuple[str, ...] = (
+    # the model a request path named (``/v2/models/{name}/infer``); NULL where none
+    "ALTER TABLE requests ADD COLUMN IF NOT EXISTS model VARCHAR",
+    "ALTER TABLE feature_columns ADD COLUMN IF NOT EXISTS model VARCHAR",
+)
+"""Columns added since schema 2, for stores made before them: run after ``STATEMENTS``."""
 
 
 def column_id_sql(index: str, role: str, kind: str) -> str:
@@ -41,7 +49,7 @@ def column_id_sql(index: str, role: str, kind: str) -> str:
 
 SCHEMA_VERSION = 2
 
-STATEMENTS: tuple[str, ...] = (
+TABLES: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS inferwatch_meta (
         key VARCHAR PRIMARY KEY,
@@ -63,7 +71,8 @@ STATEMENTS: tuple[str, ...] = (
         input_status VARCHAR,
         output_status VARCHAR,
         input_rows INTEGER,
-        output_rows INTEGER
+        output_rows INTEGER,
+        model VARCHAR
     )
     """,
     """
@@ -146,7 +155,8 @@ STATEMENTS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY,
         role VARCHAR NOT NULL,
         name VARCHAR NOT NULL,
-        type VARCHAR NOT NULL
+        type VARCHAR NOT NULL,
+        model VARCHAR
     )
     """,
     """
@@ -159,5 +169,6 @@ STATEMENTS: tuple[str, ...] = (
         str VARCHAR
     )
     """,
-    FEATURES_VIEW,
 )
+STATEMENTS: tuple[str, ...] = (*TABLES, FEATURES_VIEW)
+"""What a new store is made of: the tables, then the ``features`` view over them."""

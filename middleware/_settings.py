@@ -204,6 +204,14 @@ class Settings:
     baseline: str | None = _setting(
         None, "text", "Baseline JSON file; none = no skew checks.", common=True, metavar="FILE"
     )
+    baselines: str | None = _setting(
+        None,
+        "text",
+        "Baselines of several models behind one server: a folder of MODEL.json files or "
+        "MODEL=PATH pairs (comma-separated); each model named in request paths is checked "
+        "apart (/drift?model=MODEL).",
+        metavar="FOLDER|PAIRS",
+    )
     sample_rate: float = _setting(
         1.0,
         "fraction",
@@ -221,8 +229,11 @@ class Settings:
         "Most input rows a periodic skew check reads: the newest of its window, so that its cost "
         "stays bounded at any request rate.",
     )
-    prediction_field: str | None = _setting(
-        None, "text", "Output field that is the prediction (inferred when clear)."
+    prediction_output: str | None = _setting(
+        None,
+        "text",
+        "Output that is the prediction (default: the baseline's prediction column, the output "
+        "matching it, the only output, or the one whose values fit).",
     )
     probability_field: str | None = _setting(
         None, "text", "Output field that is the predicted probability (inferred when clear)."
@@ -404,6 +415,13 @@ class Settings:
     )
     admin_port: int = _setting(
         8001, "port", "Port of the sidecar's monitor API.", modes="sidecar", common=True
+    )
+    model_metadata: bool = _setting(
+        True,
+        "bool",
+        "Read each served model's metadata (GET /v2/models/NAME, /v1/models/NAME) from the "
+        "upstream, to tell the prediction among its outputs.",
+        modes="sidecar",
     )
     upstream_timeout: float = _setting(
         300.0,

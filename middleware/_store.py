@@ -18,7 +18,7 @@ import duckdb
 
 from ._cgroup import usable_cpus
 from ._errors import MonitorError
-from ._schema import SCHEMA_VERSION, STATEMENTS, column_id_sql
+from ._schema import FEATURES_VIEW, SCHEMA_VERSION, TABLES, UPGRADES, column_id_sql
 
 __all__ = ["EXPORT_TABLES", "Store", "append_features"]
 
@@ -35,7 +35,8 @@ EXPORT_TABLES: dict[str, str] = {
 """Each table a user can export, with the time column that ``since`` and ``until`` select on."""
 _SERIES = ("efficiency", "resources")
 _AGED = (*_SERIES, "drift_reports", "alerts", "alert_deliveries")
-_INSERT_REQUESTS = "INSERT INTO requests SELECT * FROM request_batch"
+# by name: a batch without the later columns (``model``) leaves them NULL
+_INSERT_REQUESTS = "INSERT INTO requests BY NAME SELECT * FROM request_batch"
 # NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number (type code 0 in the
 # column id) is never NULL otherwise, which lets the insert turn it back into NaN.
 _INSERT_FEATURES = """
@@ -44,12 +45,12 @@ SELECT ts, request_id, row_index, column_id,
        CASE WHEN column_id // 2 % 4 = 0 AND num IS NULL THEN 'nan'::DOUBLE ELSE num END, str
 FROM feature_batch
 """
-_INSERT_COLUMNS = "INSERT INTO feature_columns SELECT id, role, name, type FROM column_batch"
+_INSERT_COLUMNS = "INSERT INTO feature_columns BY NAME SELECT * FROM column_batch"
 # Long-form rows staged by append_features: each (role, name, type) gets its column id, a new
 # name the index after the highest one in use.
 _STAGED_COLUMNS = f"""
-INSERT INTO feature_columns
-WITH known AS (SELECT DISTINCT name, id // 8 AS idx FROM feature_columns),
+INSERT INTO feature_columns (id, role, name, type)
+WITH known AS (SELECT DISTINCT name, id // 8 AS idx FROM feature_columns WHERE model IS NULL),
      fresh AS (
          SELECT name, (SELECT coalesce(max(idx) + 1, 0) FROM known)
                       + row_number() OVER (ORDER BY name) - 1 AS idx
@@ -68,6 +69,7 @@ _STAGED_VALUES = """
 INSERT INTO feature_values
 SELECT s.ts, s.request_id, s.row_index, c.id, s.num, s.str
 FROM iw_staged_features s JOIN feature_columns c USING (role, name, type)
+WHERE c.model IS NULL
 """
 
 
@@ -193,10 +195,12 @@ class Store:
         finally:
             cursor.unregister("series_batch")
 
-    def feature_columns(self) -> list[tuple[int, str, str, str]]:
-        """Every (id, role, name, type) of ``feature_columns``: the writer's ids, and the names
-        that count toward the distinct-name cap across restarts."""
-        return self._writer.execute("SELECT id, role, name, type FROM feature_columns").fetchall()
+    def feature_columns(self) -> list[tuple[int, str, str, str, str | None]]:
+        """Every (id, role, name, type, model) of ``feature_columns``: the writer's ids, and the
+        names that count toward the distinct-name cap across restarts."""
+        return self._writer.execute(
+            "SELECT id, role, name, type, model FROM feature_columns"
+        ).fetchall()
 
     def delete_older_than(self, cutoff: datetime) -> int:
         """Delete requests and feature rows logged before ``cutoff``; return the feature rows."""
@@ -331,7 +335,7 @@ def _create_or_upgrade(cursor: duckdb.DuckDBPyConnection) -> None:
     try:
         if old:
             cursor.execute("ALTER TABLE features RENAME TO features_schema_1")
-        for statement in STATEMENTS:
+        for statement in (*TABLES, *UPGRADES, FEATURES_VIEW):
             cursor.execute(statement)
         if old:
             append_features(cursor, "SELECT * FROM features_schema_1 ORDER BY ts")

@@ -66,6 +66,7 @@ class StoreWriter:
         counters: CaptureCounters,
         *,
         hints: Callable[[], ColumnHints] = ColumnHints,
+        seen: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._queue = queue
@@ -77,6 +78,7 @@ class StoreWriter:
             max_names=settings.max_features,
             counters=counters,
             hints=hints,
+            seen=seen,
         )
         self._store: Store | None = None
         self._store_lock = threading.Lock()
@@ -104,6 +106,10 @@ class StoreWriter:
     def store(self) -> Store | None:
         """The open store, or None while it cannot be opened."""
         return self._store
+
+    def naming_report(self, model: str | None = None) -> dict[str, Any]:
+        """How request columns were named so far (see ``Columnizer.naming_report``)."""
+        return self._columnizer.naming_report(model)
 
     def start(self) -> None:
         self._open_store()

@@ -94,7 +94,7 @@ def test_classification_quality_matches_sklearn(cancer: dict[str, Any]) -> None:
         entry = quality["per_class"][str(label)]
         assert entry["precision"] == pytest.approx(precision_score(y, p, pos_label=label))
         assert entry["recall"] == pytest.approx(recall_score(y, p, pos_label=label))
-    assert doc["predictions"]["prediction"]["column"] == "predicted"
+    assert doc["predictions"]["predicted"]["column"] == "predicted"  # the name given is kept
 
 
 def test_regression_quality_matches_sklearn(tmp_path: Path) -> None:

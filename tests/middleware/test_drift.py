@@ -26,7 +26,7 @@ from middleware._store import append_features
 T0 = datetime(2026, 3, 1)
 CONTRACT_KEYS = {
     "status", "checked_at", "window", "baseline", "drift_detected", "skew_detected",
-    "drifted_features", "features", "prediction", "schema_anomalies",
+    "drifted_features", "features", "prediction", "schema_anomalies", "mapping",
 }  # fmt: skip
 
 
@@ -624,15 +624,52 @@ def test_prediction_drift_is_reported_apart_from_features(tmp_path: Path) -> Non
     baseline = baseline_of(
         tmp_path, {"x": x, "score": 1 / (1 + np.exp(-x))}, prediction_column="score"
     )
-    assert set(baseline.predictions) == {"prediction"} and "score" not in baseline.features
+    assert set(baseline.predictions) == {"score"} and "score" not in baseline.features
     con = open_store(tmp_path / "s.duckdb")
     window = rng.normal(size=1_000)
     end = log_rows(con, {"x": window})
+    # served as {"predictions": [...]}: stored as "prediction", the only output
     log_rows(con, {"prediction": 1 / (1 + np.exp(-(window + 2)))}, role="output")
     report = check(con, baseline, end, 1_000)
     assert report["features"]["x"]["drifted"] is False
-    assert report["prediction"]["prediction"]["drifted"] is True
-    assert report["drifted_features"] == ["prediction"] and report["drift_detected"] is True
+    assert report["prediction"]["score"]["drifted"] is True
+    assert report["drifted_features"] == ["score"] and report["drift_detected"] is True
+    found = report["mapping"]["prediction"]
+    assert (found["output"], found["reason"]) == ("prediction", "the only output")
+    assert report["schema_anomalies"] == []
+
+
+def test_a_probability_vector_prediction_is_named_but_not_compared(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=2_000)
+    label = np.where(x > 0, "yes", "no")
+    baseline = baseline_of(tmp_path, {"x": x, "guess": label}, prediction_column="guess")
+    con = open_store(tmp_path / "s.duckdb")
+    window = rng.normal(size=500)
+    end = log_rows(con, {"x": window})
+    p1 = 1 / (1 + np.exp(-window))
+    log_rows(con, {"proba[0]": 1 - p1, "proba[1]": p1}, role="output")
+    report = check(con, baseline, end, 500)
+    found = report["mapping"]["prediction"]
+    assert (found["output"], found["argmax"]) == ("proba", True)
+    assert "not compared" in found["reason"]
+    assert report["prediction"] == {} and report["schema_anomalies"] == []
+    assert report["status"] == "ok"
+
+
+def test_no_output_that_is_the_prediction_is_reported_missing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=2_000)
+    baseline = baseline_of(tmp_path, {"x": x, "score": x * 2}, prediction_column="score")
+    con = open_store(tmp_path / "s.duckdb")
+    end = log_rows(con, {"x": rng.normal(size=500)})
+    log_rows(con, {"a": rng.normal(size=500), "b": rng.normal(size=500)}, role="output")
+    report = check(con, baseline, end, 500)
+    found = report["mapping"]["prediction"]
+    assert found["output"] is None and "Cannot tell" in found["reason"]
+    assert [(a["feature"], a["type"]) for a in report["schema_anomalies"]] == [
+        ("score", "missing_feature")
+    ]
 
 
 def test_overrides_method_threshold_critical_and_drift_share(tmp_path: Path) -> None:

@@ -383,7 +383,7 @@ def test_prediction_probability_and_task_are_inferred_when_clear(
     assert got == want
     if want[0] is None:
         assert report["status"] == "unknown_prediction"
-        assert "evaluation_prediction" in report["reasons"][0]
+        assert "prediction_output" in report["reasons"][0]
 
 
 def test_settings_override_the_inference(store: Store) -> None:

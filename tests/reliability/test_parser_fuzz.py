@@ -195,7 +195,7 @@ def tensors(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         data = [flat[i * width : (i + 1) * width] for i in range(n)] if nested else flat
         specs.append({"name": name, "shape": shape, "datatype": "BYTES", "data": data})
         for i in range(n):
-            if width == 0:
+            if width <= 1:  # shape [N] and [N, 1]: one column named by the tensor
                 rows[i][name] = flat[i]
             else:
                 rows[i].update({f"{name}[{j}]": flat[i * width + j] for j in range(width)})
@@ -227,6 +227,8 @@ def test_a_response_record_keeps_every_name_and_type(obj: dict[str, Any]) -> Non
 def test_predictions_give_a_row_each(predictions: list[Any], bare: bool) -> None:
     body = predictions if bare else {"predictions": predictions, "model_version": "1"}
     expected = []
+    if predictions and all(type(p) is list and len(p) == 1 for p in predictions):
+        predictions = [p[0] for p in predictions]  # shape [N, 1]: one column
     for p in predictions:
         row: dict[str, Any] = {}
         flatten(p, "prediction", row)
