@@ -199,6 +199,13 @@ class Settings:
     )
     redact: tuple[str, ...] = _setting((), "names", "Field names never stored (comma-separated).")
     api_prefix: str = _setting("/monitor", "text", "Path of the monitor API.", modes="middleware")
+    collector_linger: float = _setting(
+        10.0,
+        "duration",
+        "How long a collector that a worker started waits with no worker connected before it "
+        "writes everything and exits (long enough for a server to replace its workers).",
+        modes="middleware",
+    )
     queue_size: int = _setting(
         10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
     )

@@ -118,6 +118,36 @@ def sidecar(**values: Any) -> None:
 
 
 @main.command()
+@click.option(
+    "--admin-port",
+    "collector_port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve the monitor API on this TCP port (it always answers on <db>.api.sock).",
+)
+@click.option(
+    "--admin-host", "collector_host", default="0.0.0.0", show_default=True, help="Its address."
+)
+@settings_options("middleware")
+def collector(collector_port: int | None, collector_host: str, **values: Any) -> None:
+    """Run the collector of --db: the one process that writes the log store.
+
+    Every worker of the app (MonitorMiddleware with the same db) hands its requests to it over
+    <db>.sock. Without this command the first worker starts one; one started here runs until
+    SIGTERM and is used by the workers, never duplicated.
+    """
+    import logging
+
+    from middleware.collector.process import run_collector
+
+    settings = load_settings(values)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    status = run_collector(settings, admin_host=collector_host, admin_port=collector_port)
+    if status:
+        raise click.ClickException(f"A collector already runs for {settings.db!r}.")
+
+
+@main.command()
 @click.option("--duration", default=None, help="Exit after this long (e.g. 90s); default: Ctrl-C.")
 @click.option("--phase", "phase", default="15s", show_default=True, help="Length of each phase.")
 @click.option("--rate", default=15.0, show_default=True, help="Requests per second it sends.")
