@@ -31,6 +31,8 @@ _ERROR = b"x-inferwatch-error"
 _MAX_REQUEST_ID = 128
 _UNMATCHED = "<unmatched>"
 _OTHER = "<other>"
+_CONNECT_WAIT_S = 15.0
+_PROBES = frozenset({"/healthz", "/readyz"})  # answered at once, whatever the collector's state
 
 
 class MonitorMiddleware:
@@ -99,7 +101,11 @@ class MonitorMiddleware:
                         sink.start()  # served without lifespan events
                     scope = {**scope, "root_path": root + prefix}
                     if self._forward is not None:
-                        await self._forward(scope, receive, send, path[len(prefix) :] or "/")
+                        api_path = path[len(prefix) :] or "/"
+                        if api_path not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
+                            # Being started (no lifespan) or restarted: worth a short wait.
+                            await self.channel.wait_connected(_CONNECT_WAIT_S)  # type: ignore[union-attr]
+                        await self._forward(scope, receive, send, api_path)
                     else:
                         await self._api(scope, receive, send)  # type: ignore[misc]
                     return
@@ -116,6 +122,9 @@ class MonitorMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 sink.start()
+                if self.channel is not None:
+                    # The first worker starts the collector: the app is ready once it answers.
+                    await self.channel.wait_connected(_CONNECT_WAIT_S)
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -235,9 +244,10 @@ class MonitorMiddleware:
                         response_chunks.append(body)
                     else:
                         response_truncated = True
-                if not message.get("more_body", False) and not recorded:
+                if not message.get("more_body", False) and status < 500 and not recorded:
                     # Before the last byte leaves: a client that has its response knows that
                     # the capture is handed over, which is what a read-your-writes read needs.
+                    # A 5xx waits for the app to return: an exception may follow to name it.
                     record(None)
             await send(message)
 

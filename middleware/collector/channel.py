@@ -11,6 +11,7 @@ handing over in the measured probes, which is why requests are batched.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -98,6 +99,13 @@ class CollectorChannel:
             self._thread = threading.Thread(target=self._run, name="inferwatch-sender", daemon=True)
             self._thread.start()
             atexit.register(self.stop, 2.0)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait (without blocking the event loop) until the collector takes this worker's frames."""
+        deadline = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.connected
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Send everything pending and a goodbye; wait for the collector to have written it.
