@@ -72,31 +72,40 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 @main.command()
-@click.option("--db", "db", required=True, help="A log store file that no process has open.")
+@click.option("--db", "db", required=True, help="The log store (a running collector's too).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder.")
 @click.option("--since", default=None, help="ISO-8601 start time (UTC).")
 @click.option("--until", default=None, help="ISO-8601 end time (UTC).")
 def export(db: str, out: str, since: str | None, until: str | None) -> None:
     """Write the log store's tables as Parquet files into OUT.
 
-    A running monitor holds its file; export from it with GET /export/TABLE.parquet instead.
+    While a collector holds the store, a consistent copy of it is exported.
     """
-    from middleware._store import Store
+    from middleware.collector.client import running_collector, snapshot
 
     if not os.path.exists(db):
         raise click.UsageError(f"No log store at {db!r}.")
+    collector = running_collector(db)
     try:
-        store = Store(db, read_only=True)
+        if collector is None:
+            _export(db, out, since, until)
+        else:  # the collector holds the file: export a consistent copy of it
+            with snapshot(collector) as copy:
+                _export(copy, out, since, until)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _export(db: str, out: str, since: str | None, until: str | None) -> None:
+    from middleware._store import Store
+
+    store = Store(db, read_only=True)
     os.makedirs(out, exist_ok=True)
     try:
         for table in ("requests", "features"):
             path = os.path.join(out, f"{table}.parquet")
             rows = store.export_parquet(table, path, _parse_time(since), _parse_time(until))
             click.echo(f"{path}: {rows} rows")
-    except MonitorError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
 

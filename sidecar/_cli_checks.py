@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -83,7 +85,7 @@ def build(
 
 
 @click.command()
-@click.option("--db", required=True, help="The DuckDB log store (no other process may hold it).")
+@click.option("--db", required=True, help="The DuckDB log store (a running collector's too).")
 @click.option("--baseline", "baseline_path", required=True, help="The baseline file.")
 @click.option("--window", default="1h", show_default=True, help="Traffic to check, back from now.")
 @click.option("--until", default=None, help="ISO-8601 end of the window (UTC); default now.")
@@ -99,21 +101,47 @@ def check(
     Exits 0 when all is well, 1 when drift or skew is found, 2 on bad input.
     """
     from middleware._baseline import load_baseline
+    from middleware.collector.client import running_collector, snapshot
+
+    with contextlib.ExitStack() as stack:
+        try:
+            window_s = parse_duration(window)
+            end = datetime.fromisoformat(until) if until else None
+            if not os.path.exists(db):
+                raise MonitorError(f"No log store at {db!r}.")
+            loaded = load_baseline(baseline_path)
+            collector = running_collector(db)
+            if collector is not None:  # it holds the file: check a consistent copy of it
+                db = stack.enter_context(snapshot(collector))
+        except (MonitorError, ValueError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        report = _check(db, loaded, window_s, end, min_rows, baseline_path)
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_text(report))
+    sys.exit(1 if report["drift_detected"] or report["skew_detected"] else 0)
+
+
+def _check(
+    db: str,
+    loaded: Any,
+    window_s: float,
+    end: datetime | None,
+    min_rows: int,
+    baseline_path: str,
+) -> dict[str, Any]:
     from middleware._drift import run_check
     from middleware._store import Store
 
     try:
-        window_s = parse_duration(window)
-        end = datetime.fromisoformat(until) if until else None
-        if not os.path.exists(db):
-            raise MonitorError(f"No log store at {db!r}.")
-        loaded = load_baseline(baseline_path)
         store = Store(db, read_only=True)
-    except (MonitorError, ValueError) as exc:
+    except MonitorError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     try:
-        report = run_check(
+        return run_check(
             store.cursor,
             loaded,
             window_s=window_s,
@@ -123,11 +151,6 @@ def check(
         )
     finally:
         store.close()
-    if output == "json":
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(render_text(report))
-    sys.exit(1 if report["drift_detected"] or report["skew_detected"] else 0)
 
 
 def render_text(report: dict) -> str:
@@ -162,12 +185,22 @@ def labels() -> None:
 
 @labels.command("import")
 @click.argument("file")
-@click.option("--db", required=True, help="The DuckDB log store (stop the monitor first).")
+@click.option("--db", required=True, help="The DuckDB log store (a running collector's too).")
 def import_labels(file: str, db: str) -> None:
     """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp)."""
     from middleware._labels import import_label_file
     from middleware._store import Store
+    from middleware.collector.client import import_labels, running_collector
 
+    collector = running_collector(db) if os.path.exists(db) else None
+    if collector is not None:  # it holds the file: it imports them
+        try:
+            counts = import_labels(collector, file)
+        except MonitorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        _report_labels(counts)
+        return
     try:
         if not os.path.exists(db):
             raise MonitorError(f"No log store at {db!r}.")
@@ -185,6 +218,10 @@ def import_labels(file: str, db: str) -> None:
         sys.exit(2)
     finally:
         store.close()
+    _report_labels(counts)
+
+
+def _report_labels(counts: dict[str, int]) -> None:
     click.echo(
         f"{counts['accepted']} labels accepted, {counts['matched']} matched a captured "
         f"prediction, {counts['unmatched']} did not"

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from middleware._baseline import build_baseline
 from tests.collector.servers import LOCK_ERROR, load, serve, stop
 from tests.conftest import ROOT, free_port, wait_collector_gone, wait_until
 
@@ -207,6 +208,7 @@ def test_a_collector_started_by_hand_is_used_not_duplicated(tmp_path: Path) -> N
         # The server has gone; a collector started by hand stays until SIGTERM.
         assert collector.poll() is None
         assert _answers(f"http://127.0.0.1:{admin}/readyz")
+        _commands_work_beside_the_collector(db, traffic.ok[:10], tmp_path)
     finally:
         collector.send_signal(signal.SIGTERM)
         assert collector.wait(30) == 0
@@ -219,3 +221,29 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _inferwatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def _commands_work_beside_the_collector(db: str, request_ids: list[str], folder: Path) -> None:
+    """export, check and labels import while the collector holds the store: no lock error."""
+    exported = _inferwatch("export", "--db", db, "--out", str(folder / "out"))
+    assert exported.returncode == 0, exported.stderr
+    assert "requests.parquet: 500 rows" in exported.stdout
+    training = folder / "training.jsonl"
+    training.write_text("".join(f'{{"a": {i % 7}}}\n' for i in range(300)))
+    build_baseline(str(training), out=str(folder / "baseline.json"))
+    checked = _inferwatch("check", "--db", db, "--baseline", str(folder / "baseline.json"))
+    assert checked.returncode in (0, 1), checked.stderr
+    assert "500 rows" in checked.stdout
+    labels = folder / "labels.csv"
+    labels.write_text("request_id,label\n" + "".join(f"{rid},1\n" for rid in request_ids))
+    imported = _inferwatch("labels", "import", str(labels), "--db", db)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(f"{len(request_ids)} labels accepted, {len(request_ids)}")
+    for result in (exported, checked, imported):
+        assert LOCK_ERROR not in result.stdout + result.stderr
