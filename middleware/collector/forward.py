@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -21,6 +22,8 @@ _HOP_BY_HOP = {
     b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"host",
     b"proxy-connection",
 }  # fmt: skip
+_SAFE_PATH = "/!$&'()*+,;=:@-._~"
+_SAFE_QUERY = _SAFE_PATH + "?%"
 _TIMEOUT = httpx.Timeout(connect=2.0, read=300.0, write=30.0, pool=10.0)
 
 
@@ -49,7 +52,10 @@ class ApiForwarder:
         headers = [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
         headers.append((ROOT_PATH_HEADER, (scope.get("root_path", "")).encode("latin-1")))
         query = scope.get("query_string", b"")
-        url = "http://collector" + path + ("?" + query.decode("latin-1") if query else "")
+        # The path arrives decoded: encode it again, and any byte of the query a URL may not hold.
+        target = quote(path, safe=_SAFE_PATH)
+        if query:
+            target += "?" + quote(query, safe=_SAFE_QUERY)
         body = bytearray()
         while True:
             message = await receive()
@@ -59,7 +65,14 @@ class ApiForwarder:
             if not message.get("more_body", False):
                 break
         client = self._client()
-        request = client.build_request(scope["method"], url, headers=headers, content=bytes(body))
+        try:
+            url = httpx.URL("http://collector", raw_path=target.encode("ascii"))
+            request = client.build_request(
+                scope["method"], url, headers=headers, content=bytes(body)
+            )
+        except (httpx.InvalidURL, ValueError) as exc:
+            await _json(send, 400, {"error": f"not a request the monitor API can answer: {exc}"})
+            return
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
