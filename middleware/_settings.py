@@ -206,6 +206,13 @@ class Settings:
         "writes everything and exits (long enough for a server to replace its workers).",
         modes="middleware",
     )
+    collector_autostart: bool = _setting(
+        True,
+        "bool",
+        "Let a worker start the collector when none runs; turn off when a collector container "
+        "runs beside the app (Kubernetes), so that only that one ever owns the store.",
+        modes="middleware",
+    )
     queue_size: int = _setting(
         10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
     )

@@ -251,7 +251,7 @@ class CollectorChannel:
         except OSError:
             sock.close()
             self._next_connect = time.monotonic() + _RECONNECT_EVERY_S
-            if spawn:
+            if spawn and self.settings.collector_autostart:
                 self._next_spawn = time.monotonic() + _SPAWN_EVERY_S
                 try:
                     spawn_collector(self.settings, self.paths)

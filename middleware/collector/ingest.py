@@ -66,6 +66,7 @@ class IngestServer:
             os.unlink(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.path)
+        os.chmod(self.path, 0o660)  # the app's containers share a group (fsGroup), not a user
         listener.listen(512)
         listener.setblocking(False)
         self._listener = listener
