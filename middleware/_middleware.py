@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from typing import Any, Protocol
@@ -122,9 +123,12 @@ class MonitorMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 sink.start()
-                if self.channel is not None:
+                channel = self.channel
+                if channel is not None and (
+                    self.settings.collector_autostart or os.path.exists(channel.paths.ingest)
+                ):
                     # The first worker starts the collector: the app is ready once it answers.
-                    await self.channel.wait_connected(_CONNECT_WAIT_S)
+                    await channel.wait_connected(_CONNECT_WAIT_S)
             return message
 
         async def lifespan_send(message: Message) -> None:

@@ -214,7 +214,10 @@ class Settings:
         modes="middleware",
     )
     queue_size: int = _setting(
-        10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
+        10_000,
+        "count",
+        "Captured requests held for the writer (and requests each worker holds while the "
+        "collector is away); beyond it they are dropped.",
     )
     flush_interval: float = _setting(
         0.5, "duration", "Longest wait before captured rows are written."

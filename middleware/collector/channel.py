@@ -4,9 +4,9 @@ The request path appends one tuple per finished request to :attr:`CollectorChann
 list append is atomic under the GIL) and never waits, locks or raises. The sender thread takes
 what is pending every few milliseconds, encodes it as one frame and writes it to the collector's
 Unix socket without blocking. While the collector is away (not yet started, restarting) frames
-wait in a bounded buffer; beyond it they are dropped and counted, and the counts reach the
-collector with the next batch it gets. One system call per request was the costliest way of
-handing over in the measured probes, which is why requests are batched.
+wait in a buffer of at most ``queue_size`` requests; beyond it they are dropped and counted, and
+the counts reach the collector with the next batch it gets. One system call per request was
+the costliest way of handing over in the measured probes, which is why requests are batched.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ logger = logging.getLogger("inferwatch")
 _SEND_EVERY_S = 0.005
 _RECONNECT_EVERY_S = 0.02
 _SPAWN_EVERY_S = 1.0
-_BUFFER_BYTES = 32 * 2**20  # frames kept while the collector is away, about 8 s of busy traffic
+_BUFFER_BYTES = 32 * 2**20  # frames kept while the collector is away or behind, at most
 _RECV_BYTES = 65_536
 _EFFICIENCY_FIELDS = 5  # (method, route, status, latency_s, ttfb_s); a capture has 17
 
@@ -76,6 +76,7 @@ class CollectorChannel:
         self._frames: deque[tuple[bytes, int, int, int]] = deque()
         self._finish_by = 0.0
         self._buffered = 0
+        self._buffered_requests = 0
         self._sent = 0
         self._next_connect = 0.0
         self._next_spawn = 0.0
@@ -184,11 +185,15 @@ class CollectorChannel:
         self._queue_frame(frame, count, captures, wire.BATCH)
 
     def _queue_frame(self, frame: bytes, requests: int, captures: int, kind: int) -> None:
-        if self._buffered + len(frame) > _BUFFER_BYTES and requests:
+        if requests and (
+            self._buffered + len(frame) > _BUFFER_BYTES
+            or self._buffered_requests + requests > self.settings.queue_size
+        ):
             self._drop(requests, captures)
             return
         self._frames.append((frame, requests, captures, kind))
         self._buffered += len(frame)
+        self._buffered_requests += requests
 
     def _drop(self, requests: int, captures: int) -> None:
         self.dropped_requests += requests
@@ -229,8 +234,9 @@ class CollectorChannel:
             self._sent += sent
             if self._sent < len(frame):
                 return  # the socket is full: the rest waits for the next turn
-            frames.popleft()
+            _, requests, _, _ = frames.popleft()
             self._buffered -= len(frame)
+            self._buffered_requests -= requests
             self._sent = 0
 
     def _handle(self, message: tuple[Any, ...]) -> None:
@@ -283,6 +289,7 @@ class CollectorChannel:
         # Hellos, markers and empty batches were for the old connection; the goodbye is resent.
         self._frames = deque(item for item in self._frames if item[1] or item[3] == wire.BYE)
         self._buffered = sum(len(item[0]) for item in self._frames)
+        self._buffered_requests = sum(item[1] for item in self._frames)
         self._close()
         self._next_connect = 0.0
 
