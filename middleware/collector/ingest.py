@@ -117,7 +117,7 @@ class IngestServer:
             for connection in waiting:
                 connection.markers.discard(token)
         # The ingest thread put everything before the markers into the queue: write it.
-        return self.engine.flush(max(0.5, deadline - time.monotonic()))
+        return self.engine.write_through(max(0.5, deadline - time.monotonic()))
 
     def _run(self) -> None:
         try:
@@ -183,7 +183,7 @@ class IngestServer:
             ).start()
 
     def _goodbye(self, connection: _Connection, token: int) -> None:
-        self.engine.flush(10.0)
+        self.engine.write_through(10.0)
         with contextlib.suppress(OSError):
             connection.send((wire.ACK, token))
 

@@ -103,6 +103,23 @@ class PodEngine(Engine):
         state.last_seen = time.monotonic()
         self._sum_in_flight()
 
+    def write_through(self, timeout: float) -> bool:
+        """Wait until every capture taken in so far is written (or counted lost).
+
+        Unlike :meth:`flush`, captures that arrive meanwhile are not waited for, so a read under
+        steady traffic answers as soon as what came before it is in the store.
+        """
+        counters = self.counters
+        target = counters.sampled
+        deadline = time.monotonic() + timeout
+        self.series.submit()
+        while counters.stored + counters.dropped + counters.write_errors < target:
+            if time.monotonic() > deadline or not self.running:
+                return False
+            self.writer.wake()
+            time.sleep(0.002)
+        return True
+
     def connected_workers(self) -> list[WorkerState]:
         with self._workers_lock:
             return [state for state in self.workers.values() if state.connected]

@@ -67,7 +67,8 @@ def test_drops_while_the_collector_is_away_are_reported_once_it_is_back(tmp_path
             collector.send_signal(signal.SIGTERM)
             assert collector.wait(30) == 0
     capture = health["capture"]
-    # The worker kept the first 50 requests for the collector and counted the other 150.
-    assert health["requests"]["count"] == 50
-    assert (capture["sampled"], capture["stored"], capture["dropped"]) == (200, 50, 150)
-    assert capture["requests_dropped"] == 150
+    # The worker kept what fitted in 50 requests (whole frames of a few) and counted the rest.
+    kept = health["requests"]["count"]
+    assert 0 < kept <= 50
+    assert (capture["sampled"], capture["stored"], capture["dropped"]) == (200, kept, 200 - kept)
+    assert capture["requests_dropped"] == 200 - kept
