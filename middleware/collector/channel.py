@@ -211,10 +211,15 @@ class CollectorChannel:
                 time.sleep(wait)
                 return
         try:
-            readable, _, _ = select.select([sock], [sock] if self._frames else [], [], wait)
+            # poll, not select: a busy server's descriptors go past select's limit of 1024.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | (select.POLLOUT if self._frames else 0))
+            events = poller.poll(wait * 1000)
             if self._frames:
                 self._write(sock)
-            if readable:
+            if any(
+                event & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, event in events
+            ):
                 data = sock.recv(_RECV_BYTES)
                 if not data:
                     raise ConnectionResetError("the collector closed the connection")
