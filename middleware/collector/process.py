@@ -47,10 +47,12 @@ def run_collector(
     try:
         engine = PodEngine(settings)
         engine.start()
+        # The API listens before workers can connect: a connected worker forwards to it at once.
+        api_socket = _unix_listener(paths.api)
         ingest = IngestServer(engine, paths.ingest)
         ingest.start()
         try:
-            asyncio.run(_serve(engine, ingest, paths, admin_host, admin_port, auto))
+            asyncio.run(_serve(engine, ingest, api_socket, admin_host, admin_port, auto, paths))
         finally:
             ingest.stop()
             engine.stop()
@@ -65,16 +67,17 @@ def run_collector(
 async def _serve(
     engine: PodEngine,
     ingest: IngestServer,
-    paths: CollectorPaths,
+    api_socket: socket.socket,
     admin_host: str,
     admin_port: int | None,
     auto: bool,
+    paths: CollectorPaths,
 ) -> None:
     quiet = {"lifespan": "off", "log_level": "warning", "access_log": False}
     api_server = uvicorn.Server(
         uvicorn.Config(collector_api(engine, ingest, trusted=True), **quiet)  # type: ignore[arg-type]
     )
-    servers = [(api_server, [_unix_listener(paths.api)])]
+    servers = [(api_server, [api_socket])]
     if admin_port is not None:
         admin = uvicorn.Config(
             collector_api(engine, ingest, trusted=False),
@@ -110,4 +113,5 @@ def _unix_listener(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     os.chmod(path, 0o660)
+    sock.listen(512)
     return sock
