@@ -33,7 +33,8 @@ _START_WAIT_S = 15.0
 
 def hold_lock(path: str) -> int | None:
     """An open descriptor holding the exclusive lock on ``path``, or None when another holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Read-only is enough for flock, so a group that may read the file may take the lock.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
