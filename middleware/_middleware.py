@@ -1,23 +1,30 @@
 """MonitorMiddleware: the pure-ASGI middleware that times, samples and captures inferences.
 
-The request path only measures, copies chunk references and appends one object to a bounded
-queue. Parsing, DuckDB and everything slow happen in the engine's threads.
+The request path only measures, keeps references to body chunks and appends one tuple to a list.
+By default a sender thread hands those to the pod's collector process, which owns the store and
+does everything slow (``middleware.collector``); with ``engine=`` (the sidecar, tests) the engine
+runs in this process instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import random
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._checks import BaselineFile
 from ._engine import Engine
 from ._errors import MonitorError
+from ._model_scope import baseline_files
 from ._monitor_off import MonitoringOff, fallback_prefix
 from ._request_ids import new_request_id
 from ._settings import Settings
+from .collector import ApiForwarder, CollectorChannel
 
 __all__ = ["MonitorMiddleware"]
 
@@ -29,14 +36,19 @@ _ERROR = b"x-inferwatch-error"
 _MAX_REQUEST_ID = 128
 _UNMATCHED = "<unmatched>"
 _OTHER = "<other>"
+_CONNECT_WAIT_S = 15.0
+_PROBES = frozenset({"/healthz", "/readyz"})  # answered at once, whatever the collector's state
 
 
 class MonitorMiddleware:
     """Monitor an ASGI model app: capture payloads, time requests, serve the monitor API.
 
     ``MonitorMiddleware(app, db="monitor.duckdb", baseline="baseline.json", sample_rate=0.2)``
-    takes every setting of :class:`Settings` as a keyword. The engine starts and stops with
-    the app's lifespan; the monitor API answers under ``api_prefix``.
+    takes every setting of :class:`Settings` as a keyword. Each worker process hands its requests
+    to the one collector of ``db`` (started by the first worker that finds none) and answers the
+    monitor API under ``api_prefix`` through it, so every worker gives the same figures. Pass
+    ``engine=Engine(settings)`` to run the engine in this process instead (as the sidecar does);
+    ``db=":memory:"`` always does. The hand-off starts and stops with the app's lifespan.
     """
 
     def __init__(
@@ -59,12 +71,23 @@ class MonitorMiddleware:
         try:
             if settings is None:
                 settings = engine.settings if engine is not None else Settings.load(values)
-            engine = engine if engine is not None else Engine(settings)
+            if engine is None and settings.db == ":memory:":
+                engine = Engine(settings)
+            elif engine is None:
+                _readable_baselines(settings)  # the collector would refuse them: say so here
         except MonitorError as exc:
             self.off = MonitoringOff(app, fallback_prefix(values), str(exc))
             return
         self.settings = settings
-        self.engine = engine
+        self.engine: Engine | None = None
+        self.channel: CollectorChannel | None = None
+        self._forward: ApiForwarder | None = None
+        if engine is None and settings.db != ":memory:":
+            self.channel = CollectorChannel(settings)
+            self._sink: _Sink = self.channel
+        else:
+            self.engine = engine
+            self._sink = _InProcess(engine)
         self._sample_rate = settings.sample_rate
         self._max_body = settings.max_body_bytes
         self._max_routes = settings.max_routes
@@ -72,9 +95,12 @@ class MonitorMiddleware:
         self._prefix = settings.api_prefix
         self._api: ASGIApp | None = None
         if serve_api:
-            from ._api import build_api
+            if self.engine is not None:
+                from ._api import build_api
 
-            self._api = build_api(self.engine)
+                self._api = build_api(self.engine)
+            else:
+                self._forward = ApiForwarder(self.channel.paths.api)  # type: ignore[union-attr]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.off is not None:
@@ -82,7 +108,7 @@ class MonitorMiddleware:
             return
         scope_type = scope["type"]
         if scope_type == "http":
-            if self._api is not None:
+            if self._api is not None or self._forward is not None:
                 root: str = scope.get("root_path", "")
                 path: str = scope["path"]
                 if root and path.startswith(root):
@@ -91,13 +117,21 @@ class MonitorMiddleware:
                 if path.startswith(prefix) and (
                     len(path) == len(prefix) or path[len(prefix)] == "/"
                 ):
-                    # Served without lifespan events, the first request starts the engine.
-                    if not self.engine.running and not self._start():
+                    # Served without lifespan events, the first request starts the hand-off.
+                    if not self._sink.running and not self._start():
                         await self.off(scope, receive, send)  # type: ignore[misc]
                         return
-                    await self._api({**scope, "root_path": root + prefix}, receive, send)
+                    scope = {**scope, "root_path": root + prefix}
+                    if self._forward is not None:
+                        api_path = path[len(prefix) :] or "/"
+                        if api_path not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
+                            # Being started (no lifespan) or restarted: worth a short wait.
+                            await self.channel.wait_connected(_CONNECT_WAIT_S)  # type: ignore[union-attr]
+                        await self._forward(scope, receive, send, api_path)
+                    else:
+                        await self._api(scope, receive, send)  # type: ignore[misc]
                     return
-            if not self.engine.running and not self._start():
+            if not self._sink.running and not self._start():
                 await self.off(scope, receive, send)  # type: ignore[misc]
                 return
             await self._monitor(scope, receive, send)
@@ -107,9 +141,10 @@ class MonitorMiddleware:
             await self.app(scope, receive, send)
 
     def _start(self, *, logged: bool = False) -> bool:
-        """Start the engine; when it cannot start, monitoring is off and this is False."""
+        """Start the engine or the hand-off; when it cannot start, monitoring is off and this is
+        False."""
         try:
-            self.engine.start()
+            self._sink.start()
         except Exception as exc:  # the model's traffic must flow whatever the monitor's state
             reason = f"the monitoring engine failed to start: {exc}"
             self.off = MonitoringOff(self.app, self._prefix, reason, logged=logged)
@@ -119,26 +154,34 @@ class MonitorMiddleware:
         return True
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self.engine
+        sink = self._sink
 
         async def lifespan_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._start(logged=True)  # start-up goes on: the model serves unmonitored
+                # Start-up goes on when the monitor cannot start: the model serves unmonitored.
+                channel = self.channel
+                if (
+                    self._start(logged=True)
+                    and channel is not None
+                    and (self.settings.collector_autostart or os.path.exists(channel.paths.ingest))
+                ):
+                    # The first worker starts the collector: the app is ready once it answers.
+                    await channel.wait_connected(_CONNECT_WAIT_S)
             return message
 
         async def lifespan_send(message: Message) -> None:
             if message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
-                # Written before the server is told it may exit, so nothing sampled is lost.
-                engine.stop()
+                # Written (or confirmed written by the collector) before the server is told it
+                # may exit, so nothing sampled is lost.
+                await asyncio.get_running_loop().run_in_executor(None, sink.stop)
             await send(message)
 
         await self.app(scope, lifespan_receive, lifespan_send)
 
     async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self.engine
-        tracker = engine.efficiency
-        tracker.in_flight += 1
+        sink = self._sink
+        sink.in_flight += 1
         started = time.perf_counter()
         wall = time.time()
         max_body = self._max_body
@@ -163,6 +206,45 @@ class MonitorMiddleware:
         status = 0
         first_byte: float | None = None
         reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
+        recorded = False
+
+        def record(error: str | None) -> None:
+            # One tuple per request: a capture when sampled (it carries the timing too), else
+            # the timing alone. Appending it is atomic; the sink's thread does the rest.
+            nonlocal recorded
+            recorded = True
+            latency = time.perf_counter() - started
+            if error is None and reported_error is not None:
+                error = reported_error.decode("latin-1")[:200]
+            try:
+                route = self._route_label(scope, status)
+            except Exception:  # the model's response is on its way; the monitor never breaks it
+                logger.exception("inferwatch failed to label a request")
+                return
+            if error is not None or status >= 500 or random.random() < self._sample_rate:
+                sink.put(
+                    (
+                        wall,
+                        request_id.decode("ascii", "replace"),
+                        scope["method"],
+                        scope["path"],
+                        route,
+                        status,
+                        latency,
+                        first_byte,
+                        tuple(request_chunks),
+                        request_size,
+                        request_truncated,
+                        _text(request_type),
+                        tuple(response_chunks),
+                        response_size,
+                        response_truncated,
+                        _text(response_type),
+                        error,
+                    )
+                )
+            else:
+                sink.put((scope["method"], route, status, latency, first_byte))
 
         async def capture_receive() -> Message:
             nonlocal request_size, request_truncated
@@ -203,49 +285,25 @@ class MonitorMiddleware:
                         response_chunks.append(body)
                     else:
                         response_truncated = True
+                if not message.get("more_body", False) and status < 500 and not recorded:
+                    # Before the last byte leaves: a client that has its response knows that
+                    # the capture is handed over, which is what a read-your-writes read needs.
+                    # A 5xx waits for the app to return: an exception may follow to name it.
+                    record(None)
             await send(message)
 
-        error: str | None = None
         try:
             await self.app(scope, capture_receive, capture_send)
         except BaseException as exc:
-            error = type(exc).__name__
-            if status == 0:
-                status = 500
+            if not recorded:
+                if status == 0:
+                    status = 500
+                record(type(exc).__name__)
             raise
         finally:
-            latency = time.perf_counter() - started
-            tracker.in_flight -= 1
-            if error is None and reported_error is not None:
-                error = reported_error.decode("latin-1")[:200]
-            route = self._route_label(scope, status)
-            tracker.observe(scope["method"], route, status, latency, first_byte)
-            if error is not None or status >= 500 or random.random() < self._sample_rate:
-                try:
-                    # A plain tuple in Capture's field order: see CaptureQueue.put.
-                    engine.queue.put(
-                        (
-                            wall,
-                            request_id.decode("ascii", "replace"),
-                            scope["method"],
-                            scope["path"],
-                            route,
-                            status,
-                            latency,
-                            first_byte,
-                            tuple(request_chunks),
-                            request_size,
-                            request_truncated,
-                            _text(request_type),
-                            tuple(response_chunks),
-                            response_size,
-                            response_truncated,
-                            _text(response_type),
-                            error,
-                        )
-                    )
-                except Exception:  # the model's response is already on its way
-                    logger.exception("inferwatch failed to queue a capture")
+            sink.in_flight -= 1
+            if not recorded:
+                record(None)
 
     def _route_label(self, scope: Scope, status: int) -> str:
         """The route template, so that labels stay few however many paths clients send."""
@@ -264,6 +322,63 @@ class MonitorMiddleware:
             return _OTHER
         self._routes.add(label)
         return label
+
+
+class _Sink(Protocol):
+    """Where the request path puts its one tuple per request."""
+
+    running: bool
+    in_flight: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Any: ...
+
+    def put(self, record: tuple[Any, ...]) -> Any: ...
+
+
+class _InProcess:
+    """The request path's sink when the engine runs in this process."""
+
+    __slots__ = ("engine", "put")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        tracker, queue = engine.efficiency, engine.queue
+
+        def put(record: tuple[Any, ...]) -> None:
+            if len(record) == 5:
+                tracker.observe(*record)
+            else:
+                tracker.observe(record[2], record[4], record[5], record[6], record[7])
+                queue.put(record)
+
+        self.put = put
+
+    @property
+    def running(self) -> bool:
+        return self.engine.running
+
+    @property
+    def in_flight(self) -> int:
+        return self.engine.efficiency.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self.engine.efficiency.in_flight = value
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+
+def _readable_baselines(settings: Settings) -> None:
+    """Raise :class:`MonitorError` when a baseline given in ``settings`` cannot be read."""
+    BaselineFile(settings.baseline)
+    for path in baseline_files(settings.baselines).values():
+        BaselineFile(path)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -283,8 +283,25 @@ class Settings:
     api_prefix: str = _setting(
         "/monitor", "text", "Path of the monitor API.", modes="middleware", common=True
     )
+    collector_linger: float = _setting(
+        10.0,
+        "duration",
+        "How long a collector that a worker started waits with no worker connected before it "
+        "writes everything and exits (long enough for a server to replace its workers).",
+        modes="middleware",
+    )
+    collector_autostart: bool = _setting(
+        True,
+        "bool",
+        "Let a worker start the collector when none runs; turn off when a collector container "
+        "runs beside the app (Kubernetes), so that only that one ever owns the store.",
+        modes="middleware",
+    )
     queue_size: int = _setting(
-        10_000, "count", "Captured requests held for the writer; beyond it they are dropped."
+        10_000,
+        "count",
+        "Captured requests held for the writer (and requests each worker holds while the "
+        "collector is away); beyond it they are dropped.",
     )
     flush_interval: float = _setting(
         0.5, "duration", "Longest wait before captured rows are written."

@@ -130,6 +130,10 @@ class StoreWriter:
             time.sleep(0.005)
         return True
 
+    def wake(self) -> None:
+        """Write what is queued now instead of at the next flush interval."""
+        self._wake.set()
+
     def call(self, work: Callable[[Store], T]) -> Future[T]:
         """Run ``work(store)`` on the writer thread, the only one that writes to the store."""
         future: Future[T] = Future()

@@ -54,9 +54,10 @@ def export(
 ) -> None:
     """Write the log store's tables as Parquet files into OUT, one file per table.
 
-    A running monitor holds its file; export from it with GET /export/TABLE.parquet instead.
+    While a collector holds the store, a consistent copy of it is exported.
     """
     from middleware._store import EXPORT_TABLES
+    from middleware.collector.client import running_collector, snapshot
 
     chosen = list(EXPORT_TABLES) if tables is None else [t.strip() for t in tables.split(",")]
     unknown = [t for t in chosen if t not in EXPORT_TABLES]
@@ -66,15 +67,27 @@ def export(
             f"choose from {', '.join(EXPORT_TABLES)}."
         )
     settings = load_settings({"db": db})
-    store = open_store(settings.db, busy_hint=" Export from a running monitor with GET /export.")
+    collector = running_collector(settings.db) if os.path.isfile(settings.db) else None
+    try:
+        if collector is None:
+            _export(settings.db, out, since, until, chosen)
+        else:  # the collector holds the file: export a consistent copy of it
+            with snapshot(collector) as copy:
+                _export(copy, out, since, until, chosen)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _export(
+    db: str, out: str, since: datetime | None, until: datetime | None, chosen: list[str]
+) -> None:
+    store = open_store(db)
     os.makedirs(out, exist_ok=True)
     try:
         for table in dict.fromkeys(chosen):
             path = os.path.join(out, f"{table}.parquet")
             rows = store.export_parquet(table, path, since, until)
             click.echo(f"{path}: {rows} rows")
-    except MonitorError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
 
@@ -94,6 +107,32 @@ def sidecar(**values: Any) -> None:
     except MonitorError as exc:
         raise click.UsageError(str(exc)) from exc
     sys.exit(status)
+
+
+@main.command()
+@option("--admin-port", "collector_port", type=click.IntRange(0, 65535), default=None,
+        metavar="PORT",
+        help="Also serve the monitor API on this TCP port (it always answers on "
+        "<db>.api.sock).")  # fmt: skip
+@option("--admin-host", "collector_host", default="0.0.0.0", metavar="ADDRESS",
+        help="Address of that port. [default: 0.0.0.0]")  # fmt: skip
+@settings_options("middleware")
+def collector(collector_port: int | None, collector_host: str, **values: Any) -> None:
+    """Run the collector of --db: the one process that writes the log store.
+
+    Every worker of the app (MonitorMiddleware with the same db) hands its requests to it over
+    <db>.sock. Without this command the first worker starts one; one started here runs until
+    SIGTERM and is used by the workers, never duplicated.
+    """
+    import logging
+
+    from middleware.collector.process import run_collector
+
+    settings = load_settings(values)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    status = run_collector(settings, admin_host=collector_host, admin_port=collector_port)
+    if status:
+        raise click.ClickException(f"A collector already runs for {settings.db!r}.")
 
 
 @main.command()

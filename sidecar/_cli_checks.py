@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -102,10 +103,12 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
     """Check the logged traffic against a baseline once.
 
     Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
-    rows in the window than --min-rows, none included).
+    rows in the window than --min-rows, none included). While a collector holds the store, a
+    consistent copy of it is checked.
     """
     from middleware._baseline import load_baseline
     from middleware._drift import run_check
+    from middleware.collector.client import running_collector, snapshot
 
     settings = load_settings(values, required=("baseline",))
     baseline_path = settings.baseline or ""
@@ -113,18 +116,26 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
         loaded = load_baseline(baseline_path)
     except MonitorError as exc:
         raise click.UsageError(f"Bad value for --baseline: {exc}.") from exc
-    store = open_store(settings.db)
-    try:
-        report = run_check(
-            store.cursor,
-            loaded,
-            window_s=settings.window,
-            now=until,
-            min_rows=settings.min_rows,
-            baseline_path=baseline_path,
-        )
-    finally:
-        store.close()
+    with contextlib.ExitStack() as stack:
+        db = settings.db
+        collector = running_collector(db) if os.path.isfile(db) else None
+        if collector is not None:  # it holds the file: check a consistent copy of it
+            try:
+                db = stack.enter_context(snapshot(collector))
+            except MonitorError as exc:
+                raise click.UsageError(f"Bad value for --db: {exc}") from exc
+        store = open_store(db)
+        try:
+            report = run_check(
+                store.cursor,
+                loaded,
+                window_s=settings.window,
+                now=until,
+                min_rows=settings.min_rows,
+                baseline_path=baseline_path,
+            )
+        finally:
+            store.close()
     if output == "json":
         click.echo(json.dumps(report, indent=2))
     else:
@@ -175,21 +186,35 @@ def labels() -> None:
 @click.argument("file")
 @setting_options("db")
 def import_labels(file: str, db: str | None) -> None:
-    """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp)."""
-    from middleware._label_files import import_label_file
+    """Import FILE (CSV, Parquet or JSON lines: request_id, index, label, timestamp).
+
+    While a collector holds the store, the labels go through it.
+    """
+    from middleware.collector.client import import_labels as import_through
+    from middleware.collector.client import running_collector
 
     settings = load_settings({"db": db})
-    store = open_store(
-        settings.db,
-        read_only=False,
-        busy_hint=" A running monitor holds its file: stop it, or POST the labels.",
-    )
+    collector = running_collector(settings.db) if os.path.isfile(settings.db) else None
+    if collector is not None:  # it holds the file: it imports them
+        try:
+            counts = import_through(collector, file)
+        except MonitorError as exc:
+            raise click.UsageError(str(exc)) from exc
+        _report_labels(counts)
+        return
+    from middleware._label_files import import_label_file
+
+    store = open_store(settings.db, read_only=False)
     try:
         counts = import_label_file(store, file, progress=lambda line: click.echo(line, err=True))
     except MonitorError as exc:
         raise click.UsageError(str(exc)) from exc
     finally:
         store.close()
+    _report_labels(counts)
+
+
+def _report_labels(counts: dict[str, int]) -> None:
     click.echo(
         f"{counts['accepted']} labels accepted, {counts['matched']} matched a captured "
         f"prediction, {counts['unmatched']} did not"

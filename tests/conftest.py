@@ -9,13 +9,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from middleware import MonitorMiddleware, Settings
 from middleware._capture import Capture
+from middleware._engine import Engine
+from middleware.collector.election import collector_running
+from middleware.collector.paths import CollectorPaths
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_process(app: Any, **values: Any) -> MonitorMiddleware:
+    """MonitorMiddleware with its engine in this process (``engine=``), for tests that look at
+    the engine's internals; the default form hands over to a collector process instead."""
+    return MonitorMiddleware(app, engine=Engine(Settings.load(values)))
 
 
 def free_port() -> int:
@@ -105,6 +116,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition did not hold in time")
         time.sleep(0.02)
+
+
+def wait_collector_gone(db: str, timeout: float = 30.0) -> None:
+    """Wait until the collector of ``db`` has written everything and let go of the store."""
+    paths = CollectorPaths.for_db(db)
+    wait_until(lambda: not collector_running(paths), timeout)
 
 
 def require_tool(name: str) -> str:

@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline
 from tests.apps.model_app import build_app
-from tests.conftest import wait_until
+from tests.conftest import in_process, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +52,7 @@ async def post_all(client: httpx.AsyncClient, rows: list[dict[str, Any]]) -> Non
 
 
 async def test_drift_is_found_on_the_feature_that_moved(db_path: str, baseline_file: Path) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    app = in_process(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_all(c, instances(1_000, seed=1, age_shift=15))
         assert app.engine.flush()
@@ -72,7 +71,7 @@ async def test_drift_is_found_on_the_feature_that_moved(db_path: str, baseline_f
 
 
 async def test_unchanged_traffic_is_ok(db_path: str, baseline_file: Path) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    app = in_process(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_all(c, instances(1_000, seed=2))
         assert app.engine.flush()
@@ -86,7 +85,7 @@ async def test_a_check_reads_only_the_newest_max_window_rows(
     db_path: str, baseline_file: Path
 ) -> None:
     """Old unshifted traffic, then 300 shifted rows: a cap of 300 sees only the shift."""
-    app = MonitorMiddleware(
+    app = in_process(
         build_app(monitor=False), db=db_path, baseline=str(baseline_file), max_window_rows=300
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
@@ -103,7 +102,7 @@ async def test_a_check_reads_only_the_newest_max_window_rows(
 
 
 async def test_a_window_under_the_cap_is_whole(db_path: str, baseline_file: Path) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    app = in_process(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_all(c, instances(500, seed=6))
         assert app.engine.flush()
@@ -117,7 +116,7 @@ async def test_a_window_under_the_cap_is_whole(db_path: str, baseline_file: Path
 async def test_a_broken_new_baseline_keeps_the_last_good_one(
     db_path: str, baseline_file: Path
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
+    app = in_process(build_app(monitor=False), db=db_path, baseline=str(baseline_file))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_all(c, instances(300, seed=3))
         assert app.engine.flush()
@@ -140,7 +139,7 @@ async def test_a_broken_new_baseline_keeps_the_last_good_one(
 
 
 async def test_check_needs_the_token_when_one_is_set(db_path: str, baseline_file: Path) -> None:
-    app = MonitorMiddleware(
+    app = in_process(
         build_app(monitor=False), db=db_path, baseline=str(baseline_file), admin_token="t0k"
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
@@ -154,9 +153,7 @@ async def test_check_needs_the_token_when_one_is_set(db_path: str, baseline_file
 async def test_a_drift_alert_is_kept_in_the_store_and_served(
     db_path: str, baseline_file: Path
 ) -> None:
-    app = MonitorMiddleware(
-        build_app(monitor=False), db=db_path, baseline=str(baseline_file), alert_for=1
-    )
+    app = in_process(build_app(monitor=False), db=db_path, baseline=str(baseline_file), alert_for=1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_all(c, instances(1_000, seed=4, age_shift=15))
         assert app.engine.flush()

@@ -13,7 +13,7 @@ import pytest
 
 from middleware import MonitorMiddleware
 from tests.apps.model_app import build_app
-from tests.conftest import uvicorn_process
+from tests.conftest import in_process, uvicorn_process, wait_collector_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ async def monitored(db_path: str) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[httpx.AsyncClient, MonitorMiddleware]] = []
 
     def make(**settings: Any) -> tuple[httpx.AsyncClient, MonitorMiddleware]:
-        middleware = MonitorMiddleware(build_app(monitor=False), db=db_path, **settings)
+        middleware = in_process(build_app(monitor=False), db=db_path, **settings)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=middleware), base_url="http://model"
         )
@@ -273,7 +273,7 @@ async def test_full_queue_drops_and_counts(monitored: Callable[..., Any]) -> Non
 
 
 async def test_streamed_response_reaches_the_client_chunk_by_chunk(db_path: str) -> None:
-    middleware = MonitorMiddleware(build_app(monitor=False), db=db_path)
+    middleware = in_process(build_app(monitor=False), db=db_path)
     first_chunk_seen = asyncio.Event()
     messages: list[dict[str, Any]] = []
 
@@ -316,7 +316,7 @@ async def test_app_lifespan_still_runs_and_engine_follows_it(db_path: str) -> No
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    middleware = MonitorMiddleware(app, db=db_path)
+    middleware = in_process(app, db=db_path)
     inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[str] = []
 
@@ -340,7 +340,7 @@ async def test_websocket_scopes_pass_straight_through(db_path: str) -> None:
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         seen.append(scope["type"])
 
-    middleware = MonitorMiddleware(app, db=db_path)
+    middleware = in_process(app, db=db_path)
     await middleware({"type": "websocket", "path": "/ws", "headers": []}, None, None)
     assert seen == ["websocket"]
     assert not middleware.engine.running
@@ -376,7 +376,11 @@ def test_store_locked_by_another_process_fails_open(db_path: str) -> None:
 
 
 def test_sigterm_under_load_loses_no_sampled_record(db_path: str) -> None:
-    env = {"INFERWATCH_DB": db_path, "INFERWATCH_FLUSH_INTERVAL": "5s"}
+    env = {
+        "INFERWATCH_DB": db_path,
+        "INFERWATCH_FLUSH_INTERVAL": "5s",
+        "INFERWATCH_COLLECTOR_LINGER": "0.5s",
+    }
     served: list[str] = []
     with uvicorn_process("tests.apps.model_app:app", env) as (process, url):
         stop = threading.Event()
@@ -402,6 +406,7 @@ def test_sigterm_under_load_loses_no_sampled_record(db_path: str) -> None:
         stop.set()
         for worker in workers:
             worker.join()
+    wait_collector_gone(db_path)
     with duckdb.connect(db_path, read_only=True) as con:
         stored_ids = {row[0] for row in con.execute("SELECT request_id FROM requests").fetchall()}
         rows = con.execute("SELECT count(*) FROM features WHERE role = 'input'").fetchone()[0]

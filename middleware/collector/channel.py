@@ -1,0 +1,315 @@
+"""The worker's side of the hand-off: one list the request path appends to, one sender thread.
+
+The request path appends one tuple per finished request to :attr:`CollectorChannel.pending` (a
+list append is atomic under the GIL) and never waits, locks or raises. The sender thread takes
+what is pending every few milliseconds, encodes it as one frame and writes it to the collector's
+Unix socket without blocking. While the collector is away (not yet started, restarting) frames
+wait in a buffer of at most ``queue_size`` requests; beyond it they are dropped and counted, and
+the counts reach the collector with the next batch it gets. One system call per request was
+the costliest way of handing over in the measured probes, which is why requests are batched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import random
+import select
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+from .._settings import Settings
+from . import wire
+from .election import spawn_collector
+from .paths import CollectorPaths
+
+__all__ = ["CollectorChannel"]
+
+logger = logging.getLogger("inferwatch")
+
+_SEND_EVERY_S = 0.005
+_RECONNECT_EVERY_S = 0.02
+_SPAWN_EVERY_S = 1.0
+_BUFFER_BYTES = 32 * 2**20  # frames kept while the collector is away or behind, at most
+_RECV_BYTES = 65_536
+_EFFICIENCY_FIELDS = 5  # (method, route, status, latency_s, ttfb_s); a capture has 17
+
+_channels: weakref.WeakSet[CollectorChannel] = weakref.WeakSet()
+
+
+class CollectorChannel:
+    """Hands a worker's requests to the collector of its log store.
+
+    ``pending.append(record)`` is the whole request-path API: ``record`` is either an efficiency
+    tuple ``(method, route, status, latency_s, ttfb_s)`` or a capture tuple in
+    :class:`~middleware._capture.Capture`'s field order, which carries the same figures.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = CollectorPaths.for_db(settings.db)
+        self.pending: list[tuple[Any, ...]] = []
+        self.put = self.pending.append
+        self.in_flight = 0
+        self.running = False
+        self._lifecycle = threading.Lock()
+        self._reset()
+        _channels.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._nonce = random.getrandbits(62)
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._bye_token: int | None = None
+        self._acked = threading.Event()
+        self._sock: socket.socket | None = None
+        self._reader = wire.FrameReader()
+        # (frame, requests, captures, kind); the first may be partly sent (``_sent`` bytes of it).
+        self._frames: deque[tuple[bytes, int, int, int]] = deque()
+        self._finish_by = 0.0
+        self._buffered = 0
+        self._buffered_requests = 0
+        self._sent = 0
+        self._next_connect = 0.0
+        self._next_spawn = 0.0
+        self._warned = False
+        # Cumulative since this worker started: the collector turns them into its own counts.
+        self.requests = 0
+        self.captures = 0
+        self.dropped_requests = 0
+        self.dropped_captures = 0
+        self._reported: tuple[int, int, int] = (-1, -1, -1)
+        self.connected = False
+
+    def start(self) -> None:
+        """Start the sender thread in this process (again after a fork); then do nothing."""
+        with self._lifecycle:
+            if self.running and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():
+                self._forked()
+            self.running = True
+            self._thread = threading.Thread(target=self._run, name="inferwatch-sender", daemon=True)
+            self._thread.start()
+            atexit.register(self.stop, 2.0)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait (without blocking the event loop) until the collector takes this worker's frames."""
+        deadline = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.connected
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Send everything pending and a goodbye; wait for the collector to have written it.
+
+        Returns True when the collector acknowledged within ``timeout`` seconds.
+        """
+        with self._lifecycle:
+            if not self.running or self._pid != os.getpid():
+                return False
+            self.running = False
+        atexit.unregister(self.stop)
+        self._bye_token = random.getrandbits(30)
+        self._finish_by = time.monotonic() + timeout
+        self._stopping.set()
+        acked = self._acked.wait(timeout)
+        if self._thread is not None:
+            self._thread.join(0.5)
+        self._close()
+        if not acked and (self.pending or self._frames):
+            logger.warning("inferwatch: the collector did not confirm this worker's last captures")
+        return acked
+
+    def _forked(self) -> None:
+        """In a forked child: nothing of the parent's thread or socket is this process's."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.detach()
+        del self.pending[:]
+        self._reset()
+
+    # The sender thread.
+
+    def _run(self) -> None:
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                self._take()
+                if stopping and self._bye_token is not None:
+                    self._queue_frame(wire.encode((wire.BYE, self._bye_token)), 0, 0, wire.BYE)
+                    self._bye_token = None
+                    self._finish()
+                    return
+                self._pump(_SEND_EVERY_S)
+        except Exception:  # never let the monitor's thread die silently
+            logger.exception("inferwatch: the sender thread failed")
+
+    def _finish(self) -> None:
+        """Deliver the last frames and wait for the collector's ACK of the goodbye."""
+        while not self._acked.is_set() and time.monotonic() < self._finish_by:
+            if self._sock is None and time.monotonic() >= self._next_connect:
+                self._connect(spawn=False)
+                if self._sock is None:
+                    self._next_connect = time.monotonic() + 0.1
+                    if not os.path.exists(self.paths.ingest):
+                        return  # no collector to say goodbye to
+            self._pump(0.01)
+
+    def _take(self) -> None:
+        """Encode what the request path appended since the last look as one frame."""
+        pending = self.pending
+        count = len(pending)
+        records = pending[:count]
+        del pending[:count]  # appends made meanwhile land after ``count``: none is lost
+        counts = (self.dropped_requests, self.dropped_captures, self.in_flight)
+        if not records and counts == self._reported:
+            return
+        captures = 0
+        for record in records:
+            if len(record) != _EFFICIENCY_FIELDS:
+                captures += 1
+        self.requests += count
+        self.captures += captures
+        self._reported = counts
+        totals = (self.requests, self.captures, self.dropped_requests, self.dropped_captures)
+        frame = wire.encode((wire.BATCH, records, totals, self.in_flight))
+        self._queue_frame(frame, count, captures, wire.BATCH)
+
+    def _queue_frame(self, frame: bytes, requests: int, captures: int, kind: int) -> None:
+        if requests and (
+            self._buffered + len(frame) > _BUFFER_BYTES
+            or self._buffered_requests + requests > self.settings.queue_size
+        ):
+            self._drop(requests, captures)
+            return
+        self._frames.append((frame, requests, captures, kind))
+        self._buffered += len(frame)
+        self._buffered_requests += requests
+
+    def _drop(self, requests: int, captures: int) -> None:
+        self.dropped_requests += requests
+        self.dropped_captures += captures
+
+    def _pump(self, wait: float) -> None:
+        """Write buffered frames, read the collector's messages; sleep at most ``wait``."""
+        sock = self._sock
+        if sock is None:
+            now = time.monotonic()
+            if now >= self._next_connect:
+                self._connect(spawn=now >= self._next_spawn)
+                sock = self._sock
+            if sock is None:
+                time.sleep(wait)
+                return
+        try:
+            # poll, not select: a busy server's descriptors go past select's limit of 1024.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | (select.POLLOUT if self._frames else 0))
+            events = poller.poll(wait * 1000)
+            if self._frames:
+                self._write(sock)
+            if any(
+                event & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, event in events
+            ):
+                data = sock.recv(_RECV_BYTES)
+                if not data:
+                    raise ConnectionResetError("the collector closed the connection")
+                for message in self._reader.feed(data):
+                    self._handle(message)
+        except (OSError, ValueError) as exc:
+            self._lost(exc)
+
+    def _write(self, sock: socket.socket) -> None:
+        frames = self._frames
+        while frames:
+            frame = frames[0][0]
+            try:
+                sent = sock.send(memoryview(frame)[self._sent :] if self._sent else frame)
+            except BlockingIOError:
+                return
+            self._sent += sent
+            if self._sent < len(frame):
+                return  # the socket is full: the rest waits for the next turn
+            _, requests, _, _ = frames.popleft()
+            self._buffered -= len(frame)
+            self._buffered_requests -= requests
+            self._sent = 0
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == wire.FLUSH:
+            # A read-your-writes barrier: everything appended before now goes before the marker.
+            self._take()
+            self._queue_frame(wire.encode((wire.MARKER, message[1])), 0, 0, wire.MARKER)
+            if self._sock is not None:
+                self._write(self._sock)
+        elif kind == wire.ACK:
+            self._acked.set()
+
+    def _connect(self, *, spawn: bool) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.paths.ingest)
+        except OSError:
+            sock.close()
+            self._next_connect = time.monotonic() + _RECONNECT_EVERY_S
+            if spawn and self.settings.collector_autostart:
+                self._next_spawn = time.monotonic() + _SPAWN_EVERY_S
+                try:
+                    spawn_collector(self.settings, self.paths)
+                except Exception:
+                    logger.exception("inferwatch: starting the collector failed")
+                self._next_connect = 0.0
+            return
+        sock.setblocking(False)
+        self._sock = sock
+        self._reader = wire.FrameReader()
+        # The hello goes first, before frames kept while the collector was away.
+        hello = wire.encode((wire.HELLO, self._pid, self._nonce))
+        self._frames.appendleft((hello, 0, 0, wire.HELLO))
+        self._reported = (-1, -1, -1)
+        self.connected = True
+        if self._warned:
+            logger.info("inferwatch: connected to the collector again")
+            self._warned = False
+
+    def _lost(self, exc: BaseException) -> None:
+        """The collector went away: a frame it got part of is lost, and counted."""
+        if not self._warned:
+            logger.warning("inferwatch: lost the collector (%s); reconnecting", exc)
+            self._warned = True
+        if self._sent and self._frames:
+            _, requests, captures, _ = self._frames.popleft()
+            self._drop(requests, captures)
+        self._sent = 0
+        # Hellos, markers and empty batches were for the old connection; the goodbye is resent.
+        self._frames = deque(item for item in self._frames if item[1] or item[3] == wire.BYE)
+        self._buffered = sum(len(item[0]) for item in self._frames)
+        self._buffered_requests = sum(item[1] for item in self._frames)
+        self._close()
+        self._next_connect = 0.0
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        self.connected = False
+
+
+def _after_fork() -> None:
+    for channel in list(_channels):
+        if channel._pid != os.getpid():
+            channel.running = False
+
+
+os.register_at_fork(after_in_child=_after_fork)

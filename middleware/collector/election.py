@@ -1,0 +1,107 @@
+"""Which process runs the collector of a log store: a lock it holds, and the spawn of a new one.
+
+The collector holds an exclusive ``flock`` on ``<db>.collector.lock`` for its whole life, so a
+free lock means no collector runs. A worker that finds none takes ``<db>.spawn.lock`` (so that
+one worker of many spawns), starts the collector as a process of its own session, and waits
+until the collector holds its lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from .._settings import Settings
+from .paths import CollectorPaths
+
+__all__ = ["SETTINGS_ENV", "collector_running", "hold_lock", "spawn_collector"]
+
+logger = logging.getLogger("inferwatch")
+
+SETTINGS_ENV = "INFERWATCH_COLLECTOR_SETTINGS"
+"""The environment variable that hands a worker's settings to the collector it starts."""
+
+_START_WAIT_S = 15.0
+
+
+def hold_lock(path: str) -> int | None:
+    """An open descriptor holding the exclusive lock on ``path``, or None when another holds it."""
+    # Read-only is enough for flock, so a group that may read the file may take the lock.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def collector_running(paths: CollectorPaths) -> bool:
+    """Whether a collector holds the lock of this store now."""
+    fd = hold_lock(paths.lock)
+    if fd is None:
+        return True
+    os.close(fd)  # closing the descriptor releases the lock just taken
+    return False
+
+
+def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
+    """Start a collector for this store unless one runs or another worker is starting one.
+
+    Returns True when this call started one. Blocks (in the worker's sender thread, never on the
+    request path) until the new collector holds its lock, at most 15 s.
+    """
+    spawn = hold_lock(paths.spawn_lock)
+    if spawn is None:
+        return False  # another worker is starting it
+    try:
+        if collector_running(paths):
+            return False
+        process = _start(settings, paths)
+        # Reap it when it exits while this worker lives, so that it leaves no zombie.
+        threading.Thread(
+            target=process.wait, name="inferwatch-collector-reaper", daemon=True
+        ).start()
+        deadline = time.monotonic() + _START_WAIT_S
+        while not collector_running(paths):
+            if process.poll() is not None or time.monotonic() > deadline:
+                logger.warning("inferwatch: the collector did not start; its log is %s", paths.log)
+                return False
+            time.sleep(0.01)
+        return True
+    finally:
+        os.close(spawn)
+
+
+def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]:
+    values = {
+        spec.name: list(value) if isinstance(value, tuple) else value
+        for spec in dataclasses.fields(settings)
+        if (value := getattr(settings, spec.name)) is not None
+    }
+    values["db"] = paths.db
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH")
+    env = {
+        **os.environ,
+        SETTINGS_ENV: json.dumps(values),
+        "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
+    }
+    with open(paths.log, "ab") as log:
+        logger.info("inferwatch: starting the collector for %s", paths.db)
+        return subprocess.Popen(
+            [sys.executable, "-m", __package__, "--auto"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )

@@ -1,0 +1,69 @@
+"""The frames workers and the collector exchange over the ingest socket.
+
+A frame is a 4-byte little-endian length and a ``marshal`` payload: a tuple whose first item is
+its kind. marshal reads and writes the tuples of atoms that captures are at C speed, and unlike
+pickle it cannot run code when it reads.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = [
+    "ACK",
+    "BATCH",
+    "BYE",
+    "FLUSH",
+    "HELLO",
+    "MARKER",
+    "FrameReader",
+    "encode",
+]
+
+# Worker to collector.
+HELLO = 0  # (HELLO, pid, nonce)
+BATCH = 1  # (BATCH, records, (requests, captures, dropped_requests, dropped_captures), in_flight)
+MARKER = 2  # (MARKER, token): every record sent before it is in
+BYE = 3  # (BYE, token): the worker is leaving; answer ACK once its captures are written
+# Collector to worker.
+FLUSH = 10  # (FLUSH, token): send what you hold, then MARKER token
+ACK = 11  # (ACK, token)
+
+_LENGTH = struct.Struct("<I")
+_MAX_FRAME = 256 * 2**20
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    """One frame holding ``message``."""
+    payload = marshal.dumps(message, 4)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into messages; fed whatever ``recv`` returned."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[Any, ...]]:
+        """The messages completed by ``data``, in order."""
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        end = len(buffer)
+        while end - start >= 4:
+            (size,) = _LENGTH.unpack_from(buffer, start)
+            if size > _MAX_FRAME:
+                raise ValueError(f"a frame of {size} bytes is larger than any sender writes")
+            if end - start - 4 < size:
+                break
+            message = marshal.loads(memoryview(buffer)[start + 4 : start + 4 + size])
+            start += 4 + size
+            yield message
+        if start:
+            del buffer[:start]
