@@ -100,7 +100,8 @@ class MonitorMiddleware:
 
                 self._api = build_api(self.engine)
             else:
-                self._forward = ApiForwarder(self.channel.paths.api)  # type: ignore[union-attr]
+                channel: Any = self.channel
+                self._forward = ApiForwarder(channel.paths.api, lambda: channel.problem)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.off is not None:

@@ -22,10 +22,13 @@ from .._store import Store
 from .ingest import IngestServer
 from .pod import PodEngine
 
-__all__ = ["ROOT_PATH_HEADER", "collector_api"]
+__all__ = ["CLIENT_HEADER", "ROOT_PATH_HEADER", "collector_api"]
 
 ROOT_PATH_HEADER = b"x-inferwatch-root-path"
 """Where a worker tells the collector under which path it serves the API (for links)."""
+CLIENT_HEADER = b"x-inferwatch-client"
+"""The address of the worker's own client (``host:port``), which decides who may read payloads
+(``middleware/_access.py``) as it would in the worker."""
 
 # Reads that promise to see every response already sent before the call.
 _BARRIER = {
@@ -52,10 +55,7 @@ def collector_api(engine: PodEngine, ingest: IngestServer, *, trusted: bool) -> 
             if (method, path) in _BARRIER or path.startswith("/export/"):
                 await run_in_threadpool(ingest.barrier)
             if trusted:
-                for key, value in scope["headers"]:
-                    if key == ROOT_PATH_HEADER:
-                        scope = {**scope, "root_path": value.decode("latin-1")}
-                        break
+                scope = _as_forwarded(scope)
         await api(scope, receive, send)
 
     return app
@@ -111,3 +111,15 @@ def _import(engine: PodEngine) -> ASGIApp:
         await response(scope, receive, send)
 
     return endpoint
+
+
+def _as_forwarded(scope: Scope) -> Scope:
+    """The scope as the worker saw it: its root path and its client's address."""
+    scope = {**scope, "client": None}
+    for key, value in scope["headers"]:
+        if key == ROOT_PATH_HEADER:
+            scope["root_path"] = value.decode("latin-1")
+        elif key == CLIENT_HEADER:
+            host, _, port = value.decode("latin-1").rpartition(":")
+            scope["client"] = (host, int(port)) if port.isdigit() else None
+    return scope

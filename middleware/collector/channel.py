@@ -88,6 +88,7 @@ class CollectorChannel:
         self.dropped_captures = 0
         self._reported: tuple[int, int, int] = (-1, -1, -1)
         self.connected = False
+        self.problem: str | None = None  # why no collector could be started, while that lasts
 
     def start(self) -> None:
         """Start the sender thread in this process (again after a fork); then do nothing."""
@@ -266,8 +267,11 @@ class CollectorChannel:
                 self._next_spawn = time.monotonic() + _SPAWN_EVERY_S
                 try:
                     spawn_collector(self.settings, self.paths)
-                except Exception:
-                    logger.exception("inferwatch: starting the collector failed")
+                except Exception as exc:  # never into the worker: said in /readyz and the log
+                    problem = f"the collector cannot start: {exc}"
+                    if problem != self.problem:
+                        logger.error("inferwatch: %s", problem)
+                    self.problem = problem
                 self._next_connect = 0.0
             return
         sock.setblocking(False)
@@ -278,6 +282,7 @@ class CollectorChannel:
         self._frames.appendleft((hello, 0, 0, wire.HELLO))
         self._reported = (-1, -1, -1)
         self.connected = True
+        self.problem = None
         if self._warned:
             logger.info("inferwatch: connected to the collector again")
             self._warned = False

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from .._errors import MonitorError
 from .._settings import Settings
 from .paths import CollectorPaths
 
@@ -55,7 +56,8 @@ def collector_running(paths: CollectorPaths) -> bool:
 def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
     """Start a collector for this store unless one runs or another worker is starting one.
 
-    Returns True when this call started one. Blocks (in the worker's sender thread, never on the
+    Returns True when this call started one; raises :class:`MonitorError` saying why when the
+    one it started did not come up. Blocks (in the worker's sender thread, never on the
     request path) until the new collector holds its lock, at most 15 s.
     """
     spawn = hold_lock(paths.spawn_lock)
@@ -71,13 +73,25 @@ def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
         ).start()
         deadline = time.monotonic() + _START_WAIT_S
         while not collector_running(paths):
-            if process.poll() is not None or time.monotonic() > deadline:
-                logger.warning("inferwatch: the collector did not start; its log is %s", paths.log)
-                return False
+            if process.poll() is not None:
+                raise MonitorError(f"the collector exited at start: {_last_line(paths.log)}")
+            if time.monotonic() > deadline:
+                raise MonitorError(f"the collector did not start in 15 s; its log is {paths.log}")
             time.sleep(0.01)
         return True
     finally:
         os.close(spawn)
+
+
+def _last_line(log: str) -> str:
+    """The last line of the collector's log: why it stopped, as it said it."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 4096))
+            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else f"no reason in {log}"
 
 
 def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]:

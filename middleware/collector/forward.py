@@ -7,6 +7,7 @@ streamed back. ``/healthz`` is answered by the worker itself (it says the worker
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ import httpx
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from .api import ROOT_PATH_HEADER
+from .api import CLIENT_HEADER, ROOT_PATH_HEADER
 
 __all__ = ["ApiForwarder"]
 
@@ -22,6 +23,7 @@ _HOP_BY_HOP = {
     b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"host",
     b"proxy-connection",
 }  # fmt: skip
+_OWN_HEADERS = b"x-inferwatch-"
 _SAFE_PATH = "/!$&'()*+,;=:@-._~"
 _SAFE_QUERY = _SAFE_PATH + "?%"
 _TIMEOUT = httpx.Timeout(connect=2.0, read=300.0, write=30.0, pool=10.0)
@@ -30,8 +32,9 @@ _TIMEOUT = httpx.Timeout(connect=2.0, read=300.0, write=30.0, pool=10.0)
 class ApiForwarder:
     """Forwards monitor API requests to the collector listening on ``socket_path``."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, problem: Callable[[], str | None] = lambda: None) -> None:
         self.socket_path = socket_path
+        self._problem = problem  # why the collector could not be started, if it could not
         self._clients: dict[int, httpx.AsyncClient] = {}
 
     def _client(self) -> httpx.AsyncClient:
@@ -49,8 +52,16 @@ class ApiForwarder:
         if path == "/healthz":
             await _json(send, 200, {"status": "ok"})
             return
-        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
+        # Our own headers are set here only: a client's copies of them are dropped.
+        headers = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k not in _HOP_BY_HOP and not k.startswith(_OWN_HEADERS)
+        ]
         headers.append((ROOT_PATH_HEADER, (scope.get("root_path", "")).encode("latin-1")))
+        client = scope.get("client")
+        if client:
+            headers.append((CLIENT_HEADER, f"{client[0]}:{client[1]}".encode("latin-1")))
         query = scope.get("query_string", b"")
         # The path arrives decoded: encode it again, and any byte of the query a URL may not hold.
         target = quote(path, safe=_SAFE_PATH)
@@ -76,7 +87,9 @@ class ApiForwarder:
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            reason = f"the collector is not answering ({type(exc).__name__}); it is being started"
+            reason = self._problem() or (
+                f"the collector is not answering ({type(exc).__name__}); it is being started"
+            )
             if path == "/readyz":
                 await _json(send, 503, {"status": "unavailable", "reasons": [reason]})
             else:

@@ -188,6 +188,7 @@ def test_without_lifespan_a_bad_setting_lets_traffic_through(tmp_path: Path) -> 
 
 
 def test_a_store_that_cannot_open_lets_traffic_through(tmp_path: Path) -> None:
+    # A folder that is a file: neither the collector's lock nor the store can be made there.
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {"INFERWATCH_DB": str(blocker / "m.duckdb")}
@@ -196,7 +197,25 @@ def test_a_store_that_cannot_open_lets_traffic_through(tmp_path: Path) -> None:
         assert answer.status_code == 200
         ready = httpx.get(url + "/monitor/readyz", timeout=10)
         assert ready.status_code == 503
-        assert "the log store is unavailable" in ready.json()["reasons"][0]
+        reason = ready.json()["reasons"][0]
+        assert "the collector cannot start" in reason and "Not a directory" in reason
         output = log.read_text()
-    assert "Cannot open the log store" in output
+    assert output.count("the collector cannot start") == 1, output
+    assert "Traceback" not in output
+
+
+def test_a_collector_that_cannot_open_the_store_says_why(tmp_path: Path) -> None:
+    store = tmp_path / "m.duckdb"
+    store.write_text("not a DuckDB file\n")
+    env = {"INFERWATCH_DB": str(store)}
+    with _serving(tmp_path, "on", env) as (url, log):
+        answer = httpx.post(url + "/predict", json={"instances": [[1, 2]]}, timeout=10)
+        assert answer.status_code == 200
+        ready = httpx.get(url + "/monitor/readyz", timeout=10)
+        assert ready.status_code == 503
+        # The collector runs and says why it cannot write, through every worker.
+        reason = ready.json()["reasons"][0]
+        assert reason.startswith("the log store is unavailable: Cannot open the log store")
+        assert "not a valid DuckDB database file" in reason
+        output = log.read_text()
     assert "Traceback" not in output

@@ -223,7 +223,7 @@ def test_every_setting_has_one_flag_type_default_and_help_in_every_command() -> 
                 seen.setdefault(param.name, {})[path] = shape
             elif isinstance(param, click.Option) and not param.hidden:
                 assert param.help, f"{path} {param.opts[0]} has no help"
-    assert set(seen["db"]) == {"check", "export", "labels import", "sidecar"}
+    assert set(seen["db"]) == {"check", "collector", "export", "labels import", "sidecar"}
     assert set(seen["port"]) == {"demo", "sidecar"}
     for name, shapes in seen.items():
         assert len(set(shapes.values())) == 1, (name, shapes)
