@@ -105,6 +105,45 @@ def _drift(group: str, noun: str) -> Callable[[Report, Settings], Finding | None
     return check
 
 
+def _scored(report: Report, key: str) -> dict[str, Any] | None:
+    """A drift report's ``multivariate`` or ``outliers`` section when it gives a verdict."""
+    section = report.get(key)
+    if report.get("status") in _UNKNOWN_DRIFT or not isinstance(section, dict):
+        return None
+    return None if section.get("status") == "insufficient_data" else section
+
+
+def _multivariate(report: Report, _: Settings) -> Finding | None:
+    section = _scored(report, "multivariate")
+    if section is None:
+        return None
+    mean, upper = section.get("mean_score"), section.get("upper")
+    summary = (
+        f"mean Mahalanobis distance {_num(mean)} over {section.get('rows')} rows; the baseline "
+        f"gives {_num(section.get('lower'))} to {_num(upper)} for a window this size "
+        f"(z {_num(section.get('z'))})"
+    )
+    return Finding(bool(section.get("drifted")), summary, mean, upper)
+
+
+def _outliers(report: Report, _: Settings) -> Finding | None:
+    section = _scored(report, "outliers")
+    if section is None:
+        return None
+    lines = [
+        f"{row.get('request_id')} row {row.get('row_index')}: score {_num(row.get('score'))}"
+        + (f" ({', '.join(str(f.get('name')) for f in row.get('features') or [])})")
+        for row in section.get("top") or []
+        if isinstance(row, dict)
+    ]
+    share, expected = section.get("share") or 0.0, section.get("expected_share") or 0.0
+    summary = (
+        f"{_pct(share)} of rows are outliers ({section.get('count')} of {section.get('rows')}); "
+        f"the baseline has {_pct(expected)} (p = {_num(section.get('p_value'))})"
+    )
+    return Finding(bool(section.get("detected")), summary, share, expected, _top(lines))
+
+
 def _quality(report: Report, _: Settings) -> Finding | None:
     if report.get("status") in _UNKNOWN_QUALITY:
         return None
@@ -219,6 +258,9 @@ def make_rules() -> list[Rule]:
              _drift("features", "input features")),
         Rule("prediction_drift", "Prediction drift", "drift", "warning", "drift",
              _drift("prediction", "prediction outputs")),
+        Rule("multivariate_drift", "Multivariate drift", "drift", "warning", "drift",
+             _multivariate),
+        Rule("outlier_share", "Outlier share", "drift", "warning", "drift", _outliers),
         Rule("quality", "Model quality", "evaluation", "critical", "evaluation", _quality),
         Rule("error_rate", "Error rate", "health", "critical", "health", _error_rate),
         Rule("latency", "Latency", "health", "warning", "health", _latency),

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from ._errors import MonitorError
+from ._outliers import OutlierModel
 from ._statistics import METHODS
 
 __all__ = ["FORMAT", "Baseline", "FeatureBaseline", "load_baseline"]
@@ -155,7 +156,7 @@ class FeatureBaseline:
 # Every key a baseline file may hold: a misspelt setting (`threshhold`) is an error, not ignored.
 _DOCUMENT_KEYS = frozenset(
     {"format", "created_at", "source", "rows", "bins", "columns", "features", "predictions"}
-    | {"label", "quality", "drift_share"}
+    | {"label", "quality", "drift_share", "outliers"}
 )
 _FEATURE_KEYS = frozenset(
     {"kind", "dtype", "missing", "required", "non_finite", "invalid", "column"}
@@ -187,6 +188,7 @@ class Baseline:
     columns: tuple[str, ...] = ()
     bins: int = 20
     drift_share: float | None = None
+    outliers: OutlierModel | None = None
     path: str | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -222,6 +224,7 @@ class Baseline:
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise ValueError("columns is not a list of names")
         quality = doc.get("quality")
+        outliers = doc.get("outliers")
         return cls(
             rows=rows,
             features=sections["features"],
@@ -232,6 +235,7 @@ class Baseline:
             columns=tuple(columns),
             bins=int(doc.get("bins", 20)),
             drift_share=share,
+            outliers=OutlierModel.from_json(outliers) if outliers is not None else None,
             path=path,
             document=doc,
         )

@@ -41,6 +41,15 @@ class ColumnIds:
         self._stored = np.zeros(len(self._names) * 8, dtype=bool)
         self._stored[stored] = True
 
+    @property
+    def size(self) -> int:
+        """How many name indexes are in use."""
+        return len(self._names)
+
+    def index(self, name: str) -> int | None:
+        """The index of ``name``, or None when it was never seen."""
+        return self._index.get(name)
+
     def ids(self, names: list[str], types: np.ndarray, roles: np.ndarray) -> np.ndarray:
         """The column id of each value, from its name, type code and role code."""
         try:

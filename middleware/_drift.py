@@ -27,6 +27,7 @@ from ._drift_window import (
     values_per_role,
     window_rows,
 )
+from ._multivariate import score_sections
 
 __all__ = [
     "CategoricalWindow",
@@ -95,6 +96,9 @@ def run_check(
             windows[role] = numeric_counts(cursor, role, numeric, start, end)
             windows[role] |= categorical_counts(cursor, role, categorical, start, end)
         types = _types(cursor, baseline, windows, start, end)
+        if baseline.outliers is not None:
+            sections = score_sections(cursor, baseline.outliers, start, end, min_rows)
+            report["outliers"], report["multivariate"] = sections
     finally:
         cursor.close()
     for role, key in _ROLES:
@@ -150,9 +154,12 @@ def _verdict(report: dict[str, Any], baseline: Baseline) -> None:
         share is None or len(drifted_inputs) >= share * max(len(report["features"]), 1)
     )
     report["drifted_features"] = drifted_inputs + drifted_outputs
-    report["drift_detected"] = critical or enough or bool(drifted_outputs)
+    multivariate = (report.get("multivariate") or {}).get("drifted", False)
+    report["drift_detected"] = critical or enough or bool(drifted_outputs) or multivariate
     report["skew_detected"] = bool(report["schema_anomalies"])
-    report["status"] = "alert" if report["drift_detected"] or report["skew_detected"] else "ok"
+    outliers = (report.get("outliers") or {}).get("detected", False)
+    alert = report["drift_detected"] or report["skew_detected"] or outliers
+    report["status"] = "alert" if alert else "ok"
 
 
 def _iso(moment: datetime) -> str:

@@ -26,6 +26,7 @@ from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
 from ._metrics import evaluation_metrics
+from ._outliers import OutlierModel
 from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._series import SeriesRows
@@ -44,7 +45,9 @@ class Engine:
         self.settings = settings
         self.counters = CaptureCounters()
         self.queue = CaptureQueue(settings.queue_size, self.counters)
-        self.writer = StoreWriter(settings, self.queue, self.counters, hints=self.column_hints)
+        self.writer = StoreWriter(
+            settings, self.queue, self.counters, hints=self.column_hints, outliers=self.outliers
+        )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
         self.sampling = Periodic("inferwatch-resources")
@@ -125,6 +128,11 @@ class Engine:
             problems.append(f"the log store is unavailable: {self.writer.last_error}")
         problems.extend(self.drift.problems())
         return problems
+
+    def outliers(self) -> OutlierModel | None:
+        """The baseline's outlier model that the writer scores input rows with, if any."""
+        baseline = self.drift.baseline.baseline
+        return baseline.outliers if baseline is not None else None
 
     def column_hints(self) -> ColumnHints:
         """Names for positional payloads, from the baseline's column order when there is one."""

@@ -159,5 +159,15 @@ STATEMENTS: tuple[str, ...] = (
         str VARCHAR
     )
     """,
+    # One row per scored input row: its outlier score against the baseline's model.
+    """
+    CREATE TABLE IF NOT EXISTS row_scores (
+        ts TIMESTAMP NOT NULL,
+        request_id VARCHAR NOT NULL,
+        row_index INTEGER NOT NULL,
+        score DOUBLE NOT NULL,
+        outlier BOOLEAN NOT NULL
+    )
+    """,
     FEATURES_VIEW,
 )

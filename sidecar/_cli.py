@@ -81,7 +81,7 @@ def _parse_time(value: str | None) -> datetime | None:
     default=None,
     metavar="A,B",
     help="Tables to write, comma-separated; default all: requests, features, labels, "
-    "efficiency, resources, drift_reports, alerts, alert_deliveries.",
+    "efficiency, resources, drift_reports, row_scores, alerts, alert_deliveries.",
 )
 def export(db: str, out: str, since: str | None, until: str | None, tables: str | None) -> None:
     """Write the log store's tables as Parquet files into OUT, one file per table.

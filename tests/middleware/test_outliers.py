@@ -1,0 +1,172 @@
+"""Outlier scores and multivariate drift end to end: a baseline built from a real file, rows
+scored by the real writer into a real DuckDB store, reports read back from /drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import numpy as np
+import pytest
+
+from middleware import MonitorMiddleware
+from middleware._baseline import build_baseline, load_baseline
+from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
+from middleware._outliers import OutlierModel
+from tests.apps.model_app import build_app
+
+pytestmark = pytest.mark.anyio
+
+
+def correlated(rows: int, seed: int, rho: float = 0.8) -> dict[str, np.ndarray]:
+    """x and y standard normal with correlation ``rho``; plan a category that follows x."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(rows)
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal(rows)
+    plan = np.where(x > 0.5, "gold", np.where(rng.random(rows) < 0.5, "basic", "plus"))
+    return {"x": x, "y": y, "plan": plan}
+
+
+def write_parquet(path: Path, columns: dict[str, np.ndarray]) -> str:
+    con = duckdb.connect()
+    con.register(
+        "t", {k: v if v.dtype.kind != "U" else v.astype(object) for k, v in columns.items()}
+    )
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    con.close()
+    return str(path)
+
+
+def instances(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [
+        {n: (v.item() if hasattr(v, "item") else v) for n, v in zip(names, row, strict=True)}
+        for row in zip(*(columns[n].tolist() for n in names), strict=True)
+    ]
+
+
+@pytest.fixture
+def baseline_path(tmp_path: Path) -> str:
+    source = write_parquet(tmp_path / "train.parquet", correlated(20_000, seed=0))
+    out = tmp_path / "baseline.json"
+    build_baseline(source, out=str(out))
+    return str(out)
+
+
+async def post_rows(client: httpx.AsyncClient, rows: list[dict[str, Any]], prefix: str) -> None:
+    for start in range(0, len(rows), 100):
+        response = await client.post(
+            "/echo",
+            json={"instances": rows[start : start + 100]},
+            headers={"x-request-id": f"{prefix}-{start // 100}"},
+        )
+        assert response.status_code == 200
+
+
+async def check(app: MonitorMiddleware, client: httpx.AsyncClient) -> dict[str, Any]:
+    assert app.engine.flush()
+    return (await client.post("/monitor/drift/check")).json()
+
+
+async def test_unseen_combinations_are_listed_as_the_most_unusual(
+    db_path: str, baseline_path: str
+) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    odd = [{"x": 1.6, "y": -1.6, "plan": "basic"}, {"x": -1.9, "y": 1.7, "plan": "gold"}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_rows(c, instances(correlated(2_000, seed=1)), "usual")
+        for n, row in enumerate(odd):
+            response = await c.post(
+                "/echo", json={"instances": [row]}, headers={"x-request-id": f"odd-{n}"}
+            )
+            assert response.status_code == 200
+        report = await check(app, c)
+    app.engine.stop()
+    baseline = load_baseline(baseline_path)
+    for name, row in zip(
+        ("x", "y"), zip(*[(r["x"], r["y"]) for r in odd], strict=True), strict=True
+    ):
+        fb = baseline.features[name]
+        assert all(fb.minimum < v < fb.maximum for v in row)  # every single value in range
+    top = report["outliers"]["top"]
+    assert {entry["request_id"] for entry in top[:2]} == {"odd-0", "odd-1"}
+    for entry in top[:2]:
+        assert {f["name"] for f in entry["features"][:2]} <= {"x", "y", "plan"}
+        assert entry["score"] > report["outliers"]["threshold"]
+    assert report["outliers"]["rows"] == 2_002
+    assert 0 < report["outliers"]["count"] < 40
+
+
+async def test_a_flipped_correlation_is_found_by_the_multivariate_check_alone(
+    db_path: str, baseline_path: str
+) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    flipped = correlated(2_000, seed=2, rho=-0.8)  # every marginal as in training
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_rows(c, instances(flipped), "flip")
+        report = await check(app, c)
+    app.engine.stop()
+    assert [n for n, e in report["features"].items() if e["drifted"]] == []
+    assert report["multivariate"]["drifted"] is True
+    assert report["multivariate"]["mean_score"] > report["multivariate"]["upper"]
+    assert report["drift_detected"] is True
+    assert report["status"] == "alert"
+
+
+async def test_unchanged_traffic_raises_no_multivariate_alarm(
+    db_path: str, baseline_path: str
+) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_rows(c, instances(correlated(2_000, seed=4)), "same")
+        report = await check(app, c)
+    app.engine.stop()
+    assert report["multivariate"]["drifted"] is False
+    assert report["multivariate"]["lower"] < report["multivariate"]["mean_score"]
+    assert report["outliers"]["detected"] is False
+    assert report["status"] == "ok"
+
+
+def wide(rows: int, seed: int) -> dict[str, np.ndarray]:
+    """25 features: 12 pairs of correlated numbers of different scales and a category."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for i in range(12):
+        base = rng.standard_normal(rows)
+        columns[f"a{i}"] = 10 * i + (i + 1) * base
+        columns[f"b{i}"] = np.exp(0.6 * base + 0.4 * rng.standard_normal(rows))
+    columns["tier"] = rng.choice(np.array(["s", "m", "l", "xl"]), rows, p=[0.4, 0.3, 0.2, 0.1])
+    return columns
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> OutlierModel:
+    folder = tmp_path_factory.mktemp("wide")
+    source = write_parquet(folder / "train.parquet", wide(200_000, seed=0))
+    build_baseline(source, out=str(folder / "baseline.json"))
+    model = load_baseline(str(folder / "baseline.json")).outliers
+    assert model is not None
+    assert len(model.names) == 25
+    return model
+
+
+@pytest.mark.parametrize("size", [200, 2_000, 20_000])
+def test_windows_without_drift_alarm_no_more_than_the_stated_rate(
+    wide_model: OutlierModel, size: int
+) -> None:
+    model = wide_model
+    data = wide(50 * size, seed=size)
+    numbers = np.column_stack([data[n] for n in model.numeric])
+    codes = model.codes([[v] for v in data["tier"].tolist()])
+    scores = model.score(numbers, codes).reshape(50, size)
+    shifts = outliers = 0
+    for window in scores:
+        mean = float(np.minimum(window, model.clip).mean())
+        shifts += multivariate_drift(model, size, mean)["drifted"]
+        outliers += outlier_share(model, size, int((window > model.threshold).sum()))["detected"]
+    # at ALPHA = 0.1%, 50 checks give 2 or more alarms with a chance under 0.2%
+    assert ALPHA == 0.001
+    assert shifts <= 1
+    assert outliers <= 1
