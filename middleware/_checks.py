@@ -136,6 +136,7 @@ class DriftChecks:
                 now=now,
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
+                attributions_field=settings.attributions_field,
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from ._attributions import attribution_section, rank
 from ._baseline_file import Baseline, FeatureBaseline
 from ._drift_features import evaluate_feature
 from ._drift_schema import parse_anomaly, unexpected_features
@@ -50,13 +51,15 @@ def run_check(
     now: datetime | None = None,
     min_rows: int = 100,
     baseline_path: str | None = None,
+    attributions_field: str | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
     Returns the /drift report of the contract. ``connection_factory`` gives a cursor of the
     store, which is closed before returning; fewer than ``min_rows`` rows give
     ``insufficient_data`` rather than a verdict, and no baseline gives ``no_baseline`` (with
-    row counts and parse failures still reported).
+    row counts and parse failures still reported). With ``attributions_field`` and a baseline
+    that holds training attributions, the attributions in that output field are compared too.
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -99,6 +102,10 @@ def run_check(
         if baseline.outliers is not None:
             sections = score_sections(cursor, baseline.outliers, start, end, min_rows)
             report["outliers"], report["multivariate"] = sections
+        if attributions_field and baseline.attributions:
+            report["attributions"] = attribution_section(
+                cursor, baseline, attributions_field, start, end, min_rows
+            )
     finally:
         cursor.close()
     for role, key in _ROLES:
@@ -110,7 +117,14 @@ def run_check(
             report[key][name] = entry
             anomalies.extend(found)
         if section or role == "input":
+            if attributions_field:  # attributions are outputs the prediction section expects
+                prefix = attributions_field + "."
+                types = {k: v for k, v in types.items() if not k[1].startswith(prefix)}
             anomalies.extend(unexpected_features(role, section, types, rows.get(role, 0)))
+    importances = baseline.importances or baseline.attribution_means
+    for name, entry in report["features"].items():
+        if name in importances:
+            entry["importance"] = importances[name]
     _verdict(report, baseline)
     return report
 
@@ -146,7 +160,7 @@ def _section(baseline: Baseline, role: str) -> dict[str, FeatureBaseline]:
 
 
 def _verdict(report: dict[str, Any], baseline: Baseline) -> None:
-    drifted_inputs = [n for n, e in report["features"].items() if e["drifted"]]
+    drifted_inputs = rank([n for n, e in report["features"].items() if e["drifted"]], baseline)
     drifted_outputs = [n for n, e in report["prediction"].items() if e["drifted"]]
     critical = any(e.get("critical") and e["drifted"] for e in report["features"].values())
     share = baseline.drift_share
@@ -155,7 +169,10 @@ def _verdict(report: dict[str, Any], baseline: Baseline) -> None:
     )
     report["drifted_features"] = drifted_inputs + drifted_outputs
     multivariate = (report.get("multivariate") or {}).get("drifted", False)
-    report["drift_detected"] = critical or enough or bool(drifted_outputs) or multivariate
+    attributions = bool((report.get("attributions") or {}).get("drifted_features"))
+    report["drift_detected"] = (
+        critical or enough or bool(drifted_outputs) or multivariate or attributions
+    )
     report["skew_detected"] = bool(report["schema_anomalies"])
     outliers = (report.get("outliers") or {}).get("detected", False)
     alert = report["drift_detected"] or report["skew_detected"] or outliers

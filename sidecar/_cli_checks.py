@@ -38,6 +38,20 @@ def baseline() -> None:
 @click.option("--bins", default=20, show_default=True, help="Quantile bins per numeric feature.")
 @click.option("--since", default=None, help="With a DuckDB log file: ISO-8601 start (UTC).")
 @click.option("--until", default=None, help="With a DuckDB log file: ISO-8601 end (UTC).")
+@click.option(
+    "--attributions",
+    default=None,
+    metavar="PREFIX-OR-FILE",
+    help="Training attributions (SHAP values and the like): a file with one column per feature, "
+    "or the prefix of such columns in DATA (shap_ for shap_age).",
+)
+@click.option(
+    "--importances",
+    default=None,
+    metavar="FILE",
+    help="Feature importances: a JSON object or CSV rows of feature,importance; drifted "
+    "features are ranked by them (by mean |attribution| without).",
+)
 def build(
     data: str,
     out: str,
@@ -49,6 +63,8 @@ def build(
     bins: int,
     since: str | None,
     until: str | None,
+    attributions: str | None,
+    importances: str | None,
 ) -> None:
     """Summarize DATA (CSV, Parquet, JSON lines, or a DuckDB log file) into a baseline."""
     from middleware._baseline import build_baseline
@@ -81,6 +97,8 @@ def build(
             bins=bins,
             time_range=time_range,
             progress=progress,
+            attributions=attributions,
+            importances=importances,
         )
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from exc
