@@ -95,12 +95,13 @@ class OutlierModel:
     def residuals(self, encoded: np.ndarray) -> np.ndarray:
         """Each standardized row decorrelated and whitened (its squared length is the squared
         Mahalanobis distance), in the encoded columns so that each part has its feature."""
-        return ((encoded @ self.components.T) / np.sqrt(self.variances)) @ self.components
+        return (_project(encoded, self.components) / np.sqrt(self.variances)) @ self.components
 
     def score(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Each row's Mahalanobis distance from the baseline's centre."""
-        residual = self.residuals(self.encode(numbers, codes))
-        return np.sqrt(np.einsum("ij,ij->i", residual, residual))
+        # the components are orthonormal: the whitened coordinates have the residuals' length
+        whitened = _project(self.encode(numbers, codes), self.components) / np.sqrt(self.variances)
+        return np.sqrt(np.einsum("ij,ij->i", whitened, whitened))
 
     def contributions(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Each row's squared error per feature (rows x :attr:`names`); they sum to score²."""
@@ -180,6 +181,22 @@ class OutlierModel:
             rows=rows,
             **stats,
         )
+
+
+# OpenBLAS runs a product of m x k by k x n on one thread below m * n * k = 262,144: the writer
+# scores in blocks that small, so that scoring never takes more cores than the writer's own (on
+# a loaded machine BLAS's threads also made it three times slower).
+_ONE_THREAD = 200_000
+
+
+def _project(encoded: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``encoded @ components.T``, in blocks of rows small enough for one BLAS thread."""
+    step = max(1, _ONE_THREAD // max(components.size, 1))
+    if len(encoded) <= step:
+        return encoded @ components.T
+    return np.concatenate(
+        [encoded[i : i + step] @ components.T for i in range(0, len(encoded), step)]
+    )
 
 
 _KEYS = frozenset(

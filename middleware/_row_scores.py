@@ -7,6 +7,9 @@ few microseconds per row (benchmarks/outliers.py).
 
 from __future__ import annotations
 
+import math
+from itertools import repeat
+
 import numpy as np
 
 from ._column_ids import ColumnIds
@@ -65,14 +68,21 @@ class RowScorer:
     def _codes(
         self, feature: np.ndarray, kind: np.ndarray, num: np.ndarray, text: np.ndarray
     ) -> np.ndarray:
-        lookups = self._lookups
-        keys = [
-            t if k == _STRING else ("true" if n == 1 else "false") if k == _BOOLEAN else
-            number_key(n) if np.isfinite(n) else None
-            for k, n, t in zip(kind.tolist(), num.tolist(), text.tolist(), strict=True)
-        ]  # fmt: skip
-        found = [lookups[f].get(key, -1) for f, key in zip(feature.tolist(), keys, strict=True)]
-        return np.asarray(found, dtype=np.intp)
+        """The one-hot code of each categorical value (-1 when not one of the model's)."""
+        keys = text.copy()
+        others = np.flatnonzero(kind != _STRING)  # booleans and numbers: their text keys
+        if len(others):
+            keys[others] = [
+                ("true" if n == 1 else "false") if k == _BOOLEAN else
+                number_key(n) if math.isfinite(n) else None
+                for k, n in zip(kind[others].tolist(), num[others].tolist(), strict=True)
+            ]  # fmt: skip
+        codes = np.empty(len(feature), dtype=np.intp)
+        for f in np.unique(feature).tolist():
+            at = np.flatnonzero(feature == f)
+            found = map(self._lookups[f].get, keys[at].tolist(), repeat(-1))
+            codes[at] = np.fromiter(found, dtype=np.intp, count=len(at))
+        return codes
 
     def _slots_for(self, model: OutlierModel, ids: ColumnIds) -> np.ndarray:
         """Each name index's model feature; rebuilt when the model or the names change."""
