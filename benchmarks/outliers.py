@@ -12,7 +12,8 @@ the real long layout. Two figures:
   per row (median of ``--repeats``, batches of 2,000 captures as the writer takes them);
 - check: ``run_check`` over the whole store (``--rows`` rows) with the baseline, and with the
   same baseline less its outlier model; the difference is what the ``outliers`` and
-  ``multivariate`` sections cost. The store's ``row_scores`` are the current rows' own scores.
+  ``multivariate`` sections cost, and ``score_sections`` timed alone says the same without the
+  noise of two long checks. The store's ``row_scores`` are the current rows' own scores.
 
 ``--quick`` uses 100,000 rows and 3 repeats. Run ``core_speed.py`` beside it on a shared machine.
 """
@@ -42,6 +43,7 @@ from middleware._baseline import build_baseline, load_baseline  # noqa: E402
 from middleware._capture import CaptureCounters  # noqa: E402
 from middleware._columns import Columnizer  # noqa: E402
 from middleware._drift import run_check  # noqa: E402
+from middleware._multivariate import score_sections  # noqa: E402
 from middleware._payload import ParseLimits  # noqa: E402
 from middleware._row_scores import RowScorer  # noqa: E402
 from middleware._store import Store  # noqa: E402
@@ -109,13 +111,22 @@ def check_cost(paths: dict[str, str], baseline_path: str, rows: int, repeats: in
             started = time.perf_counter()
             report = run_check(reader.cursor, chosen, window_s=SPAN_S + 1, now=_end())
             timings[label].append(time.perf_counter() - started)
+    sections = []
+    cursor = reader.cursor()
+    start, end = START, _end()
+    for _ in range(repeats):
+        started = time.perf_counter()
+        score_sections(cursor, model, start, end, 100)
+        sections.append(time.perf_counter() - started)
+    cursor.close()
     reader.close()
     with_s, without_s = (statistics.median(timings[k]) for k in ("with", "without"))
     return {
         "rows": rows,
         "check_without_s": without_s,
         "check_with_s": with_s,
-        "multivariate_s": with_s - without_s,
+        "with_less_without_s": with_s - without_s,
+        "sections_alone_s": statistics.median(sections),
         "outlier_share": report["outliers"]["share"],
         "multivariate_z": report["multivariate"]["z"],
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ class OutlierModel:
     score_mean: float
     score_std: float
     rows: int  # the held-out rows that measured the score distribution
+    weights: np.ndarray = field(init=False, repr=False, compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -72,25 +73,32 @@ class OutlierModel:
             owners += [len(self.numeric) + j] * len(values)
         return np.asarray(owners, dtype=np.intp)
 
-    def encode(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Standardized rows from numbers (NaN when missing) and category codes (-1 when
-        missing or not among the one-hot values)."""
-        n = len(numbers) if len(self.numeric) else len(codes)
-        encoded = np.zeros((n, len(self.center)))
+    def __post_init__(self) -> None:
+        # standardizing, projecting and whitening in one matrix: one product per row scored
+        weights = self.components / self.scale / np.sqrt(self.variances)[:, None]
+        object.__setattr__(self, "weights", weights)
+
+    def centred(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Rows less the baseline's centre, from numbers (NaN when missing) and category codes
+        (-1 when missing or not among the one-hot values); missing values at the centre."""
         p = len(self.numeric)
+        n = len(numbers) if p else len(codes)
+        rows = np.empty((n, len(self.center)))
         if p:
-            encoded[:, :p] = np.nan_to_num(numbers, nan=0.0, posinf=0.0, neginf=0.0)
-            encoded[:, :p] -= self.center[:p]
-            encoded[:, :p][~np.isfinite(numbers)] = 0.0
+            block = numbers - self.center[:p]
+            block[~np.isfinite(block)] = 0.0
+            rows[:, :p] = block
+        rows[:, p:] = -self.center[p:]
         offset = p
         for j, values in enumerate(self.values):
-            code = codes[:, j]
-            hit = code >= 0
-            encoded[np.flatnonzero(hit), offset + code[hit]] = 1.0
-            encoded[:, offset : offset + len(values)] -= self.center[offset : offset + len(values)]
+            hit = np.flatnonzero(codes[:, j] >= 0)
+            rows[hit, offset + codes[hit, j]] += 1.0
             offset += len(values)
-        encoded /= self.scale
-        return encoded
+        return rows
+
+    def encode(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Standardized rows (see :meth:`centred`)."""
+        return self.centred(numbers, codes) / self.scale
 
     def residuals(self, encoded: np.ndarray) -> np.ndarray:
         """Each standardized row decorrelated and whitened (its squared length is the squared
@@ -100,7 +108,7 @@ class OutlierModel:
     def score(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Each row's Mahalanobis distance from the baseline's centre."""
         # the components are orthonormal: the whitened coordinates have the residuals' length
-        whitened = _project(self.encode(numbers, codes), self.components) / np.sqrt(self.variances)
+        whitened = _project(self.centred(numbers, codes), self.weights)
         return np.sqrt(np.einsum("ij,ij->i", whitened, whitened))
 
     def contributions(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -315,4 +323,4 @@ def fit_outlier_model(
 
 
 def _fields(model: OutlierModel) -> dict[str, Any]:
-    return {name: getattr(model, name) for name in OutlierModel.__slots__}
+    return {f.name: getattr(model, f.name) for f in fields(model) if f.init}
