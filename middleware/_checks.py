@@ -210,6 +210,15 @@ class DriftChecks:
             labels=["type"],
         )
         rows = GaugeMetricFamily("inferwatch_drift_window_rows", "Rows the latest check read.")
+        outliers = GaugeMetricFamily(
+            "inferwatch_outlier_share",
+            "Share of the latest check's rows scored over the baseline's outlier threshold.",
+        )
+        multivariate = GaugeMetricFamily(
+            "inferwatch_multivariate_score",
+            "Mean outlier score of the latest check's rows, and the baseline's band for it.",
+            labels=["bound"],
+        )
         if report is not None:
             for name in _STATUSES:
                 status.add_metric([name], 1.0 if report["status"] == name else 0.0)
@@ -227,7 +236,14 @@ class DriftChecks:
             for kind, count in counts.items():
                 anomalies.add_metric([kind], count)
             rows.add_metric([], report["window"]["rows"])
-        yield from (status, scores, thresholds, drifted, anomalies, rows)
+            share = (report.get("outliers") or {}).get("share")
+            if share is not None:
+                outliers.add_metric([], share)
+            section = report.get("multivariate") or {}
+            for bound, key in (("mean", "mean_score"), ("lower", "lower"), ("upper", "upper")):
+                if section.get(key) is not None:
+                    multivariate.add_metric([bound], section[key])
+        yield from (status, scores, thresholds, drifted, anomalies, rows, outliers, multivariate)
 
 
 def _first_line(exc: BaseException) -> str:

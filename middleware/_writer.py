@@ -268,9 +268,11 @@ class StoreWriter:
         """The batch's outlier scores; a failure to score is reported and the rows kept."""
         try:
             return self._scorer.scores(self._outliers(), self._columnizer.ids, features)
-        except Exception as exc:
-            self._report(f"Scoring captured rows failed: {exc!r}")
-            logger.exception("inferwatch writer failed to score a batch")
+        except Exception as exc:  # a bug in scoring must cost the scores only, not the rows
+            message = f"Scoring captured rows failed: {exc!r}"
+            if message != self.last_error:
+                logger.exception("inferwatch writer failed to score a batch")
+            self._report(message)
             return None
 
     def _run_call(self, work: Callable[[Store], Any], future: Future[Any]) -> None:

@@ -67,7 +67,12 @@ async def post_rows(client: httpx.AsyncClient, rows: list[dict[str, Any]], prefi
 
 async def check(app: MonitorMiddleware, client: httpx.AsyncClient) -> dict[str, Any]:
     assert app.engine.flush()
-    return (await client.post("/monitor/drift/check")).json()
+    report = (await client.post("/monitor/drift/check")).json()
+    metrics = (await client.get("/monitor/metrics")).text
+    mean = report["multivariate"]["mean_score"]
+    assert f'inferwatch_multivariate_score{{bound="mean"}} {mean}' in metrics
+    assert f"inferwatch_outlier_share {report['outliers']['share']}" in metrics
+    return report
 
 
 async def test_unseen_combinations_are_listed_as_the_most_unusual(
