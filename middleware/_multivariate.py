@@ -15,6 +15,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 from scipy import stats
 
@@ -69,11 +70,14 @@ def score_sections(
     cursor: Any, model: OutlierModel, start: datetime, end: datetime, min_rows: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``outliers`` and ``multivariate`` sections of the window [start, end)."""
-    rows, count, mean = cursor.execute(
-        "SELECT count(*), count(*) FILTER (WHERE outlier), avg(least(score, ?)) FROM row_scores "
-        "WHERE ts >= ? AND ts < ?",
-        [model.clip, start, end],
-    ).fetchone()
+    try:
+        rows, count, mean = cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE outlier), avg(least(score, ?)) "
+            "FROM row_scores WHERE ts >= ? AND ts < ?",
+            [model.clip, start, end],
+        ).fetchone()
+    except duckdb.CatalogException:  # a store of an earlier version, opened read-only
+        rows, count, mean = 0, 0, None
     outliers = outlier_share(model, int(rows), int(count or 0))
     multivariate = multivariate_drift(model, int(rows), mean)
     if rows < min_rows:
@@ -82,7 +86,7 @@ def score_sections(
     else:
         outliers["status"] = "alert" if outliers["detected"] else "ok"
         multivariate["status"] = "alert" if multivariate["drifted"] else "ok"
-    outliers["top"] = _most_unusual(cursor, model, start, end)
+    outliers["top"] = _most_unusual(cursor, model, start, end) if rows else []
     return outliers, multivariate
 
 

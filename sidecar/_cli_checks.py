@@ -118,8 +118,19 @@ def build(
 @click.option(
     "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--attributions-field",
+    default=None,
+    help="Output field that holds per-feature attributions (as the setting of that name).",
+)
 def check(
-    db: str, baseline_path: str, window: str, until: str | None, min_rows: int, output: str
+    db: str,
+    baseline_path: str,
+    window: str,
+    until: str | None,
+    min_rows: int,
+    output: str,
+    attributions_field: str | None,
 ) -> None:
     """Check the logged traffic against a baseline once.
 
@@ -147,6 +158,7 @@ def check(
             now=end,
             min_rows=min_rows,
             baseline_path=baseline_path,
+            attributions_field=attributions_field,
         )
     finally:
         store.close()
@@ -173,6 +185,31 @@ def render_text(report: dict) -> str:
             lines.append(
                 f"  {mark} {section[:7]:7} {name}: {entry.get('method')} {entry['score']:.3f} "
                 f"(threshold {entry['threshold']:.3f})"
+            )
+    outliers, multivariate = report.get("outliers"), report.get("multivariate")
+    if outliers and outliers.get("status") != "insufficient_data":
+        mark = "ALERT" if outliers["detected"] else "ok   "
+        lines.append(
+            f"  {mark} outliers {outliers['count']} of {outliers['rows']} rows "
+            f"(baseline share {outliers['expected_share']:.4f}, p {outliers['p_value']:.2g})"
+        )
+        for row in outliers.get("top", []):
+            names = ", ".join(f["name"] for f in row["features"])
+            lines.append(
+                f"        {row['request_id']}[{row['row_index']}] {row['score']:.2f}: {names}"
+            )
+    if multivariate and multivariate.get("status") != "insufficient_data":
+        mark = "DRIFT" if multivariate["drifted"] else "ok   "
+        lines.append(
+            f"  {mark} multivariate mean score {multivariate['mean_score']:.3f} "
+            f"(band {multivariate['lower']:.3f} .. {multivariate['upper']:.3f})"
+        )
+    for name, entry in (report.get("attributions") or {}).get("features", {}).items():
+        if entry.get("score") is not None:
+            mark = "DRIFT" if entry["drifted"] else "ok   "
+            lines.append(
+                f"  {mark} attribution {name}: {entry['method']} {entry['score']:.3f} "
+                f"(threshold {entry['threshold']:.3f}), mean |a| {entry['mean_abs']:.3g}"
             )
     for anomaly in report.get("schema_anomalies", []):
         lines.append(

@@ -108,6 +108,12 @@ async def test_attributions_that_change_while_values_do_not_are_found(
     assert report["drift_detected"] is True
     assert "attribution_drift" in report["active_rules"]
     assert report["schema_anomalies"] == []  # attribution outputs are expected, not unexpected
+    # the offline check reads the same store and says the same
+    args = ["check", "--db", db_path, "--baseline", baseline_path, "--window", "1d"]
+    result = CliRunner().invoke(main, [*args, "--attributions-field", "prediction.attributions"])
+    assert result.exit_code == 1, result.output
+    assert "DRIFT attribution x: jensenshannon" in result.output
+    assert "ok    attribution y" in result.output
 
 
 async def test_unchanged_attributions_raise_nothing(db_path: str, baseline_path: str) -> None:

@@ -10,11 +10,13 @@ import duckdb
 import httpx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline, load_baseline
 from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
 from middleware._outliers import OutlierModel
+from sidecar._cli import main
 from tests.apps.model_app import build_app
 
 pytestmark = pytest.mark.anyio
@@ -101,6 +103,12 @@ async def test_unseen_combinations_are_listed_as_the_most_unusual(
         assert {f["name"] for f in entry["features"][:2]} <= {"x", "y", "plan"}
         assert entry["score"] > report["outliers"]["threshold"]
     assert report["outliers"]["rows"] == 2_002
+    result = CliRunner().invoke(
+        main, ["check", "--db", db_path, "--baseline", baseline_path, "--window", "1d"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    listed = [line.split()[0] for line in result.output.splitlines() if line.startswith(" " * 8)]
+    assert {"odd-0[0]", "odd-1[0]"} <= set(listed[:2])
     assert 0 < report["outliers"]["count"] < 40
 
 
