@@ -183,3 +183,21 @@ def test_windows_without_drift_alarm_no_more_than_the_stated_rate(
     assert ALPHA == 0.001
     assert shifts <= 1
     assert outliers <= 1
+
+
+async def test_a_baseline_from_the_log_store_has_its_model_too(
+    db_path: str, tmp_path: Path, baseline_path: str
+) -> None:
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        await post_rows(c, instances(correlated(5_000, seed=5)), "served")
+        assert app.engine.flush()
+    app.engine.stop()
+    out = str(tmp_path / "from-store.json")
+    build_baseline(db_path, out=out)
+    model, reference = load_baseline(out).outliers, load_baseline(baseline_path).outliers
+    assert model is not None and reference is not None
+    assert set(model.names) == {"x", "y", "plan"} and model.rows == 2_500
+    odd = model.score(np.array([[1.6, -1.6], [0.0, 0.0]]), model.codes([["plus"], ["plus"]]))
+    assert odd[0] > model.threshold > odd[1]
+    assert model.threshold == pytest.approx(reference.threshold, rel=0.2)
