@@ -57,9 +57,13 @@ def attribution_section(
     end: datetime,
     min_rows: int,
 ) -> dict[str, Any]:
-    """The /drift report's ``attributions`` section for the window [start, end)."""
-    stored = {f"{field}.{name}": name for name in baseline.attributions}
-    summaries = [replace(fb, name=f"{field}.{fb.name}") for fb in baseline.attributions.values()]
+    """The /drift report's ``attributions`` section for the window [start, end).
+
+    A feature's attributions are stored as ``field.name`` (an object keyed by feature) or as
+    ``field[i]`` (a list, or an output tensor, in the baseline's column order): whichever the
+    window holds more of is read."""
+    stored = _stored_names(cursor, baseline, field, start, end)
+    summaries = [replace(fb, name=n) for n in stored for fb in [baseline.attributions[stored[n]]]]
     windows = numeric_counts(cursor, "output", summaries, start, end)
     found = cursor.execute(
         "SELECT name, count(*), avg(abs(num)) FROM features WHERE role = 'output' "
@@ -89,6 +93,26 @@ def attribution_section(
         "drifted_features": drifted,
         "features": features,
     }
+
+
+def _stored_names(
+    cursor: Any, baseline: Baseline, field: str, start: datetime, end: datetime
+) -> dict[str, str]:
+    """The stored output name of each attributed feature in the window, to the feature."""
+    order = baseline.columns or tuple(baseline.features)
+    position = {name: i for i, name in enumerate(order)}
+    forms = {name: [f"{field}.{name}"] for name in baseline.attributions}
+    for name in forms:
+        if name in position:
+            forms[name].append(f"{field}[{position[name]}]")
+    counted = dict(
+        cursor.execute(
+            "SELECT name, count(*) FROM features WHERE role = 'output' AND ts >= ? AND ts < ? "
+            "AND name = ANY(?) GROUP BY name",
+            [start, end, [form for names in forms.values() for form in names]],
+        ).fetchall()
+    )
+    return {max(names, key=lambda n: counted.get(n, 0)): name for name, names in forms.items()}
 
 
 def rank(names: list[str], baseline: Baseline) -> list[str]:

@@ -118,8 +118,8 @@ def run_check(
             anomalies.extend(found)
         if section or role == "input":
             if attributions_field:  # attributions are outputs the prediction section expects
-                prefix = attributions_field + "."
-                types = {k: v for k, v in types.items() if not k[1].startswith(prefix)}
+                prefixes = (attributions_field + ".", attributions_field + "[")
+                types = {k: v for k, v in types.items() if not k[1].startswith(prefixes)}
             anomalies.extend(unexpected_features(role, section, types, rows.get(role, 0)))
     importances = baseline.importances or baseline.attribution_means
     for name, entry in report["features"].items():

@@ -24,17 +24,31 @@ from sidecar._cli import main
 pytestmark = pytest.mark.anyio
 
 MEANS = {"x": 3.0, "y": -1.0}
+FIELDS = {"by-name": "prediction.attributions", "as-list": "prediction.attributions",
+          "v2-tensor": "shap"}  # fmt: skip
 
 
-def linear_model(weights: dict[str, float]) -> Starlette:
-    """A linear model that answers with its exact SHAP values: w * (value - training mean)."""
+def linear_model(weights: dict[str, float], form: str = "by-name") -> Starlette:
+    """A linear model that answers with its exact SHAP values: w * (value - training mean),
+    keyed by feature, as a list in the training columns' order, or as an Open Inference
+    Protocol output tensor ``shap`` of shape [N, 2]."""
 
     async def predict(request: Request) -> JSONResponse:
         rows = (await request.json())["instances"]
-        out = []
-        for row in rows:
-            shap = {k: weights[k] * (row[k] - MEANS[k]) for k in weights}
-            out.append({"score": sum(shap.values()), "attributions": shap})
+        shaps = [{k: weights[k] * (row[k] - MEANS[k]) for k in weights} for row in rows]
+        if form == "v2-tensor":
+            flat = [v for shap in shaps for v in (shap["x"], shap["y"])]
+            outputs = [
+                {"name": "predict", "shape": [len(rows)], "datatype": "FP64",
+                 "data": [sum(shap.values()) for shap in shaps]},
+                {"name": "shap", "shape": [len(rows), 2], "datatype": "FP64", "data": flat},
+            ]  # fmt: skip
+            return JSONResponse({"model_name": "linear", "outputs": outputs})
+        out = [
+            {"score": sum(shap.values()),
+             "attributions": [shap["x"], shap["y"]] if form == "as-list" else shap}
+            for shap in shaps
+        ]  # fmt: skip
         return JSONResponse({"predictions": out})
 
     return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
@@ -57,13 +71,17 @@ def write_parquet(path: Path, columns: dict[str, np.ndarray]) -> str:
 
 
 async def serve(
-    db: str, baseline: str, weights: dict[str, float], rows: dict[str, np.ndarray]
+    db: str,
+    baseline: str,
+    weights: dict[str, float],
+    rows: dict[str, np.ndarray],
+    form: str = "by-name",
 ) -> dict[str, Any]:
     app = MonitorMiddleware(
-        linear_model(weights),
+        linear_model(weights, form),
         db=db,
         baseline=baseline,
-        attributions_field="prediction.attributions",
+        attributions_field=FIELDS[form],
         alert_for=1,
     )
     pairs = zip(rows["x"].tolist(), rows["y"].tolist(), strict=True)
@@ -91,15 +109,17 @@ def baseline_path(tmp_path: Path) -> str:
     return str(out)
 
 
+@pytest.mark.parametrize("form", list(FIELDS))
 async def test_attributions_that_change_while_values_do_not_are_found(
-    db_path: str, baseline_path: str
+    db_path: str, baseline_path: str, form: str
 ) -> None:
     baseline = load_baseline(baseline_path)
     assert set(baseline.features) == {"x", "y"}  # the attribution columns are not features
     assert set(baseline.attributions) == {"x", "y"}
     assert baseline.attribution_means["x"] == pytest.approx(0.8, rel=0.05)  # E|N(0, 1)|
     # the model leans twice as hard on x; the traffic is drawn as in training
-    report = await serve(db_path, baseline_path, {"x": 2.0, "y": 0.5}, training(2_000, 1, {}))
+    weights = {"x": 2.0, "y": 0.5}
+    report = await serve(db_path, baseline_path, weights, training(2_000, 1, {}), form)
     assert [n for n, e in report["features"].items() if e["drifted"]] == []
     section = report["attributions"]
     assert section["drifted_features"] == ["x"]
@@ -110,7 +130,7 @@ async def test_attributions_that_change_while_values_do_not_are_found(
     assert report["schema_anomalies"] == []  # attribution outputs are expected, not unexpected
     # the offline check reads the same store and says the same
     args = ["check", "--db", db_path, "--baseline", baseline_path, "--window", "1d"]
-    result = CliRunner().invoke(main, [*args, "--attributions-field", "prediction.attributions"])
+    result = CliRunner().invoke(main, [*args, "--attributions-field", FIELDS[form]])
     assert result.exit_code == 1, result.output
     assert "DRIFT attribution x: jensenshannon" in result.output
     assert "ok    attribution y" in result.output
