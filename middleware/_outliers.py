@@ -17,6 +17,7 @@ second, disjoint one: the fitting sample's own scores are biased low.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -242,27 +243,31 @@ def fit_outlier_model(
     n = len(next(iter(numeric.values()))) if numeric else len(next(iter(categorical.values()), []))
     if n < 20 or not (numeric or categorical):
         return None
-    kept = {
-        name: tuple(vals[:TOP_CATEGORIES])
-        for name, vals in values.items()
-        if name in categorical and vals
-    }
     order = np.random.default_rng(seed).permutation(n)
     fit, held = order[: n // 2], order[n // 2 :]
+    # one-hot columns of rare values (under 1% of rows) carry noise, not structure
+    kept = {}
+    for name, column in categorical.items():
+        counts = Counter(column[i] for i in fit.tolist())
+        frequent = tuple(
+            v for v in values.get(name, ())[:TOP_CATEGORIES]
+            if counts[v] >= _MIN_CATEGORY_SHARE * len(fit)
+        )  # fmt: skip
+        if frequent:
+            kept[name] = frequent
     names = list(numeric)
-    numbers = (
-        np.column_stack([np.asarray(numeric[k], dtype=float) for k in names])
-        if names
-        else (np.zeros((n, 0)))
-    )
+    numbers = np.zeros((n, len(names)))
+    for i, name in enumerate(names):
+        numbers[:, i] = numeric[name]
     cats = tuple(kept)
+    width = len(names) + sum(map(len, kept.values()))
     draft = OutlierModel(
         numeric=tuple(names),
         categorical=cats,
         values=tuple(kept[c] for c in cats),
-        center=np.zeros(len(names) + sum(map(len, kept.values()))),
-        scale=np.ones(len(names) + sum(map(len, kept.values()))),
-        components=np.zeros((0, len(names) + sum(map(len, kept.values())))),
+        center=np.zeros(width),
+        scale=np.ones(width),
+        components=np.zeros((0, width)),
         variances=np.zeros(0),
         threshold=0.0,
         expected_share=0.0,
@@ -272,26 +277,13 @@ def fit_outlier_model(
         rows=n,
     )
     codes = draft.codes(list(zip(*(categorical[c] for c in cats), strict=True)) or [()] * n)
-    raw = draft.encode(numbers, codes)  # centred at 0 and scaled by 1: the raw encoding
-    # one-hot columns of rare values (under 1% of rows) carry noise, not structure
-    shares = raw[fit, len(names) :].mean(axis=0)
-    rare = np.flatnonzero(shares < _MIN_CATEGORY_SHARE)
-    if len(rare):
-        values_kept, offset = {}, 0
-        for c in cats:
-            width = len(kept[c])
-            values_kept[c] = tuple(
-                v for i, v in enumerate(kept[c]) if offset + i not in set(rare.tolist())
-            )
-            offset += width
-        return fit_outlier_model(
-            numeric, {c: categorical[c] for c in cats}, values_kept | {}, seed=seed
-        )
-    finite = np.where(np.isfinite(numbers[fit]), numbers[fit], np.nan)
-    center = np.concatenate([np.nan_to_num(np.nanmean(finite, axis=0)), shares])
-    scale = np.concatenate(
-        [np.nan_to_num(np.nanstd(finite, axis=0)), np.sqrt(shares * (1 - shares))]
-    )
+    shares = draft.centred(numbers[fit], codes[fit])[:, len(names) :].mean(axis=0)
+    ok = np.isfinite(numbers[fit])
+    present = np.maximum(ok.sum(axis=0), 1)
+    means = np.where(ok, numbers[fit], 0.0).sum(axis=0) / present
+    spread = np.sqrt((np.where(ok, numbers[fit] - means, 0.0) ** 2).sum(axis=0) / present)
+    center = np.concatenate([means, shares])
+    scale = np.concatenate([spread, np.sqrt(shares * (1 - shares))])
     scale = np.where(scale > _MIN_STD, scale, 1.0)
     # rounded as the file keeps them, so that the scores measured here are the ones served
     center, scale = np.asarray(_floats(center)), np.asarray(_floats(scale))
@@ -301,8 +293,10 @@ def fit_outlier_model(
     variance = singular**2 / len(fit)
     # directions without variance (the one-hot columns of a feature sum to one) carry none
     k = int(np.sum(variance > _DEGENERATE * variance.sum()))
+    if k == 0:  # every column constant: nothing to model
+        return None
     components = np.asarray([_floats(row) for row in vt[:k]]).reshape(k, len(center))
-    floor = _FLOOR * variance[:k].mean() if k else 0.0
+    floor = _FLOOR * variance[:k].mean()
     variances = np.asarray(_floats(variance[:k] + floor))
     model = OutlierModel(**{**_fields(base), "components": components, "variances": variances})
     scores = model.score(numbers[held], codes[held])
