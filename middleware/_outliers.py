@@ -165,8 +165,10 @@ class OutlierModel:
         scale = _array(doc.get("scale"), "scale", (width,))
         if np.any(scale <= 0):
             raise ValueError("outliers.scale holds a value that is not positive")
-        components = np.asarray(doc.get("components"), dtype=float).reshape(-1, width)
-        components = _array(components.tolist(), "components", (len(components), width))
+        listed = doc.get("components")
+        if not isinstance(listed, list):
+            raise ValueError("outliers.components is not a list of rows")
+        components = _array(listed, "components", (len(listed), width))
         variances = _array(doc.get("variances"), "variances", (len(components),))
         if np.any(variances <= 0):
             raise ValueError("outliers.variances holds a value that is not positive")
@@ -177,7 +179,7 @@ class OutlierModel:
                 raise ValueError(f"outliers.{key} is not a non-negative number")
             stats[key] = float(value)
         rows = doc.get("rows")
-        if not isinstance(rows, int) or rows < 0:
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
             raise ValueError("outliers.rows is not a count")
         return cls(
             numeric=tuple(numeric),

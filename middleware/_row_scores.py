@@ -41,6 +41,8 @@ class RowScorer:
             return None
         column = column[keep]
         slots = self._slots_for(model, ids)
+        if not len(slots):
+            return None
         name = column >> 3
         slot = np.where(name < len(slots), slots[np.minimum(name, len(slots) - 1)], -1)
         kind = (column >> 1) & 3

@@ -144,10 +144,16 @@ async def test_unchanged_attributions_raise_nothing(db_path: str, baseline_path:
     assert report["active_rules"] == []
 
 
-async def test_drifted_features_are_ranked_by_importance(db_path: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["json", "csv"])
+async def test_drifted_features_are_ranked_by_importance(
+    db_path: str, tmp_path: Path, form: str
+) -> None:
     source = write_parquet(tmp_path / "train.parquet", training(20_000, 0, {}))
-    importances = tmp_path / "importances.json"
-    importances.write_text(json.dumps({"x": 0.1, "y": 0.9}))
+    importances = tmp_path / f"importances.{form}"
+    if form == "json":
+        importances.write_text(json.dumps({"x": 0.1, "y": 0.9}))
+    else:
+        importances.write_text("feature,importance\nx,0.1\ny,0.9\n")
     out = str(tmp_path / "baseline.json")
     build_baseline(source, out=out, importances=str(importances))
     shifted = training(2_000, 3, {})

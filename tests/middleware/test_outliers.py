@@ -3,6 +3,7 @@ scored by the real writer into a real DuckDB store, reports read back from /drif
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline, load_baseline
+from middleware._errors import MonitorError
 from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
 from middleware._outliers import OutlierModel
 from sidecar._cli import main
@@ -201,3 +203,23 @@ async def test_a_baseline_from_the_log_store_has_its_model_too(
     odd = model.score(np.array([[1.6, -1.6], [0.0, 0.0]]), model.codes([["plus"], ["plus"]]))
     assert odd[0] > model.threshold > odd[1]
     assert model.threshold == pytest.approx(reference.threshold, rel=0.2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"threshold": -1}, "outliers.threshold"),
+        ({"variances": [1.0]}, "outliers.variances"),
+        ({"components": "x"}, "outliers.components"),
+        ({"treshold": 1.0}, "unknown key 'treshold'"),
+    ],
+)
+def test_a_broken_outlier_model_is_refused_naming_it(
+    baseline_path: str, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    doc = json.loads(Path(baseline_path).read_text())
+    doc["outliers"] |= change
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(doc))
+    with pytest.raises(MonitorError, match=message):
+        load_baseline(str(broken))
