@@ -223,3 +223,51 @@ def test_a_broken_outlier_model_is_refused_naming_it(
     broken.write_text(json.dumps(doc))
     with pytest.raises(MonitorError, match=message):
         load_baseline(str(broken))
+
+
+async def test_the_writer_scores_a_row_as_the_model_does(db_path: str, tmp_path: Path) -> None:
+    """Numbers, whole-number categories, booleans and strings reach the model as in training."""
+    rng = np.random.default_rng(6)
+    n = 5_000
+    x = rng.standard_normal(n)
+    train = {
+        "x": x,
+        "level": np.where(x > 0, rng.integers(1, 3, n), rng.integers(2, 4, n)),
+        "flag": x + rng.standard_normal(n) > 0,
+        "city": rng.choice(np.array(["Lyon", "Oslo", "Kyiv"]), n).astype(object),
+    }
+    source = write_parquet(tmp_path / "train.parquet", train)
+    out = str(tmp_path / "baseline.json")
+    build_baseline(source, out=out)
+    model = load_baseline(out).outliers
+    assert model is not None and set(model.categorical) == {"level", "flag", "city"}
+    rows = [
+        {"x": float(rng.standard_normal()), "level": int(rng.integers(1, 5)),
+         "flag": bool(rng.random() < 0.5), "city": str(rng.choice(["Lyon", "Oslo", "Rome"]))}
+        for _ in range(300)
+    ]  # fmt: skip
+    rows[0].pop("city")  # missing
+    rows[1]["x"] = None  # null
+    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=out)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        for i, row in enumerate(rows):
+            response = await c.post(
+                "/echo", json={"instances": [row]}, headers={"x-request-id": f"r{i:03d}"}
+            )
+            assert response.status_code == 200
+        assert app.engine.flush()
+        store = app.engine.writer.store
+        assert store is not None
+        stored = store.query("SELECT request_id, score FROM row_scores ORDER BY request_id")
+    app.engine.stop()
+    numbers = np.array([[np.nan if r["x"] is None else r["x"]] for r in rows])
+
+    def key(value: Any) -> str | None:  # the baseline's category keys, written out by hand
+        if value is None:
+            return None
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    keyed = [[key(r.get(name)) for name in model.categorical] for r in rows]
+    expected = model.score(numbers, model.codes(keyed))
+    assert [r for r, _ in stored] == [f"r{i:03d}" for i in range(300)]
+    np.testing.assert_allclose([s for _, s in stored], expected, rtol=1e-9)
