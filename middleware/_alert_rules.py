@@ -92,17 +92,81 @@ def _drift(group: str, noun: str) -> Callable[[Report, Settings], Finding | None
             ok = isinstance(score, int | float) and isinstance(threshold, int | float)
             return score / threshold if ok and threshold > 0 else 0.0
 
-        drifted.sort(key=excess, reverse=True)
+        def weight(pair: tuple[str, dict]) -> tuple[float, float]:
+            # the baseline's feature importance first, when it has one: the drift that matters
+            importance = pair[1].get("importance")
+            return (importance if isinstance(importance, int | float) else -1.0, excess(pair))
+
+        drifted.sort(key=weight, reverse=True)
         names = ", ".join(name for name, _ in drifted[:5]) + (", ..." if len(drifted) > 5 else "")
         lines = [
             f"{name}: score {_num(item.get('score'))} over threshold {_num(item.get('threshold'))}"
             + (f" ({item['method']})" if item.get("method") else "")
+            + (f", importance {_num(item['importance'])}" if "importance" in item else "")
             for name, item in drifted
         ]
         summary = f"{len(drifted)} of {len(items)} {noun} drifted: {names}"
         return Finding(True, summary, float(len(drifted)), None, _top(lines))
 
     return check
+
+
+def _scored(report: Report, key: str) -> dict[str, Any] | None:
+    """A drift report's ``multivariate`` or ``outliers`` section when it gives a verdict."""
+    section = report.get(key)
+    if report.get("status") in _UNKNOWN_DRIFT or not isinstance(section, dict):
+        return None
+    return None if section.get("status") == "insufficient_data" else section
+
+
+def _multivariate(report: Report, _: Settings) -> Finding | None:
+    section = _scored(report, "multivariate")
+    if section is None:
+        return None
+    mean, upper = section.get("mean_score"), section.get("upper")
+    summary = (
+        f"mean Mahalanobis distance {_num(mean)} over {section.get('rows')} rows; the baseline "
+        f"gives {_num(section.get('lower'))} to {_num(upper)} for a window this size "
+        f"(z {_num(section.get('z'))})"
+    )
+    return Finding(bool(section.get("drifted")), summary, mean, upper)
+
+
+def _outliers(report: Report, _: Settings) -> Finding | None:
+    section = _scored(report, "outliers")
+    if section is None:
+        return None
+    lines = [
+        f"{row.get('request_id')} row {row.get('row_index')}: score {_num(row.get('score'))}"
+        + (f" ({', '.join(str(f.get('name')) for f in row.get('features') or [])})")
+        for row in section.get("top") or []
+        if isinstance(row, dict)
+    ]
+    share, expected = section.get("share") or 0.0, section.get("expected_share") or 0.0
+    summary = (
+        f"{_pct(share)} of rows are outliers ({section.get('count')} of {section.get('rows')}); "
+        f"the baseline has {_pct(expected)} (p = {_num(section.get('p_value'))})"
+    )
+    return Finding(bool(section.get("detected")), summary, share, expected, _top(lines))
+
+
+def _attributions(report: Report, settings: Settings) -> Finding | None:
+    section = _scored(report, "attributions")
+    if section is None:
+        return None
+    features = {k: v for k, v in (section.get("features") or {}).items() if isinstance(v, dict)}
+    drifted = [n for n in section.get("drifted_features") or [] if n in features]
+    if not drifted:
+        return Finding(False, f"no feature's attributions drifted ({len(features)} checked)")
+    lines = [
+        f"{name}: mean |attribution| {_num(features[name].get('mean_abs'))} (baseline "
+        f"{_num(features[name].get('baseline_mean_abs'))}), score "
+        f"{_num(features[name].get('score'))} over {_num(features[name].get('threshold'))}"
+        for name in drifted
+    ]
+    names = ", ".join(drifted[:5]) + (", ..." if len(drifted) > 5 else "")
+    summary = f"attributions of {len(drifted)} of {len(features)} features drifted: {names}"
+    return Finding(True, summary, float(len(drifted)), None, _top(lines))
 
 
 def _quality(report: Report, _: Settings) -> Finding | None:
@@ -219,6 +283,11 @@ def make_rules() -> list[Rule]:
              _drift("features", "input features")),
         Rule("prediction_drift", "Prediction drift", "drift", "warning", "drift",
              _drift("prediction", "prediction outputs")),
+        Rule("multivariate_drift", "Multivariate drift", "drift", "warning", "drift",
+             _multivariate),
+        Rule("outlier_share", "Outlier share", "drift", "warning", "drift", _outliers),
+        Rule("attribution_drift", "Attribution drift", "drift", "warning", "drift",
+             _attributions),
         Rule("quality", "Model quality", "evaluation", "critical", "evaluation", _quality),
         Rule("error_rate", "Error rate", "health", "critical", "health", _error_rate),
         Rule("latency", "Latency", "health", "warning", "health", _latency),

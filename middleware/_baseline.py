@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from ._baseline_attributions import attribution_source, read_importances, summarize_attributions
 from ._baseline_file import FORMAT, Baseline, FeatureBaseline, load_baseline
 from ._baseline_from_file import summarize_file
 from ._baseline_from_store import summarize_store
@@ -65,6 +66,8 @@ def build_baseline(
     progress: Callable[[str], None] | None = None,
     memory_limit: str = "1GB",
     temp_directory: str | None = None,
+    attributions: str | None = None,
+    importances: str | None = None,
 ) -> dict[str, Any]:
     """Summarize ``source`` into a baseline document, write it to ``out`` and return it.
 
@@ -75,12 +78,16 @@ def build_baseline(
     served JSON: CSV text stays text unless every value is a number, and only Parquet or JSON
     booleans, or the columns in ``booleans``, are booleans. ``progress`` receives one line per
     phase and per second of a long scan. Raises :class:`MonitorError` with one sentence when
-    the source cannot be read.
+    the source cannot be read. ``attributions`` names a file of training attributions (one
+    column per feature) or the prefix of such columns in ``source``; ``importances`` a file of
+    feature importances (a JSON object, or CSV rows of feature and importance).
     """
     if not 2 <= bins <= 64:
         raise MonitorError(f"bins must be between 2 and 64, not {bins}")
     say = progress or (lambda _line: None)
     suffix = _suffix(source)
+    if attributions is not None and suffix in _STORE_SUFFIXES:
+        raise MonitorError("--attributions applies to files; a log store has none")
     temp = tempfile.TemporaryDirectory(prefix="inferwatch-baseline-", dir=temp_directory)
     config = {"memory_limit": memory_limit, "temp_directory": temp.name}
     config["preserve_insertion_order"] = False
@@ -102,6 +109,10 @@ def build_baseline(
             doc = summarize_store(con, bins, time_range, frozenset(categorical), skip, say)
         else:
             keep = {"label": label_column, "prediction": prediction_column}
+            if attributions is not None:
+                found = attribution_source(attributions, source, _FORMATS[suffix])
+                if found[0] == source:  # attribution columns of the training file: not features
+                    exclude = [*exclude, *found[2].values()]
             doc = summarize_file(
                 con, source, _FORMATS[suffix], keep, exclude, categorical, bins, say, booleans
             )
@@ -110,6 +121,11 @@ def build_baseline(
     finally:
         con.close()
         temp.cleanup()
+    if attributions is not None:
+        say("attributions")
+        doc["attributions"] = summarize_attributions(build_baseline, *found)
+    if importances is not None:
+        doc["importances"] = read_importances(importances)
     doc["source"] = {"path": source, "time_range": _range_json(time_range)}
     fit_size(doc, MAX_SIZE)
     Baseline.from_document(doc, out)  # what we write, we can read back

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from ._errors import MonitorError
+from ._outliers import OutlierModel
 from ._statistics import METHODS
 
 __all__ = ["FORMAT", "Baseline", "FeatureBaseline", "load_baseline"]
@@ -155,7 +156,7 @@ class FeatureBaseline:
 # Every key a baseline file may hold: a misspelt setting (`threshhold`) is an error, not ignored.
 _DOCUMENT_KEYS = frozenset(
     {"format", "created_at", "source", "rows", "bins", "columns", "features", "predictions"}
-    | {"label", "quality", "drift_share"}
+    | {"label", "quality", "drift_share", "outliers", "attributions", "importances"}
 )
 _FEATURE_KEYS = frozenset(
     {"kind", "dtype", "missing", "required", "non_finite", "invalid", "column"}
@@ -187,6 +188,10 @@ class Baseline:
     columns: tuple[str, ...] = ()
     bins: int = 20
     drift_share: float | None = None
+    outliers: OutlierModel | None = None
+    attributions: dict[str, FeatureBaseline] = field(default_factory=dict)
+    attribution_means: dict[str, float] = field(default_factory=dict)
+    importances: dict[str, float] = field(default_factory=dict)
     path: str | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -227,6 +232,14 @@ class Baseline:
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise ValueError("columns is not a list of names")
         quality = doc.get("quality")
+        outliers = doc.get("outliers")
+        # imported here: the attributions module reads Baseline and FeatureBaseline from this one
+        from ._attributions import parse_attributions, parse_importances
+
+        attributions, means = ({}, {})
+        if doc.get("attributions") is not None:
+            attributions, means = parse_attributions(doc["attributions"])
+        importances = doc.get("importances")
         return cls(
             rows=rows,
             features=sections["features"],
@@ -237,6 +250,10 @@ class Baseline:
             columns=tuple(columns),
             bins=int(doc.get("bins", 20)),
             drift_share=share,
+            outliers=OutlierModel.from_json(outliers) if outliers is not None else None,
+            attributions=attributions,
+            attribution_means=means,
+            importances=parse_importances(importances) if importances is not None else {},
             path=path,
             document=doc,
         )

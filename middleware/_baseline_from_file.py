@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ._baseline_file import FeatureBaseline
 from ._baseline_profiles import (
     LOW_CARDINALITY,
@@ -31,6 +33,7 @@ from ._baseline_profiles import (
     round_stat,
 )
 from ._errors import MonitorError
+from ._outliers import TOP_CATEGORIES, OutlierModel, fit_outlier_model
 from ._summary_sql import (
     NUMBER_TEXT,
     bin_tree_sql,
@@ -46,6 +49,8 @@ _READERS = {
     "parquet": "read_parquet($path)",
     "json": "read_json_auto($path)",
 }
+_MODEL_SAMPLE = 200_000  # rows: half fit the outlier model, half measure its scores
+_MODEL_FEATURES = 150
 _EXACT_CARDINALITY = 10_000  # above, categorical counts come from an approximate top-k first
 _INTEGER_TYPES = frozenset(
     f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "BIG", "HUGE", "")
@@ -210,7 +215,48 @@ def summarize_file(
         label, prediction = by_name.get(keep["label"]), by_name.get(keep["prediction"])
         if label is not None and prediction is not None:
             quality = _quality(con, reader, src, label, prediction, say)
-    return baseline_document(rows, bins, [c.name for c in columns], summaries, keep, quality)
+    doc = baseline_document(rows, bins, [c.name for c in columns], summaries, keep, quality)
+    model = _outlier_model(con, reader, src, columns, doc["features"], say)
+    if model is not None:
+        doc["outliers"] = model.to_json()
+    return doc
+
+
+def _outlier_model(
+    con: Any, reader: str, src: dict, columns: list[_Column], features: dict, say: Callable
+) -> OutlierModel | None:
+    """The multivariate model of the features, fitted on a reservoir sample of the file."""
+    chosen = [c for c in columns if c.name in features][:_MODEL_FEATURES]
+    if not chosen:
+        return None
+    params, exprs = dict(src), []
+    for i, c in enumerate(chosen):
+        if _numeric(c):
+            exprs.append(_finite(c.value))
+        else:  # only the categories the model can one-hot: a sample of ids would not fit
+            params[f"m{i}"] = features[c.name]["values"][:TOP_CATEGORIES]
+            exprs.append(f"CASE WHEN list_contains($m{i}, {c.key}) THEN {c.key} END")
+    sql = (
+        f"SELECT * FROM (SELECT {', '.join(exprs)} FROM {reader}) "  # noqa: S608 -- quoted names
+        f"USING SAMPLE reservoir({_MODEL_SAMPLE} ROWS) REPEATABLE (7)"
+    )
+    say("outlier model")
+    sample = con.execute(sql, params).fetchnumpy()  # arrays: no Python object per value
+    cells = [sample[key] for key in sample]
+    if not len(cells[0]):
+        return None
+    numeric = {
+        c.name: np.ma.filled(np.ma.asarray(cells[i]).astype(float), np.nan)
+        for i, c in enumerate(chosen)
+        if _numeric(c)
+    }
+    categorical = {
+        c.name: np.ma.filled(np.ma.asarray(cells[i], dtype=object), None).tolist()
+        for i, c in enumerate(chosen)
+        if not _numeric(c)
+    }
+    values = {name: features[name]["values"] for name in categorical}
+    return fit_outlier_model(numeric, categorical, values)
 
 
 def _quality(

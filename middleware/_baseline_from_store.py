@@ -12,6 +12,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from ._baseline_file import FeatureBaseline
 from ._baseline_profiles import (
     LOW_CARDINALITY,
@@ -24,9 +26,13 @@ from ._baseline_profiles import (
 )
 from ._drift_window import numeric_counts, window_rows
 from ._errors import MonitorError
+from ._outliers import OutlierModel, fit_outlier_model
 from ._summary_sql import feature_key_sql, run_with_progress
 
 __all__ = ["summarize_store"]
+
+_MODEL_SAMPLE = 200_000  # input rows: half fit the outlier model, half measure its scores
+_MODEL_FEATURES = 150
 
 
 def summarize_store(
@@ -111,7 +117,55 @@ def summarize_store(
         doc_rows, bins, order, {n: f for (r, n), f in result.items() if r == "input"}, {}
     )
     doc["predictions"] = {n: f.to_json() for (r, n), f in sorted(result.items()) if r == "output"}
+    model = _outlier_model(con, doc["features"], span, say)
+    if model is not None:
+        doc["outliers"] = model.to_json()
     return doc
+
+
+def _outlier_model(
+    con: Any, features: dict[str, Any], span: dict[str, Any], say: Callable
+) -> OutlierModel | None:
+    """The multivariate model of the input features, fitted on a reservoir sample of the
+    logged input rows, each row's values gathered from the long table."""
+    names = list(features)[:_MODEL_FEATURES]
+    if not names:
+        return None
+    say("outlier model")
+    sql = f"""
+        WITH rows AS (
+            SELECT request_id, row_index, row_number() OVER () - 1 AS k FROM (
+                SELECT DISTINCT request_id, row_index FROM features
+                WHERE role = 'input' AND ts >= $start AND ts < $end
+            ) USING SAMPLE reservoir({_MODEL_SAMPLE} ROWS) REPEATABLE (7))
+        SELECT r.k, list_position($names, f.name) - 1 AS j, f.type = 'number' AS number,
+               f.num, {feature_key_sql("f")} AS key
+        FROM features f JOIN rows r USING (request_id, row_index)
+        WHERE f.role = 'input' AND f.ts >= $start AND f.ts < $end AND f.name = ANY($names)
+    """  # noqa: S608 -- constant SQL; every value is a bound parameter
+    found = con.execute(sql, span | {"names": names}).fetchnumpy()
+    if not len(found["k"]):
+        return None
+    k, j = np.asarray(found["k"], dtype=np.intp), np.asarray(found["j"], dtype=np.intp)
+    numeric_names = [n for n in names if features[n]["kind"] == "numeric"]
+    categorical_names = [n for n in names if features[n]["kind"] == "categorical"]
+    slots = {n: i for i, n in enumerate(numeric_names)} | {
+        n: i for i, n in enumerate(categorical_names)
+    }
+    is_numeric = np.asarray([features[n]["kind"] == "numeric" for n in names])
+    slot = np.asarray([slots[n] for n in names], dtype=np.intp)
+    size = int(k.max()) + 1
+    numbers = np.full((size, len(numeric_names)), np.nan)
+    hit = is_numeric[j] & np.ma.filled(np.ma.asarray(found["number"]), False)
+    numbers[k[hit], slot[j[hit]]] = np.ma.filled(np.ma.asarray(found["num"]), np.nan)[hit]
+    keys = np.ma.filled(np.ma.asarray(found["key"], dtype=object), None)
+    cats = np.full((size, len(categorical_names)), None, dtype=object)
+    hit = ~is_numeric[j]
+    cats[k[hit], slot[j[hit]]] = keys[hit]
+    numeric = {n: numbers[:, i] for i, n in enumerate(numeric_names)}
+    categorical = {n: cats[:, i].tolist() for i, n in enumerate(categorical_names)}
+    values = {n: features[n]["values"] for n in categorical}
+    return fit_outlier_model(numeric, categorical, values)
 
 
 def _store_categories(

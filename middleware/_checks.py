@@ -154,6 +154,7 @@ class DriftChecks:
                 prediction_output=settings.prediction_output,
                 naming=engine.writer.naming_report(self.model),
                 metadata=engine.served_metadata(self.model),
+                attributions_field=settings.attributions_field,
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1
@@ -250,6 +251,16 @@ def drift_metrics(checks: list[DriftChecks]) -> Iterator[Metric]:
     rows = GaugeMetricFamily(
         "inferwatch_drift_window_rows", "Rows the latest check read.", labels=extra
     )
+    outliers = GaugeMetricFamily(
+        "inferwatch_outlier_share",
+        "Share of the latest check's rows scored over the baseline's outlier threshold.",
+        labels=extra,
+    )
+    multivariate = GaugeMetricFamily(
+        "inferwatch_multivariate_score",
+        "Mean outlier score of the latest check's rows, and the baseline's band for it.",
+        labels=["bound", *extra],
+    )
     for check in checks:
         report = check.latest
         if report is None:
@@ -271,7 +282,14 @@ def drift_metrics(checks: list[DriftChecks]) -> Iterator[Metric]:
         for kind, count in counts.items():
             anomalies.add_metric([kind, *model], count)
         rows.add_metric(model, report["window"]["rows"])
-    yield from (status, scores, thresholds, drifted, anomalies, rows)
+        share = (report.get("outliers") or {}).get("share")
+        if share is not None:
+            outliers.add_metric(model, share)
+        section = report.get("multivariate") or {}
+        for bound, key in (("mean", "mean_score"), ("lower", "lower"), ("upper", "upper")):
+            if section.get(key) is not None:
+                multivariate.add_metric([bound, *model], section[key])
+    yield from (status, scores, thresholds, drifted, anomalies, rows, outliers, multivariate)
 
 
 def _first_line(exc: BaseException) -> str:

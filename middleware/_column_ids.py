@@ -47,6 +47,15 @@ class ColumnIds:
         self._stored = np.zeros(len(self._names) * 8, dtype=bool)
         self._stored[stored] = True
 
+    @property
+    def size(self) -> int:
+        """How many name indexes are in use."""
+        return len(self._names)
+
+    def indexes(self, name: str) -> list[int]:
+        """The index of ``name`` under every model it was seen with."""
+        return [known[name] for known in self._index.values() if name in known]
+
     def ids(
         self,
         names: list[str],

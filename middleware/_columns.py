@@ -241,4 +241,5 @@ def _feature_columns(
         "column_id": ids.ids(names, codes, np.repeat(row_role, counts), model),
         "num": num,
         "str": text,
+        "row": np.repeat(np.arange(len(rows)), counts),  # not stored: groups values by row
     }

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from ._attributions import attribution_section, rank
 from ._baseline_file import Baseline, FeatureBaseline
 from ._drift_features import evaluate_feature
 from ._drift_schema import parse_anomaly, unexpected_features
@@ -28,6 +29,7 @@ from ._drift_window import (
     values_per_role,
     window_rows,
 )
+from ._multivariate import score_sections
 from ._prediction_fields import choose_fields, output_fields
 
 __all__ = [
@@ -54,6 +56,7 @@ def run_check(
     prediction_output: str | None = None,
     naming: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    attributions_field: str | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
@@ -63,7 +66,9 @@ def run_check(
     row counts and parse failures still reported). The baseline's prediction is compared with
     the served output :func:`choose_fields` takes for it (``prediction_output`` overrides);
     ``mapping`` says which and why, and ``naming`` (how request columns were named) too;
-    ``metadata`` is the model server's account of the model (names, datatypes, shapes).
+    ``metadata`` is the model server's account of the model (names, datatypes, shapes). With
+    ``attributions_field`` and a baseline that holds training attributions, the attributions in
+    that output field are compared too.
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -109,6 +114,13 @@ def run_check(
             windows[role] = numeric_counts(cursor, role, numeric, start, end)
             windows[role] |= categorical_counts(cursor, role, categorical, start, end)
         types = _types(cursor, baseline, outputs, windows, start, end)
+        if baseline.outliers is not None:
+            sections = score_sections(cursor, baseline.outliers, start, end, min_rows)
+            report["outliers"], report["multivariate"] = sections
+        if attributions_field and baseline.attributions:
+            report["attributions"] = attribution_section(
+                cursor, baseline, attributions_field, start, end, min_rows
+            )
     finally:
         cursor.close()
     for role, key in _ROLES:
@@ -122,6 +134,10 @@ def run_check(
             anomalies.extend({**a, "feature": own} for a in found)
         if role == "input":  # outputs beside the prediction (probabilities) are expected
             anomalies.extend(unexpected_features(role, section, types, rows.get(role, 0)))
+    importances = baseline.importances or baseline.attribution_means
+    for name, entry in report["features"].items():
+        if name in importances:
+            entry["importance"] = importances[name]
     _verdict(report, baseline)
     return report
 
@@ -189,7 +205,7 @@ def _section(
 
 
 def _verdict(report: dict[str, Any], baseline: Baseline) -> None:
-    drifted_inputs = [n for n, e in report["features"].items() if e["drifted"]]
+    drifted_inputs = rank([n for n, e in report["features"].items() if e["drifted"]], baseline)
     drifted_outputs = [n for n, e in report["prediction"].items() if e["drifted"]]
     critical = any(e.get("critical") and e["drifted"] for e in report["features"].values())
     share = baseline.drift_share
@@ -197,9 +213,15 @@ def _verdict(report: dict[str, Any], baseline: Baseline) -> None:
         share is None or len(drifted_inputs) >= share * max(len(report["features"]), 1)
     )
     report["drifted_features"] = drifted_inputs + drifted_outputs
-    report["drift_detected"] = critical or enough or bool(drifted_outputs)
+    multivariate = (report.get("multivariate") or {}).get("drifted", False)
+    attributions = bool((report.get("attributions") or {}).get("drifted_features"))
+    report["drift_detected"] = (
+        critical or enough or bool(drifted_outputs) or multivariate or attributions
+    )
     report["skew_detected"] = bool(report["schema_anomalies"])
-    report["status"] = "alert" if report["drift_detected"] or report["skew_detected"] else "ok"
+    outliers = (report.get("outliers") or {}).get("detected", False)
+    alert = report["drift_detected"] or report["skew_detected"] or outliers
+    report["status"] = "alert" if alert else "ok"
 
 
 def _iso(moment: datetime) -> str:

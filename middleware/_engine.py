@@ -28,6 +28,7 @@ from ._evaluation import evaluate
 from ._metrics import evaluation_metrics
 from ._model_scope import baseline_files
 from ._models import ModelMetadata
+from ._outliers import OutlierModel
 from ._periodic import Periodic
 from ._resources import ResourceSampler
 from ._series import SeriesRows
@@ -54,6 +55,7 @@ class Engine:
             self.counters,
             hints=self.column_hints,
             seen=self.metadata.note_path,
+            outliers=self.outliers,
         )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
@@ -141,6 +143,11 @@ class Engine:
             problems.append(f"the log store is unavailable: {self.writer.last_error}")
         problems.extend(self.drift.problems())
         return problems
+
+    def outliers(self) -> OutlierModel | None:
+        """The baseline's outlier model that the writer scores input rows with, if any."""
+        baseline = self.drift.baseline.baseline
+        return baseline.outliers if baseline is not None else None
 
     def column_hints(self) -> ColumnHints:
         """Names for positional payloads, from the baseline's column order when there is one."""

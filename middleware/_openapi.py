@@ -130,6 +130,49 @@ _ANOMALY_TYPES = [
     "missing_feature", "unexpected_feature", "type_mismatch", "completeness",
     "unseen_categories", "out_of_range", "non_finite", "parse_error",
 ]  # fmt: skip
+_SCORED = {
+    "rows": _COUNT,
+    "alpha": _NUMBER,
+    "status": {"enum": ["ok", "alert", "insufficient_data"]},
+}
+_OUTLIERS = _object(
+    {
+        **_SCORED,
+        "count": _COUNT,
+        "share": _nullable("number"),
+        "expected_share": _NUMBER,
+        "threshold": _NUMBER,
+        "p_value": _NUMBER,
+        "detected": {"type": "boolean"},
+        "top": {
+            "type": "array",
+            "items": _object(
+                {
+                    "request_id": _TEXT,
+                    "row_index": {"type": "integer"},
+                    "ts": _TIME,
+                    "score": _NUMBER,
+                    "features": {
+                        "type": "array",
+                        "items": _object({"name": _TEXT, "contribution": _NUMBER}),
+                    },
+                }
+            ),
+        },
+    }
+)
+_MULTIVARIATE = _object(
+    {
+        **_SCORED,
+        "method": _TEXT,
+        "mean_score": _nullable("number"),
+        "baseline_mean": _NUMBER,
+        "lower": _NUMBER,
+        "upper": _NUMBER,
+        "z": _nullable("number"),
+        "drifted": {"type": "boolean"},
+    }
+)
 _DRIFT = _object(
     {
         "status": {"enum": ["ok", "alert", "insufficient_data", "no_baseline"]},
@@ -152,7 +195,9 @@ _DRIFT = _object(
                 }
             ),
         },
-    }
+    },
+    # with a baseline that has an outlier model, once the window has enough rows
+    {"outliers": _OUTLIERS, "multivariate": _MULTIVARIATE},
 )
 
 _LABEL = {

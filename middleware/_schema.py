@@ -169,6 +169,16 @@ TABLES: tuple[str, ...] = (
         str VARCHAR
     )
     """,
+    # One row per scored input row: its outlier score against the baseline's model.
+    """
+    CREATE TABLE IF NOT EXISTS row_scores (
+        ts TIMESTAMP NOT NULL,
+        request_id VARCHAR NOT NULL,
+        row_index INTEGER NOT NULL,
+        score DOUBLE NOT NULL,
+        outlier BOOLEAN NOT NULL
+    )
+    """,
 )
 STATEMENTS: tuple[str, ...] = (*TABLES, FEATURES_VIEW)
 """What a new store is made of: the tables, then the ``features`` view over them."""

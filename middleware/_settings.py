@@ -229,6 +229,12 @@ class Settings:
         "Most input rows a periodic skew check reads: the newest of its window, so that its cost "
         "stays bounded at any request rate.",
     )
+    attributions_field: str | None = _setting(
+        None,
+        "text",
+        "Output field that holds per-feature attributions (SHAP values and the like), as stored: "
+        'prediction.attributions for {"predictions": [{"attributions": {"age": 0.3}}]}.',
+    )
     prediction_output: str | None = _setting(
         None,
         "text",

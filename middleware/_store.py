@@ -29,12 +29,13 @@ EXPORT_TABLES: dict[str, str] = {
     "efficiency": "ts",
     "resources": "ts",
     "drift_reports": "ts",
+    "row_scores": "ts",
     "alerts": "ts",
     "alert_deliveries": "ts",
 }
 """Each table a user can export, with the time column that ``since`` and ``until`` select on."""
 _SERIES = ("efficiency", "resources")
-_AGED = (*_SERIES, "drift_reports", "alerts", "alert_deliveries")
+_AGED = (*_SERIES, "drift_reports", "row_scores", "alerts", "alert_deliveries")
 # by name: a batch without the later columns (``model``) leaves them NULL
 _INSERT_REQUESTS = "INSERT INTO requests BY NAME SELECT * FROM request_batch"
 # NumPy float arrays carry no NULL, so DuckDB reads NaN as NULL; a number (type code 0 in the
@@ -157,8 +158,11 @@ class Store:
         request_batch: dict[str, Any],
         feature_batch: dict[str, Any] | None,
         column_batch: dict[str, Any] | None = None,
+        *,
+        scores: dict[str, Any] | None = None,
     ) -> None:
-        """Write one batch of request rows, feature values and new feature columns at once.
+        """Write one batch of request rows, feature values, new feature columns and the input
+        rows' outlier scores at once.
 
         Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
         them in place, which measured as fast as Arrow and needs no pyarrow.
@@ -174,13 +178,16 @@ class Store:
             if feature_batch is not None:
                 cursor.register("feature_batch", feature_batch)
                 cursor.execute(_INSERT_FEATURES)
+            if scores is not None:
+                cursor.register("score_batch", scores)
+                cursor.execute("INSERT INTO row_scores SELECT * FROM score_batch")
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
             raise
         finally:
-            for name in ("request_batch", "column_batch", "feature_batch"):
+            for name in ("request_batch", "column_batch", "feature_batch", "score_batch"):
                 with contextlib.suppress(duckdb.Error):
                     cursor.unregister(name)
 

@@ -28,7 +28,9 @@ import duckdb
 from ._capture import CaptureCounters, CaptureQueue
 from ._columns import ColumnHints, Columnizer
 from ._errors import MonitorError
+from ._outliers import OutlierModel
 from ._payload import ParseLimits
+from ._row_scores import RowScorer
 from ._settings import Settings
 from ._store import Store
 
@@ -67,8 +69,11 @@ class StoreWriter:
         *,
         hints: Callable[[], ColumnHints] = ColumnHints,
         seen: Callable[[str], None] | None = None,
+        outliers: Callable[[], OutlierModel | None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._outliers = outliers
+        self._scorer = RowScorer()
         self._queue = queue
         self._counters = counters
         self._columnizer = Columnizer(
@@ -250,7 +255,8 @@ class StoreWriter:
             return
         try:
             batch = self._columnizer.columns(captures)
-            store.insert(*batch)
+            scores = self._score(batch.features)
+            store.insert(*batch, scores=scores)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
             self._failed(store, exc, "Writing to the log store")
@@ -267,6 +273,17 @@ class StoreWriter:
         self._counters.rows_stored += len(batch.features["num"]) if batch.features else 0
         self.db_bytes = store.file_bytes()
         self._note_written()
+
+    def _score(self, features: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The batch's outlier scores; a failure to score is reported and the rows kept."""
+        try:
+            return self._scorer.scores(self._outliers(), self._columnizer.ids, features)
+        except Exception as exc:  # a bug in scoring must cost the scores only, not the rows
+            message = f"Scoring captured rows failed: {exc!r}"
+            if message != self.last_error:
+                logger.exception("inferwatch writer failed to score a batch")
+            self._report(message)
+            return None
 
     def _run_call(self, work: Callable[[Store], Any], future: Future[Any]) -> None:
         if not future.set_running_or_notify_cancel():

@@ -46,6 +46,20 @@ def baseline() -> None:
         help="Quantile bins per numeric feature. [default: 20]")  # fmt: skip
 @option("--since", type=IsoTime(), default=None, help="With a DuckDB log file: start (UTC).")
 @option("--until", type=IsoTime(), default=None, help="With a DuckDB log file: end (UTC).")
+@option(
+    "--attributions",
+    default=None,
+    metavar="PREFIX-OR-FILE",
+    help="Training attributions (SHAP values and the like): a file with one column per feature, "
+    "or the prefix of such columns in DATA (shap_ for shap_age).",
+)
+@option(
+    "--importances",
+    default=None,
+    metavar="FILE",
+    help="Feature importances: a JSON object or CSV rows of feature,importance; drifted "
+    "features are ranked by them (by mean |attribution| without).",
+)
 def build(
     data: str,
     out: str,
@@ -57,6 +71,8 @@ def build(
     bins: int,
     since: datetime | None,
     until: datetime | None,
+    attributions: str | None,
+    importances: str | None,
 ) -> None:
     """Summarize DATA (CSV, Parquet, JSON lines, or a DuckDB log file) into a baseline."""
     from middleware._baseline import build_baseline
@@ -83,6 +99,8 @@ def build(
             bins=bins,
             time_range=time_range,
             progress=progress,
+            attributions=attributions,
+            importances=importances,
         )
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -94,7 +112,9 @@ def build(
 
 
 @click.command(cls=Group.command_class)
-@setting_options("baseline", "db", "window", "min_rows", required=("baseline",))
+@setting_options(
+    "baseline", "db", "window", "min_rows", "attributions_field", required=("baseline",)
+)
 @option("--until", type=IsoTime(), default=None,
         help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
 @option("--format", "output", type=click.Choice(["text", "json"]), default="text",
@@ -133,6 +153,7 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
                 now=until,
                 min_rows=settings.min_rows,
                 baseline_path=baseline_path,
+                attributions_field=settings.attributions_field,
             )
         finally:
             store.close()
@@ -168,6 +189,31 @@ def render_text(report: dict) -> str:
             lines.append(
                 f"  {mark} {section[:7]:7} {name}: {entry.get('method')} {entry['score']:.3f} "
                 f"(threshold {entry['threshold']:.3f})"
+            )
+    outliers, multivariate = report.get("outliers"), report.get("multivariate")
+    if outliers and outliers.get("status") != "insufficient_data":
+        mark = "ALERT" if outliers["detected"] else "ok   "
+        lines.append(
+            f"  {mark} outliers {outliers['count']} of {outliers['rows']} rows "
+            f"(baseline share {outliers['expected_share']:.4f}, p {outliers['p_value']:.2g})"
+        )
+        for row in outliers.get("top", []):
+            names = ", ".join(f["name"] for f in row["features"])
+            lines.append(
+                f"        {row['request_id']}[{row['row_index']}] {row['score']:.2f}: {names}"
+            )
+    if multivariate and multivariate.get("status") != "insufficient_data":
+        mark = "DRIFT" if multivariate["drifted"] else "ok   "
+        lines.append(
+            f"  {mark} multivariate mean score {multivariate['mean_score']:.3f} "
+            f"(band {multivariate['lower']:.3f} .. {multivariate['upper']:.3f})"
+        )
+    for name, entry in (report.get("attributions") or {}).get("features", {}).items():
+        if entry.get("score") is not None:
+            mark = "DRIFT" if entry["drifted"] else "ok   "
+            lines.append(
+                f"  {mark} attribution {name}: {entry['method']} {entry['score']:.3f} "
+                f"(threshold {entry['threshold']:.3f}), mean |a| {entry['mean_abs']:.3g}"
             )
     for anomaly in report.get("schema_anomalies", []):
         lines.append(

@@ -523,6 +523,7 @@
       body.appendChild(el("tr", {}, [el("td", { colspan: 8, className: "empty", text: text })]));
     }
     renderAnomalies(drift, d);
+    renderOutliers(drift, d);
     renderFeature(d, entries.filter(function (f) { return f.name === state.selected; })[0] || null);
   }
 
@@ -537,6 +538,33 @@
     });
     if (!list.length) {
       body.appendChild(el("tr", {}, [el("td", { colspan: 4, className: "empty", text: drift ? "No schema anomalies" : why(d.drift, "/drift") })]));
+    }
+  }
+
+  // The outlier share and the multivariate check, and the most unusual rows of the window;
+  // request ids and feature names come from clients, so they only ever become text nodes.
+  function renderOutliers(drift, d) {
+    var summary = clear($("outliers-summary")), body = clear($("outliers").tBodies[0]);
+    var o = drift && drift.outliers, m = drift && drift.multivariate;
+    if (o && isNum(o.rows)) {
+      summary.appendChild(el("p", {}, [pill(o.detected ? "alert" : "ok", o.detected ? "warn" : "ok"),
+        " " + share(o.share || 0) + " of " + o.rows + " rows are outliers; the baseline has " + share(o.expected_share || 0)
+        + " (p = " + (isNum(o.p_value) ? o.p_value.toPrecision(2) : "?") + ")"]));
+    }
+    if (m && isNum(m.rows)) {
+      summary.appendChild(el("p", {}, [pill(m.drifted ? "drifted" : "ok", m.drifted ? "warn" : "ok"),
+        " multivariate: mean distance " + (isNum(m.mean_score) ? m.mean_score.toFixed(2) : "?") + ", baseline range "
+        + (isNum(m.lower) ? m.lower.toFixed(2) : "?") + " to " + (isNum(m.upper) ? m.upper.toFixed(2) : "?")]));
+    }
+    var top = (o && o.top) || [];
+    top.forEach(function (r) {
+      var names = (r.features || []).map(function (f) { return String(f.name) + " " + share(f.contribution || 0); }).join(", ");
+      body.appendChild(el("tr", {}, [el("td", { className: "name", text: r.request_id }), el("td", { className: "num", text: r.row_index }),
+        el("td", { className: "num", text: isNum(r.score) ? r.score.toFixed(2) : "?" }), el("td", { text: names })]));
+    });
+    if (!top.length) {
+      var text = !drift ? why(d.drift, "/drift") : o ? "No outliers in this window" : "The baseline has no outlier model";
+      body.appendChild(el("tr", {}, [el("td", { colspan: 4, className: "empty", text: text })]));
     }
   }
 

@@ -86,6 +86,9 @@ def drift(
     predictions: tuple[str, ...] = (),
     anomalies: tuple[dict[str, Any], ...] = (),
     status: str | None = None,
+    mean_score: float = 5.0,
+    outliers: int = 10,
+    attributions: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A /drift report with a fresh ``checked_at``."""
 
@@ -103,7 +106,22 @@ def drift(
         "features": {name: column(name, name in features) for name in ("age", "income", "city")},
         "prediction": {"prediction": column("prediction", "prediction" in predictions)},
         "schema_anomalies": list(anomalies),
-    }
+        "multivariate": {"method": "pca_mahalanobis", "rows": 2000, "mean_score": mean_score,
+                         "lower": 4.9, "upper": 5.1, "z": (mean_score - 5.0) / 0.03,
+                         "drifted": not 4.9 <= mean_score <= 5.1, "status": "ok"},
+        "outliers": {"rows": 2000, "count": outliers, "share": outliers / 2000,
+                     "expected_share": 0.005, "threshold": 12.2, "p_value": 0.4 if outliers < 20
+                     else 1e-9, "detected": outliers >= 20, "status": "ok",
+                     "top": [{"request_id": "req-<b>7</b>", "row_index": 0, "score": 31.5,
+                              "features": [{"name": "income", "contribution": 0.8}]}]},
+        "attributions": {"field": "prediction.shap", "status": "alert" if attributions else "ok",
+                         "drifted_features": list(attributions),
+                         "features": {name: {"rows": 2000, "mean_abs": 0.9 if name in attributions
+                                             else 0.2, "baseline_mean_abs": 0.2, "score": 0.3,
+                                             "threshold": 0.1, "method": "jensenshannon",
+                                             "drifted": name in attributions}
+                                      for name in ("age", "income")}},
+    }  # fmt: skip
 
 
 def evaluation(*, degraded: bool = False, status: str | None = None) -> dict[str, Any]:
@@ -130,6 +148,12 @@ CASES: dict[str, tuple[Callable[[int], dict[str, Any]], tuple[str, ...]]] = {
     "schema_skew": (lambda i: {"drift": drift(anomalies=(ANOMALY,))}, ("type_mismatch", "12.0%")),
     "feature_drift": (lambda i: {"drift": drift(features=("income",))}, ("1 of 3", "income")),
     "prediction_drift": (lambda i: {"drift": drift(predictions=("prediction",))}, ("1 of 1",)),
+    "multivariate_drift": (lambda i: {"drift": drift(mean_score=5.4)}, ("5.4", "4.9 to 5.1")),
+    "outlier_share": (lambda i: {"drift": drift(outliers=60)}, ("3.0%", "60 of 2000", "0.5%")),
+    "attribution_drift": (
+        lambda i: {"drift": drift(attributions=("income",))},
+        ("1 of 2", "income", "0.9", "baseline 0.2"),
+    ),
     "quality": (lambda i: {"evaluation": evaluation(degraded=True)}, ("accuracy 0.71",)),
     "error_rate": (lambda i: {"health": health(i, errors=80)}, ("8.0%", "80 of 1000", "5.0%")),
     "latency": (lambda i: {"health": health(i, p99=3500.0)}, ("p99", "3500 ms", "2000 ms")),

@@ -106,6 +106,16 @@ def fixture_drift(now: datetime, hostile: bool, scale: float = 1.0) -> dict[str,
             {"feature": "amount", "type": "out_of_range", "share": 0.021,
              "detail": "101 values above 812.4, by more than a tenth of the range"},
         ],
+        "outliers": {"rows": 4812, "count": 61, "share": 0.0127, "expected_share": 0.005,
+                     "threshold": 7.9, "p_value": 2e-7, "alpha": 0.001, "detected": True,
+                     "status": "alert",
+                     "top": [{"request_id": HOSTILE if hostile else "req-8f2c", "row_index": 0,
+                              "ts": _iso(now), "score": 19.4,
+                              "features": [{"name": odd, "contribution": 0.55},
+                                           {"name": "amount", "contribution": 0.3}]}]},
+        "multivariate": {"method": "pca_mahalanobis", "rows": 4812, "mean_score": 5.4,
+                         "baseline_mean": 5.0, "lower": 4.93, "upper": 5.07, "z": 9.1,
+                         "alpha": 0.001, "drifted": True, "status": "alert"},
     }  # fmt: skip
 
 
@@ -405,6 +415,9 @@ def test_a_hostile_feature_name_is_shown_as_text_and_never_runs(
         assert any(HOSTILE in r for r in page.locator("#banner-reasons li").all_text_contents())
         assert HOSTILE in page.text_content("#anomalies")
         assert HOSTILE in page.text_content("#alerts")
+        unusual = page.locator("#outliers tbody td").all_text_contents()
+        assert unusual[0] == HOSTILE and HOSTILE in unusual[3]  # request id and feature name
+        assert "1.27% of 4812 rows are outliers" in page.text_content("#outliers-summary")
         page.wait_for_timeout(500)  # time for an injected onerror to fire, had there been one
         assert page.locator("img").count() == 0
         assert page.locator("script").count() == 1  # the page's own

@@ -149,7 +149,14 @@ def _one_row_each(db_path: str) -> None:
     values = {"TIMESTAMP": "now()::TIMESTAMP", "VARCHAR": "'x'"}
     with duckdb.connect(db_path) as con:
         con.execute("INSERT INTO labels VALUES ('r0', 0, 'number', 1, NULL, NULL, now())")
-        for table in ("efficiency", "resources", "drift_reports", "alerts", "alert_deliveries"):
+        for table in (
+            "efficiency",
+            "resources",
+            "drift_reports",
+            "row_scores",
+            "alerts",
+            "alert_deliveries",
+        ):
             if con.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,):
                 continue
             types = con.execute(
@@ -166,8 +173,8 @@ def test_export_writes_every_table_or_those_named(db_path: str, tmp_path: Path) 
         engine.queue.put(capture(time.time(), "r0"))
     _one_row_each(db_path)
     tables = [
-        "requests", "features", "labels", "efficiency", "resources", "drift_reports", "alerts",
-        "alert_deliveries",
+        "requests", "features", "labels", "efficiency", "resources", "drift_reports",
+        "row_scores", "alerts", "alert_deliveries",
     ]  # fmt: skip
     out = tmp_path / "all"
     result = CliRunner().invoke(main, ["export", "--db", db_path, "--out", str(out)])
