@@ -17,7 +17,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-from scipy import stats
 
 from ._outliers import OutlierModel, number_key
 
@@ -27,11 +26,13 @@ ALPHA = 0.001
 """The false-alarm rate of each test, per check of a window without drift."""
 _TOP_ROWS = 10
 _TOP_FEATURES = 3
-_Z = float(stats.norm.isf(ALPHA / 2))
+_Z = 3.2905267314918945  # the two-sided normal quantile of ALPHA: stats.norm.isf(ALPHA / 2)
 
 
 def outlier_share(model: OutlierModel, rows: int, count: int) -> dict[str, Any]:
     """The ``outliers`` verdict on ``count`` rows over the threshold among ``rows``."""
+    from scipy import stats  # imported when first used: every worker imports this module
+
     held = max(model.rows, 1)
     seen = model.expected_share * held
     # P(at least ``count`` of ``rows``) when the share is as uncertain as the baseline left it

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -412,3 +414,13 @@ def test_sigterm_under_load_loses_no_sampled_record(db_path: str) -> None:
         rows = con.execute("SELECT count(*) FROM features WHERE role = 'input'").fetchone()[0]
     assert set(served) <= stored_ids
     assert rows == 2 * len(stored_ids)
+
+
+def test_a_worker_imports_no_scipy() -> None:
+    # Each worker imports the middleware; SciPy would add seconds to every worker's start, and
+    # gunicorn's max_requests starts workers all the time. The collector imports it when it checks.
+    code = "import sys, middleware; print(sorted(m for m in sys.modules if m.startswith('scipy')))"
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert found.stdout.strip() == "[]"

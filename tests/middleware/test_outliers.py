@@ -20,6 +20,7 @@ from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
 from middleware._outliers import OutlierModel
 from sidecar._cli import main
 from tests.apps.model_app import build_app
+from tests.conftest import in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +83,7 @@ async def check(app: MonitorMiddleware, client: httpx.AsyncClient) -> dict[str, 
 async def test_unseen_combinations_are_listed_as_the_most_unusual(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     odd = [{"x": 1.6, "y": -1.6, "plan": "basic"}, {"x": -1.9, "y": 1.7, "plan": "gold"}]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(2_000, seed=1)), "usual")
@@ -117,7 +118,7 @@ async def test_unseen_combinations_are_listed_as_the_most_unusual(
 async def test_a_flipped_correlation_is_found_by_the_multivariate_check_alone(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     flipped = correlated(2_000, seed=2, rho=-0.8)  # every marginal as in training
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(flipped), "flip")
@@ -133,7 +134,7 @@ async def test_a_flipped_correlation_is_found_by_the_multivariate_check_alone(
 async def test_unchanged_traffic_raises_no_multivariate_alarm(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(2_000, seed=4)), "same")
         report = await check(app, c)
@@ -190,7 +191,7 @@ def test_windows_without_drift_alarm_no_more_than_the_stated_rate(
 async def test_a_baseline_from_the_log_store_has_its_model_too(
     db_path: str, tmp_path: Path, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path)
+    app = in_process(build_app(monitor=False), db=db_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(5_000, seed=5)), "served")
         assert app.engine.flush()
@@ -248,7 +249,7 @@ async def test_the_writer_scores_a_row_as_the_model_does(db_path: str, tmp_path:
     ]  # fmt: skip
     rows[0].pop("city")  # missing
     rows[1]["x"] = None  # null
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=out)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=out)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         for i, row in enumerate(rows):
             response = await c.post(
