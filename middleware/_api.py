@@ -188,11 +188,14 @@ def build_api(engine: Engine) -> Starlette:
         return JSONResponse(report)
 
     async def drift_history(request: Request) -> Response:
+        checks = model_checks(request)
+        if isinstance(checks, Response):
+            return checks
         try:
             since, limit = _history_query(request, default_limit=50)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        reports = await run_in_threadpool(engine.drift.history, since, limit)
+        reports = await run_in_threadpool(checks.history, since, limit)
         return JSONResponse({"reports": reports})
 
     async def labels(request: Request) -> Response:

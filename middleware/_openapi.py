@@ -339,14 +339,15 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "Earlier skew checks, newest first",
                 "operationId": "driftHistory",
                 **guarded,
-                "parameters": [_SINCE, _LIMIT],
+                "parameters": [_SINCE, _LIMIT, _MODEL],
                 "responses": {
                     **unauthorized,
                     "200": _json(
                         _object({"reports": {"type": "array", "items": _ref("DriftReport")}}),
-                        "earlier reports",
+                        "earlier reports (of that model's checks with model)",
                     ),
                     "400": _error("a bad since or limit"),
+                    "404": no_model,
                 },
             }
         },
