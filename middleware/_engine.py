@@ -278,6 +278,7 @@ class Engine:
             "covered_s": round(min(window, self.efficiency.covered_s()), 3),
             **figures,
             "in_flight": self.efficiency.in_flight,
+            "models": sorted(self.models),
             "resources": resources,
             "capture": self.capture_health(),
         }

@@ -100,6 +100,7 @@ _HEALTH = _object(
         "covered_s": _NUMBER,
         "ttfb_ms": _PERCENTILES,
         "in_flight": {"type": "integer"},
+        "models": {"type": "array", "items": _TEXT},  # the models with a baseline of their own
         "upstream": _object({"url": _TEXT, "reachable": _nullable("boolean")}),  # the sidecar only
     },
 )
