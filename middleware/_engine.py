@@ -356,6 +356,7 @@ class Engine:
             "fields_capped": counters.fields_capped,
             "fields_redacted": counters.fields_redacted,
             "names_capped": counters.names_capped,
+            "models_capped": counters.models_capped,
             "rows_stored": counters.rows_stored,
             "rows_expired": counters.rows_expired,
             "rows_evicted": counters.rows_evicted,

@@ -19,7 +19,7 @@ import orjson
 
 from ._binary_tensors import split_binary
 
-__all__ = ["NAMING", "ParseLimits", "Parsed", "parse_request", "parse_response"]
+__all__ = ["NAMING", "ParseLimits", "Parsed", "is_openai", "parse_request", "parse_response"]
 
 NAMING = ("by_name", "positional", "metadata", "as_sent")
 """How a request's columns got their names: the payload's own names, the baseline's column order
@@ -421,6 +421,11 @@ def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
     path = "/" + path.partition("?")[0].rstrip("/")
     return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
+
+
+def is_openai(path: str) -> bool:
+    """Whether ``path`` is an OpenAI-style completions route (whose body names the model)."""
+    return _openai_kind(path) is not None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -180,7 +180,8 @@ def test_vllm_chat_completion(tmp_path: Path) -> None:
         {"prompt_tokens": 37.0, "completion_tokens": 14.0, "finish_reason": "stop",
          "completion_chars": 53.0}
     ]  # fmt: skip
-    assert got["request"] == (None, "ok", "ok")
+    # the path names no model: the body's model field does
+    assert got["request"] == ("NousResearch/Meta-Llama-3-8B-Instruct", "ok", "ok")
     assert got["choice"].prediction == "finish_reason"
 
 
