@@ -350,6 +350,21 @@ def _scalars(cx: _Ctx, **fields: Any) -> _Row:
     return row
 
 
+def _class_scores(obj: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
+    """TorchServe's classifier answer ``{"tabby": 0.47, "tiger_cat": 0.46, ...}``: the most
+    likely class is the prediction and its score the ``score``; None for another object.
+
+    The classes themselves are not columns: a top-k answer names different classes each time.
+    """
+    values = obj.values()
+    if not values or not all(v.__class__ is float or v.__class__ is int for v in values):
+        return None
+    if not any(v.__class__ is float for v in values) or not all(0 <= v <= 1 for v in values):
+        return None
+    best = max(obj, key=obj.__getitem__)  # the first of equal scores, in the server's order
+    return [_scalars(cx, prediction=best, score=obj[best])]
+
+
 def _openai_request(obj: dict[str, Any], chat: bool, cx: _Ctx) -> _Row:
     messages, count, chars = obj.get("messages"), None, None
     if chat and messages.__class__ is list:
@@ -587,6 +602,8 @@ def parse_response(
             return _predictions(obj["predictions"], cx)
         if _is_tensors(obj.get("outputs")):
             return _tensors(obj["outputs"], tensor_columns, cx)
+        if _one_instance(path) and (scored := _class_scores(obj, cx)) is not None:
+            return scored
         return [_record(obj, cx)]
 
     return _guard(lambda: _parse(body, content_type, truncated, shape, cx, sse=True))
