@@ -1,7 +1,9 @@
 """The monitor API: health, readiness, metrics, drift, labels, alerts and the dashboard.
 
 Served under ``api_prefix`` by the middleware and on the admin port by the sidecar. Handlers
-that read the log store run in worker threads with cursors of their own.
+that read the log store run in worker threads with cursors of their own. The reports on traffic
+(/health, /drift/check, /evaluation) first wait, briefly, for the captures already queued to be
+written: a client that has its response sees its request in them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class JSONResponse(Response):
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# How long a report waits for queued captures to be written; past it, it answers without them.
+_SETTLE_S = 5.0
+
 
 def _require_token(engine: Engine, handler: Handler) -> Handler:
     return guard(engine.settings.admin_token, handler, JSONResponse)
@@ -78,6 +83,10 @@ def _history_query(request: Request, *, default_limit: int) -> tuple[datetime | 
 def build_api(engine: Engine) -> Starlette:
     """The monitor API as an ASGI app over ``engine``."""
 
+    async def settled() -> None:
+        """Wait (off the event loop, at most ``_SETTLE_S``) until what was captured is stored."""
+        await run_in_threadpool(engine.flush, _SETTLE_S)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -95,6 +104,7 @@ def build_api(engine: Engine) -> Starlette:
             return JSONResponse({"error": f"window: {exc}"}, status_code=400)
         if window is not None and window <= 0:
             return JSONResponse({"error": "window must be above zero"}, status_code=400)
+        await settled()
         return JSONResponse(await run_in_threadpool(engine.health, window))
 
     async def history(request: Request) -> Response:
@@ -167,6 +177,7 @@ def build_api(engine: Engine) -> Starlette:
         checks = model_checks(request)
         if isinstance(checks, Response):
             return checks
+        await settled()
         try:
             if checks.model is None:
                 report = await run_in_threadpool(engine.run_checks)
@@ -177,11 +188,14 @@ def build_api(engine: Engine) -> Starlette:
         return JSONResponse(report)
 
     async def drift_history(request: Request) -> Response:
+        checks = model_checks(request)
+        if isinstance(checks, Response):
+            return checks
         try:
             since, limit = _history_query(request, default_limit=50)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        reports = await run_in_threadpool(engine.drift.history, since, limit)
+        reports = await run_in_threadpool(checks.history, since, limit)
         return JSONResponse({"reports": reports})
 
     async def labels(request: Request) -> Response:
@@ -208,6 +222,7 @@ def build_api(engine: Engine) -> Starlette:
         checks = model_checks(request)
         if isinstance(checks, Response):
             return checks
+        await settled()
         try:
             report = await run_in_threadpool(engine.evaluate, checks.model)
         except MonitorError as exc:

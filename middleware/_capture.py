@@ -57,6 +57,7 @@ class CaptureCounters:
     fields_capped: int = 0
     fields_redacted: int = 0
     names_capped: int = 0
+    models_capped: int = 0
     rows_expired: int = 0
     rows_evicted: int = 0
 

@@ -187,15 +187,19 @@ class DriftChecks:
         return scoped_cursors(store.cursor, self.model)
 
     def history(self, since: datetime | None, limit: int) -> list[dict[str, Any]]:
-        """Earlier reports, newest first."""
+        """Earlier reports, newest first: this model's, or every check's for the check over
+        every request."""
         store = self._engine.writer.store
         if store is None:
             return []
         floor = (since or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).replace(tzinfo=None)
+        own = "" if self.model is None else "AND json_extract_string(report, '$.model') = ? "
+        params = [floor] if self.model is None else [floor, self.model]
         try:
             rows = store.query(
-                "SELECT report FROM drift_reports WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
-                [floor, limit],
+                f"SELECT report FROM drift_reports WHERE ts >= ? {own}"  # noqa: S608
+                "ORDER BY ts DESC LIMIT ?",
+                [*params, limit],
             )
         except (duckdb.Error, MonitorError) as exc:  # as when the store is unavailable
             logger.warning("inferwatch: reading the drift history failed: %s", _first_line(exc))

@@ -18,7 +18,7 @@ import numpy as np
 from ._baseline import number_key_sql
 from ._prediction_fields import OUTPUT_WINDOW, FieldChoice
 
-__all__ = ["JoinedRows", "class_rows"]
+__all__ = ["JoinedRows", "class_rows", "sorted_classes"]
 
 
 def _key_sql(kind: str, num: str, text: str) -> str:
@@ -73,7 +73,7 @@ def class_rows(
             slot_keys = [str(i) for i in range(slots)]
             classes, p, y = _with_classes(classes, p, y, set(slot_keys))
         elif len(present) == slots:
-            slot_keys = _sorted(present)
+            slot_keys = sorted_classes(present)
         else:
             notes.append(f"{slots} probabilities per row but {len(present)} classes; not used.")
     code = {key: c for c, key in enumerate(classes)}
@@ -146,7 +146,7 @@ def _with_classes(
     """Add classes no row has (a probability vector's), keeping the order and the codes right."""
     if wanted <= set(classes):
         return classes, p, y
-    merged = _sorted(set(classes) | wanted)
+    merged = sorted_classes(set(classes) | wanted)
     remap = np.array([merged.index(key) for key in classes] + [-1], dtype=np.int64)
     return merged, remap[p], remap[y]  # code -1 stays -1 through the appended entry
 
@@ -164,7 +164,7 @@ def _string_codes(
         f"SELECT DISTINCT key FROM (SELECT {pkey} AS key FROM iw_eval UNION ALL "  # noqa: S608
         f"SELECT {_LKEY} FROM iw_eval) WHERE key IS NOT NULL"
     ).fetchall()
-    classes = _sorted({str(row[0]) for row in found})
+    classes = sorted_classes({str(row[0]) for row in found})
     cursor.register(
         "iw_classes",
         {"key": np.array(classes, dtype=object), "code": np.arange(len(classes), dtype=np.int64)},
@@ -182,7 +182,7 @@ def _string_codes(
     return classes, p[at], y[at]
 
 
-def _sorted(keys: set[str]) -> list[str]:
+def sorted_classes(keys: set[str]) -> list[str]:
     """Classes in scikit-learn's order: numerically when every key is a number."""
     try:
         return sorted(keys, key=float)

@@ -18,8 +18,8 @@ import numpy as np
 
 from ._capture import Capture, CaptureCounters
 from ._column_ids import ColumnIds
-from ._models import model_of
-from ._payload import ParseLimits, parse_request, parse_response
+from ._models import MAX_MODELS, model_of
+from ._payload import ParseLimits, is_openai, parse_request, parse_response
 from ._schema import ROLE_CODES, TYPE_CODES
 
 __all__ = ["Batch", "ColumnHints", "Columnizer"]
@@ -27,6 +27,7 @@ __all__ = ["Batch", "ColumnHints", "Columnizer"]
 _ROLES = tuple(sorted(ROLE_CODES, key=ROLE_CODES.__getitem__))  # by role code
 _YIELD_EVERY = 32  # captures parsed between two pauses (about 1 ms of work)
 _YIELD_S = 0.000_05
+_MAX_MODEL_NAME = 200  # characters; a longer one is not a model's name
 _BOOLEAN, _STRING = TYPE_CODES["boolean"], TYPE_CODES["string"]
 # Whatever is not a string, a boolean or null is stored as a number, as the parser only
 # gives back JSON's scalars (ints that fit 64 bits, floats, NaN and the infinities included).
@@ -81,6 +82,7 @@ class Columnizer:
         self.ids = ColumnIds()
         # requests by model and by how their columns were named
         self.naming: Counter[tuple[str | None, str]] = Counter()
+        self.models: set[str] = set()  # model names seen, at most MAX_MODELS
 
     def naming_report(self, model: str | None = None) -> dict[str, Any]:
         """How request columns were named (``_payload.NAMING``), of one model's requests or of
@@ -116,8 +118,7 @@ class Columnizer:
                 time.sleep(_YIELD_S)
             _, _, _, path, _, _, _, _, request, _, cut_request, request_type = capture[:12]
             response, _, cut_response, response_type, _ = capture[12:]
-            model = model_of(path)
-            models.append(model)
+            model = self._model(model_of(path))
             if self._seen is not None:
                 self._seen(path)
             parsed_in = parse_request(
@@ -137,6 +138,9 @@ class Columnizer:
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
+            if model is None and parsed_in.rows and is_openai(path):
+                model = self._model(parsed_in.rows[0].get("model"))  # the path names none
+            models.append(model)
             if parsed_in.status == "parse_error":
                 counters.parse_errors += 1
             if parsed_in.names is not None:
@@ -156,6 +160,18 @@ class Columnizer:
             return Batch(requests, None, None)
         features = _feature_columns(requests, rows, spans, self.ids)
         return Batch(requests, features, self.ids.unstored(features["column_id"]))
+
+    def _model(self, name: object) -> str | None:
+        """``name`` as a model of the store: names come from clients, so past ``MAX_MODELS``
+        distinct ones a request is counted under no model (and in ``models_capped``)."""
+        if not isinstance(name, str) or not name or len(name) > _MAX_MODEL_NAME:
+            return None
+        if name not in self.models:
+            if len(self.models) >= MAX_MODELS:
+                self._counters.models_capped += 1
+                return None
+            self.models.add(name)
+        return name
 
     def _admitted(self, rows: list[dict[str, object]], role: str) -> list[dict[str, object]]:
         """``rows`` as they may be stored: with no more distinct names than ``max_features``."""

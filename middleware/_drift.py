@@ -17,6 +17,7 @@ import duckdb
 
 from ._attributions import attribution_section, rank
 from ._baseline_file import Baseline, FeatureBaseline
+from ._drift_argmax import argmax_window, slot_classes
 from ._drift_features import evaluate_feature
 from ._drift_schema import parse_anomaly, unexpected_features
 from ._drift_window import (
@@ -102,7 +103,10 @@ def run_check(
         }
         if baseline is None:
             return report
-        outputs = _outputs(cursor, baseline, start, end, prediction_output, report["mapping"])
+        argmax: dict[str, tuple[list[str], list[str]]] = {}  # vector's fields, slots' classes
+        outputs = _outputs(
+            cursor, baseline, start, end, prediction_output, report["mapping"], argmax
+        )
         if counted < min_rows:
             report["status"] = "alert" if anomalies else "insufficient_data"
             return report
@@ -113,7 +117,12 @@ def run_check(
             categorical = [f for f in section.values() if f.kind == "categorical"]
             windows[role] = numeric_counts(cursor, role, numeric, start, end)
             windows[role] |= categorical_counts(cursor, role, categorical, start, end)
+        for served, (names, classes) in argmax.items():
+            expected = outputs[served]
+            windows["output"][served] = argmax_window(cursor, names, classes, expected, start, end)
         types = _types(cursor, baseline, outputs, windows, start, end)
+        for served in argmax:  # each row with probabilities has a most likely class
+            types["output", served] = {outputs[served].dtype: windows["output"][served].values}
         if baseline.outliers is not None:
             sections = score_sections(cursor, baseline.outliers, start, end, min_rows)
             report["outliers"], report["multivariate"] = sections
@@ -149,9 +158,11 @@ def _outputs(
     end: datetime,
     override: str | None,
     mapping: dict[str, Any],
+    argmax: dict[str, tuple[list[str], list[str]]],
 ) -> dict[str, FeatureBaseline]:
     """The baseline's prediction keyed by the served output compared with it (the baseline's
-    own name when none is), and the report's ``mapping.prediction``."""
+    own name when none is), and the report's ``mapping.prediction``; a probability vector
+    compared by its most likely class gets its fields and slot classes in ``argmax``."""
     expected = baseline.prediction
     if expected is None:
         return {}
@@ -163,9 +174,14 @@ def _outputs(
     if served is None:
         found["reason"] = choice.notes[-1] if choice.notes else None
     elif choice.argmax:  # the window holds class probabilities; the baseline holds classes
-        found["reason"] = f"{choice.reason}; not compared, as the baseline holds classes"
+        classes, how = slot_classes(expected, len(choice.vector))
         mapping["prediction"] = found
-        return {}
+        if classes is None:
+            found["reason"] = f"{choice.reason}; not compared: {how}"
+            return {}
+        found["reason"] = f"{choice.reason}; compared as classes, {how}"
+        found["classes"] = classes
+        argmax[served] = (choice.vector, classes)
     mapping["prediction"] = found
     # no output found: the baseline's name, which no output has, reports the prediction missing
     return {served or expected.name: replace(expected, name=served or expected.name)}

@@ -285,6 +285,7 @@ class Engine:
             "covered_s": round(min(window, self.efficiency.covered_s()), 3),
             **figures,
             "in_flight": self.efficiency.in_flight,
+            "models": sorted(self.models),
             "resources": resources,
             "capture": self.capture_health(),
         }
@@ -362,6 +363,7 @@ class Engine:
             "fields_capped": counters.fields_capped,
             "fields_redacted": counters.fields_redacted,
             "names_capped": counters.names_capped,
+            "models_capped": counters.models_capped,
             "rows_stored": counters.rows_stored,
             "rows_expired": counters.rows_expired,
             "rows_evicted": counters.rows_evicted,

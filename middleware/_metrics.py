@@ -39,6 +39,7 @@ _CAPTURE_COUNTERS = (
     ("fields_capped", "Fields, rows or names cut by the capture limits."),
     ("fields_redacted", "Fields left out by the redact setting."),
     ("names_capped", "Feature values dropped because max_features names were tracked."),
+    ("models_capped", "Requests counted under no model because 256 model names were tracked."),
     ("rows_expired", "Feature rows deleted by retention."),
     ("rows_evicted", "Feature rows deleted to keep the store under max_db_bytes."),
 )

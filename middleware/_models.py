@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-__all__ = ["ModelMetadata", "model_of"]
+__all__ = ["MAX_MODELS", "ModelMetadata", "model_of"]
 
 logger = logging.getLogger("inferwatch")
 
@@ -30,7 +30,8 @@ _MODEL_PATHS = (
 )
 _REFRESH_S = 600.0  # metadata changes when a model is redeployed; read it again this often
 _RETRY_S = 60.0  # after a failed read
-_MAX_MODELS = 256  # names come from clients' paths: a bound on what is fetched and kept
+MAX_MODELS = 256
+"""Distinct model names kept: they come from clients' paths and bodies."""
 _TENSOR_KEYS = ("name", "datatype", "shape")
 
 
@@ -71,7 +72,7 @@ class ModelMetadata:
         now = time.monotonic()
         with self._lock:
             due = self._due.get(model)
-            if (due is not None and due > now) or (due is None and len(self._due) >= _MAX_MODELS):
+            if (due is not None and due > now) or (due is None and len(self._due) >= MAX_MODELS):
                 return
             self._due[model] = now + _RETRY_S  # one read at a time per model
         threading.Thread(

@@ -100,6 +100,7 @@ _HEALTH = _object(
         "covered_s": _NUMBER,
         "ttfb_ms": _PERCENTILES,
         "in_flight": {"type": "integer"},
+        "models": {"type": "array", "items": _TEXT},  # the models with a baseline of their own
         "upstream": _object({"url": _TEXT, "reachable": _nullable("boolean")}),  # the sidecar only
     },
 )
@@ -384,14 +385,15 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "Earlier skew checks, newest first",
                 "operationId": "driftHistory",
                 **guarded,
-                "parameters": [_SINCE, _LIMIT],
+                "parameters": [_SINCE, _LIMIT, _MODEL],
                 "responses": {
                     **unauthorized,
                     "200": _json(
                         _object({"reports": {"type": "array", "items": _ref("DriftReport")}}),
-                        "earlier reports",
+                        "earlier reports (of that model's checks with model)",
                     ),
                     "400": _error("a bad since or limit"),
+                    "404": no_model,
                 },
             }
         },

@@ -19,7 +19,7 @@ import orjson
 
 from ._binary_tensors import split_binary
 
-__all__ = ["NAMING", "ParseLimits", "Parsed", "parse_request", "parse_response"]
+__all__ = ["NAMING", "ParseLimits", "Parsed", "is_openai", "parse_request", "parse_response"]
 
 NAMING = ("by_name", "positional", "metadata", "as_sent")
 """How a request's columns got their names: the payload's own names, the baseline's column order
@@ -350,6 +350,21 @@ def _scalars(cx: _Ctx, **fields: Any) -> _Row:
     return row
 
 
+def _class_scores(obj: dict[str, Any], cx: _Ctx) -> list[_Row] | None:
+    """TorchServe's classifier answer ``{"tabby": 0.47, "tiger_cat": 0.46, ...}``: the most
+    likely class is the prediction and its score the ``score``; None for another object.
+
+    The classes themselves are not columns: a top-k answer names different classes each time.
+    """
+    values = obj.values()
+    if not values or not all(v.__class__ is float or v.__class__ is int for v in values):
+        return None
+    if not any(v.__class__ is float for v in values) or not all(0 <= v <= 1 for v in values):
+        return None
+    best = max(obj, key=obj.__getitem__)  # the first of equal scores, in the server's order
+    return [_scalars(cx, prediction=best, score=obj[best])]
+
+
 def _openai_request(obj: dict[str, Any], chat: bool, cx: _Ctx) -> _Row:
     messages, count, chars = obj.get("messages"), None, None
     if chat and messages.__class__ is list:
@@ -421,6 +436,11 @@ def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
     path = "/" + path.partition("?")[0].rstrip("/")
     return next((chat for suffix, chat in _OPENAI if path.endswith(suffix)), None)
+
+
+def is_openai(path: str) -> bool:
+    """Whether ``path`` is an OpenAI-style completions route (whose body names the model)."""
+    return _openai_kind(path) is not None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -582,6 +602,8 @@ def parse_response(
             return _predictions(obj["predictions"], cx)
         if _is_tensors(obj.get("outputs")):
             return _tensors(obj["outputs"], tensor_columns, cx)
+        if _one_instance(path) and (scored := _class_scores(obj, cx)) is not None:
+            return scored
         return [_record(obj, cx)]
 
     return _guard(lambda: _parse(body, content_type, truncated, shape, cx, sse=True))

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import click
 
-from middleware import MonitorError
+from middleware import MonitorError, Settings
 
 from ._cli_options import Group, IsoTime, load_settings, open_store, option, setting_options
 
@@ -112,14 +112,15 @@ def build(
 
 
 @click.command(cls=Group.command_class)
-@setting_options(
-    "baseline", "db", "window", "min_rows", "attributions_field", required=("baseline",)
-)
+@setting_options("baseline", "baselines", "db", "window", "min_rows", "attributions_field")
+@option("--model", default=None, metavar="NAME",
+        help="Check only the requests whose path named model NAME, against its baseline in "
+             "--baselines when given.")  # fmt: skip
 @option("--until", type=IsoTime(), default=None,
         help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
 @option("--format", "output", type=click.Choice(["text", "json"]), default="text",
         help="text for people, json (the /drift report) for scripts. [default: text]")  # fmt: skip
-def check(until: datetime | None, output: str, **values: str | None) -> None:
+def check(until: datetime | None, output: str, model: str | None, **values: str | None) -> None:
     """Check the logged traffic against a baseline once.
 
     Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
@@ -128,10 +129,11 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
     """
     from middleware._baseline import load_baseline
     from middleware._drift import run_check
+    from middleware._model_scope import scoped_cursors
     from middleware.collector.client import running_collector, snapshot
 
-    settings = load_settings(values, required=("baseline",))
-    baseline_path = settings.baseline or ""
+    settings = load_settings(values)
+    baseline_path = _baseline_of(settings, model)
     try:
         loaded = load_baseline(baseline_path)
     except MonitorError as exc:
@@ -147,7 +149,7 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
         store = open_store(db)
         try:
             report = run_check(
-                store.cursor,
+                scoped_cursors(store.cursor, model),
                 loaded,
                 window_s=settings.window,
                 now=until,
@@ -157,6 +159,8 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
             )
         finally:
             store.close()
+    if model is not None:
+        report["model"] = model
     if output == "json":
         click.echo(json.dumps(report, indent=2))
     else:
@@ -171,6 +175,27 @@ def check(until: datetime | None, output: str, **values: str | None) -> None:
         )
         sys.exit(NOTHING_CHECKED)
     sys.exit(0)
+
+
+def _baseline_of(settings: Settings, model: str | None) -> str:
+    """The baseline file a check uses: the model's in ``baselines``, else ``baseline``."""
+    from middleware._model_scope import baseline_files
+
+    if model is None or not settings.baselines:
+        if settings.baseline is None:
+            raise click.UsageError(
+                "Missing setting baseline: pass --baseline FILE or set INFERWATCH_BASELINE"
+                " (or --baselines with --model)."
+            )
+        return settings.baseline
+    try:
+        files = baseline_files(settings.baselines)
+    except (MonitorError, OSError) as exc:
+        raise click.UsageError(f"Bad value for --baselines: {exc}.") from exc
+    if model not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise click.UsageError(f"No baseline for model {model!r} in --baselines (models: {known}).")
+    return files[model]
 
 
 def render_text(report: dict) -> str:

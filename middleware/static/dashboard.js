@@ -292,9 +292,30 @@
     return list.map(function (r) { var v = r[key]; return [Date.parse(r.ts), isNum(v) ? v * (scale || 1) : null]; });
   }
 
+  // Several models with baselines of their own: the drift and evaluation panels show the one
+  // chosen (the monitor's ?model=), or the check over every request.
+  function model() { return $("model").value; }
+
+  function scoped(path) {
+    var m = model();
+    return m ? path + (path.indexOf("?") < 0 ? "?" : "&") + "model=" + encodeURIComponent(m) : path;
+  }
+
+  function renderModels(health) {
+    var names = health.data && Array.isArray(health.data.models) ? health.data.models.filter(function (n) { return typeof n === "string"; }) : [];
+    var select = $("model"), current = select.value, known = [""].concat(names);
+    var shown = Array.prototype.map.call(select.options, function (o) { return o.value; });
+    $("model-choice").hidden = !names.length;
+    if (shown.join("\u0000") === known.join("\u0000")) return false;
+    while (select.options.length > 1) select.remove(1);
+    names.forEach(function (name) { select.appendChild(el("option", { value: name, text: name })); });
+    select.value = names.indexOf(current) >= 0 ? current : "";
+    return select.value !== current;
+  }
+
   // Scores of earlier checks, kept compact and fetched incrementally: a full report of a wide
   // model is large, and only a new check (every check_interval) adds to the history.
-  var scores = { range: null, checks: [] };
+  var scores = { range: null, model: null, checks: [] };
 
   function compact(report) {
     var out = { t: Date.parse(report.checked_at), features: {}, prediction: {} };
@@ -306,16 +327,17 @@
   }
 
   async function loadScores(range, latest) {
-    var now = Date.now(), from = now - range * 1000, fresh = scores.range !== range;
+    var now = Date.now(), from = now - range * 1000, fresh = scores.range !== range || scores.model !== model();
     var last = !fresh && scores.checks.length ? scores.checks[scores.checks.length - 1].t : null;
     var newest = latest && Date.parse(latest.checked_at);
     if (last != null && isNum(newest) && newest <= last) return { data: true };
-    var got = await get("/drift/history?limit=" + (last == null ? 120 : 50) + "&since=" + encodeURIComponent(new Date(last != null ? last : from).toISOString()));
+    var got = await get(scoped("/drift/history?limit=" + (last == null ? 120 : 50) + "&since=" + encodeURIComponent(new Date(last != null ? last : from).toISOString())));
     if (got.data) {
       var known = fresh ? [] : scores.checks, seen = {};
       known.concat(historyReports(got).map(compact)).forEach(function (c) { if (isNum(c.t) && c.t >= from) seen[c.t] = c; });
       scores.checks = Object.keys(seen).map(function (t) { return seen[t]; }).sort(function (a, b) { return a.t - b.t; });
       scores.range = range;
+      scores.model = model();
     }
     return got;
   }
@@ -732,9 +754,13 @@
     var range = Number($("range").value);
     try {
       var got = await Promise.all([
-        get("/health"), get("/health/history?window=" + range + "s&points=240"), get("/drift"),
-        get("/evaluation"), get("/alerts?limit=50"),
+        get("/health"), get("/health/history?window=" + range + "s&points=240"), get(scoped("/drift")),
+        get(scoped("/evaluation")), get("/alerts?limit=50"),
       ]);
+      if (renderModels(got[0])) {  // the chosen model has no baseline any more
+        got[2] = await get("/drift");
+        got[3] = await get("/evaluation");
+      }
       var history = await loadScores(range, got[2].data);
       state.data = { health: got[0], history: got[1], drift: got[2], driftHistory: history, evaluation: got[3], alerts: got[4] };
       render();
@@ -754,6 +780,7 @@
 
   $("refresh").addEventListener("click", refresh);
   $("range").addEventListener("change", refresh);
+  $("model").addEventListener("change", function () { state.selected = null; refresh(); });
   $("auto").addEventListener("change", schedule);
   $("feature-filter").addEventListener("input", function () { if (state.data) safely("drift-summary", function () { renderDrift(state.data); }); });
   document.addEventListener("visibilitychange", function () { if (!document.hidden && $("auto").checked) refresh(); else schedule(); });

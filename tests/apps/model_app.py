@@ -31,6 +31,10 @@ def build_app(monitor: bool = True) -> FastAPI:
             media_type="application/json",
         )
 
+    @app.post("/predictions/{name}")  # TorchServe's path, which names the model
+    async def predict_model(name: str, request: Request) -> Response:
+        return await predict(request)
+
     @app.post("/echo")
     async def echo(request: Request) -> Response:
         body = await request.body()

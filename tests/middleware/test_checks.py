@@ -173,3 +173,25 @@ async def test_a_drift_alert_is_kept_in_the_store_and_served(
         metrics = (await c.get("/monitor/metrics")).text
         assert 'inferwatch_alerts_active{rule="feature_drift"} 1.0' in metrics
     app.engine.stop()
+
+
+async def test_drift_history_of_one_model_holds_its_reports(
+    db_path: str, baseline_file: Path
+) -> None:
+    pairs = f"alpha={baseline_file},beta={baseline_file}"
+    app = in_process(build_app(monitor=False), db=db_path, baselines=pairs)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        for query in ("?model=alpha", "?model=beta", "?model=beta", ""):
+            assert (await c.post("/monitor/drift/check" + query)).status_code == 200
+        assert app.engine.flush()
+        assert app.engine.writer.call(lambda store: None).result(10) is None  # the inserts
+        every = (await c.get("/monitor/drift/history")).json()["reports"]
+        beta = (await c.get("/monitor/drift/history?model=beta")).json()["reports"]
+        alpha = (await c.get("/monitor/drift/history?model=alpha&limit=5")).json()["reports"]
+        unknown = await c.get("/monitor/drift/history?model=gamma")
+    app.engine.stop()
+    # the check over every request runs each model's too
+    assert sorted(str(r.get("model")) for r in every) == ["None", *["alpha"] * 2, *["beta"] * 3]
+    assert [r["model"] for r in beta] == ["beta"] * 3
+    assert [r["model"] for r in alpha] == ["alpha"] * 2
+    assert unknown.status_code == 404 and "gamma" in unknown.json()["error"]

@@ -519,6 +519,53 @@ def test_the_real_monitor_api_shows_a_real_skew_check_and_no_data_yet_elsewhere(
             page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
 
 
+HOSTILE_MODEL = "<b onmouseover=alert(3)>m'&\"</b>".replace("=", "_")  # no = nor , in a pair
+
+
+def test_with_several_models_a_selector_shows_each_models_drift(
+    browser: Any, tmp_path: Path
+) -> None:
+    baseline = _baseline(tmp_path)
+    env = {
+        "INFERWATCH_DB": str(tmp_path / "monitor.duckdb"),
+        "INFERWATCH_BASELINE": baseline,
+        "INFERWATCH_BASELINES": f"shop={baseline},{HOSTILE_MODEL}={baseline}",
+        "INFERWATCH_FLUSH_INTERVAL": "0.1s",
+        "INFERWATCH_CHECK_INTERVAL": "1h",
+        "INFERWATCH_SAMPLE_RATE": "1",
+    }
+    rng = random.Random(3)
+    with uvicorn_process("tests.apps.model_app:app", env=env) as (_, url):
+        with httpx.Client(base_url=url) as client:
+            for amount, path in ((80, "/predict"), (50, "/predictions/shop")):
+                for _ in range(150):  # amount moved to 80 in the requests that name no model
+                    row = {"amount": rng.gauss(amount, 5), "channel": rng.choice(["web", "app"])}
+                    client.post(path, json={**row, HOSTILE: rng.choice(["a", "b"])})
+            every = client.post("/monitor/drift/check").json()
+            shop = client.get("/monitor/drift?model=shop").json()
+        assert shop["drifted_features"] == [], shop
+        assert "amount" in every["drifted_features"], every
+        with opened(browser, url + "/monitor/dashboard") as w:
+            page = w.page
+            w.wait_refreshed()
+            assert page.is_visible("#model-choice")
+            options = page.locator("#model option")
+            assert options.all_text_contents() == ["every request", HOSTILE_MODEL, "shop"]
+            drifted = page.locator("#features tbody tr.drifted")
+            assert "amount" in drifted.evaluate_all("rows => rows.map(r => r.dataset.feature)")
+            page.select_option("#model", "shop")
+            w.wait_refreshed(2)
+            assert page.locator("#features tbody tr.drifted").count() == 0
+            assert page.locator("#features tbody tr").count() >= 3
+            page.select_option("#model", HOSTILE_MODEL)  # no traffic: too few rows to judge
+            w.wait_refreshed(3)
+            assert page.locator("#features tbody tr.drifted").count() == 0
+            page.hover("#model-choice")
+            assert page.locator("b").count() == 0
+            assert page.locator(".panel-error").count() == 0
+            assert w.errors == [] and w.dialogs == []
+
+
 # ------------------------------------------------------------------ the routes, without a browser
 
 

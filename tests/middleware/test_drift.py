@@ -641,10 +641,34 @@ def test_prediction_drift_is_reported_apart_from_features(tmp_path: Path) -> Non
     assert report["schema_anomalies"] == []
 
 
-def test_a_probability_vector_prediction_is_named_but_not_compared(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("shift", "drifted"), [(0.0, False), (2.0, True)])
+def test_a_probability_vector_prediction_is_compared_by_its_most_likely_class(
+    tmp_path: Path, shift: float, drifted: bool
+) -> None:
     rng = np.random.default_rng(12)
     x = rng.normal(size=2_000)
     label = np.where(x > 0, "yes", "no")
+    baseline = baseline_of(tmp_path, {"x": x, "guess": label}, prediction_column="guess")
+    con = open_store(tmp_path / "s.duckdb")
+    window = rng.normal(size=500) + shift
+    end = log_rows(con, {"x": window})
+    p1 = 1 / (1 + np.exp(-window))  # scikit-learn's order: slot 0 is "no", slot 1 "yes"
+    log_rows(con, {"proba[0]": 1 - p1, "proba[1]": p1}, role="output")
+    report = check(con, baseline, end, 500)
+    found = report["mapping"]["prediction"]
+    assert (found["output"], found["argmax"], found["classes"]) == ("proba", True, ["no", "yes"])
+    assert "compared as classes" in found["reason"]
+    entry = report["prediction"]["guess"]
+    assert entry["drifted"] is drifted and entry["kind"] == "categorical"
+    assert report["schema_anomalies"] == []
+    assert report["status"] == ("alert" if drifted else "ok")
+    assert ("guess" in report["drifted_features"]) is drifted
+
+
+def test_a_probability_vector_of_other_classes_is_not_compared(tmp_path: Path) -> None:
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=2_000)
+    label = np.select([x < -0.5, x > 0.5], ["low", "high"], "mid")
     baseline = baseline_of(tmp_path, {"x": x, "guess": label}, prediction_column="guess")
     con = open_store(tmp_path / "s.duckdb")
     window = rng.normal(size=500)
@@ -653,10 +677,10 @@ def test_a_probability_vector_prediction_is_named_but_not_compared(tmp_path: Pat
     log_rows(con, {"proba[0]": 1 - p1, "proba[1]": p1}, role="output")
     report = check(con, baseline, end, 500)
     found = report["mapping"]["prediction"]
-    assert (found["output"], found["argmax"]) == ("proba", True)
-    assert "not compared" in found["reason"]
-    assert report["prediction"] == {} and report["schema_anomalies"] == []
-    assert report["status"] == "ok"
+    assert found["argmax"] is True and "classes" not in found
+    assert found["reason"].endswith("not compared: 2 probabilities per row but 3 classes in the "
+                                    "baseline")  # fmt: skip
+    assert report["prediction"] == {} and report["status"] == "ok"
 
 
 def test_no_output_that_is_the_prediction_is_reported_missing(tmp_path: Path) -> None:

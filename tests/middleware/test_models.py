@@ -18,7 +18,7 @@ from middleware._capture import CaptureCounters
 from middleware._column_ids import ColumnIds
 from middleware._columns import ColumnHints, Columnizer
 from middleware._model_scope import baseline_files, scoped_cursors
-from middleware._models import ModelMetadata, model_of
+from middleware._models import MAX_MODELS, ModelMetadata, model_of
 from middleware._payload import ParseLimits, parse_request, parse_response
 from middleware._prediction_fields import choose_fields
 from middleware._store import Store
@@ -215,3 +215,34 @@ def test_metadata_of_an_unreachable_upstream_is_none_and_never_raises() -> None:
     off = ModelMetadata(None)
     off.note_path("/v2/models/m/infer")
     assert off.models() == [] and off.get("m") is None
+
+
+def _chat(request_id: str, model: object, path: str = "/v1/chat/completions") -> tuple:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    answer = json.dumps({"choices": [{"message": {"content": "yo"}, "finish_reason": "stop"}]})
+    capture = make_capture(request_id, body.encode(), answer.encode())
+    return capture._replace(path=path)
+
+
+def test_openai_traffic_is_the_model_its_body_names_within_a_bound() -> None:
+    counters = CaptureCounters()
+    columnizer = Columnizer(limits=ParseLimits(), max_names=100, counters=counters)
+    batch = columnizer.columns(
+        [
+            _chat("r1", "llama-3-8b"),
+            _chat("r2", "qwen", "/openai/v1/completions"),
+            _chat("r3", 7),  # not a name
+            _chat("r4", "ignored", "/v2/models/named/generate"),  # the path names it
+        ]
+    )
+    assert batch.requests["model"].tolist() == ["llama-3-8b", "qwen", None, "named"]
+    assert counters.models_capped == 0
+    many = [_chat(f"m{i}", f"model-{i}") for i in range(MAX_MODELS + 10)]
+    models = columnizer.columns(many).requests["model"].tolist()
+    # three names were known already: the rest fill the bound, and the overflow has no model
+    kept = MAX_MODELS - 3
+    assert models[:kept] == [f"model-{i}" for i in range(kept)]
+    assert models[kept:] == [None] * (len(many) - kept)
+    assert counters.models_capped == len(many) - kept
+    again = columnizer.columns([_chat("again", "llama-3-8b")]).requests["model"].tolist()
+    assert again == ["llama-3-8b"]  # a known name is still its model

@@ -15,7 +15,7 @@ import pytest
 
 from middleware._capture import Capture, CaptureCounters
 from middleware._columns import ColumnHints, Columnizer
-from middleware._payload import ParseLimits
+from middleware._payload import ParseLimits, parse_response
 from middleware._prediction_fields import choose_fields, output_fields
 from middleware._store import Store
 
@@ -159,15 +159,25 @@ def test_torchserve_kserve_v1(tmp_path: Path) -> None:
     assert got["request"][0] == "mnist" and got["choice"].prediction == "prediction"
 
 
-def test_torchserve_top_classes_are_one_column_each_and_no_single_prediction(
+def test_torchserve_top_classes_give_the_most_likely_class_as_the_prediction(
     tmp_path: Path,
 ) -> None:
     got = logged(tmp_path, "torchserve_densenet.json")
-    assert sorted(got["rows"]["output"][0]) == sorted(
-        ["tabby", "tiger_cat", "Egyptian_cat", "lynx", "plastic_bag"]
-    )
-    assert got["choice"].prediction is None  # a class-to-score object names no prediction
-    assert "prediction_output" in got["choice"].notes[-1]
+    assert got["rows"]["output"] == [{"prediction": "tabby", "score": 0.4664836823940277}]
+    assert got["request"] == ("densenet161", "not_json", "ok")
+    choice = got["choice"]
+    assert (choice.prediction, choice.scalar) == ("prediction", "score")
+
+
+def test_only_class_scores_on_torchserve_paths_are_read_as_such() -> None:
+    scores = json.dumps({"cat": 0.2, "dog": 0.7, "eel": 0.1}).encode()
+    assert parse_response(scores, path="/predictions/pets").rows == [
+        {"prediction": "dog", "score": 0.7}
+    ]
+    assert parse_response(scores, path="/predict").rows == [{"cat": 0.2, "dog": 0.7, "eel": 0.1}]
+    for other in ({"count": 3, "ratio": 0.5}, {"a": 1, "b": 0}, {"cat": 0.9, "tag": "x"}, {}):
+        body = json.dumps(other).encode()
+        assert parse_response(body, path="/predictions/pets").rows == ([other] if other else [{}])
 
 
 def test_vllm_chat_completion(tmp_path: Path) -> None:
@@ -180,7 +190,8 @@ def test_vllm_chat_completion(tmp_path: Path) -> None:
         {"prompt_tokens": 37.0, "completion_tokens": 14.0, "finish_reason": "stop",
          "completion_chars": 53.0}
     ]  # fmt: skip
-    assert got["request"] == (None, "ok", "ok")
+    # the path names no model: the body's model field does
+    assert got["request"] == ("NousResearch/Meta-Llama-3-8B-Instruct", "ok", "ok")
     assert got["choice"].prediction == "finish_reason"
 
 

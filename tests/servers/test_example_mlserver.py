@@ -98,7 +98,7 @@ def test_example_serves_behind_the_sidecar_with_its_baseline(tmp_path: Path) -> 
     ):
         answers = send(sidecar.url, "/v2/models/weather/infer", x, oip_body,
                        lambda body: body["outputs"][0]["data"])  # fmt: skip
-        report = check_now(sidecar.admin, 12)
+        report = check_now(sidecar.admin)
     assert [p for *_, p in answers] == [r["predict"] for r in rows]
     assert report["status"] == "ok" and report["schema_anomalies"] == [], report
     assert report["mapping"]["prediction"]["output"] == "predict"

@@ -51,7 +51,7 @@ def test_v1_same_distribution_is_clean_and_labels_give_the_models_accuracy(
     x, y = weather(500, seed=11)
     with sidecar_process(server.url, tmp_path, "--baseline", str(baseline), *FLAGS) as sidecar:
         rows = send(sidecar.url, V1, x, v1_body, v1_predictions)
-        report = check_now(sidecar.admin, 20)
+        report = check_now(sidecar.admin)
         assert report["status"] == "ok", report
         assert report["schema_anomalies"] == [] and report["drift_detected"] is False
         assert set(report["features"]) == set(FEATURES) and report["window"]["rows"] == 500
@@ -74,7 +74,7 @@ def test_v2_two_outputs_take_the_labels_and_shifted_features_drift(
     x, y = weather(500, seed=12, shift={"precipitation": 6.0})
     with sidecar_process(server.url, tmp_path, "--baseline", str(baseline), *FLAGS) as sidecar:
         rows = send(sidecar.url, V2, x, oip_body, v2_labels)
-        report = check_now(sidecar.admin, 20)
+        report = check_now(sidecar.admin)
         post_labels(sidecar.admin, rows, y)
         quality = evaluation(sidecar.admin)
     assert drifted_inputs(report) == {"precipitation"} and report["drift_detected"] is True

@@ -49,7 +49,7 @@ def test_same_distribution_is_clean_and_labels_give_the_models_accuracy(
     x, y = weather(600, seed=7)
     with sidecar_process(server.url, tmp_path, "--baseline", str(baseline), *FLAGS) as sidecar:
         rows = send(sidecar.url, PATH, x, oip_body, predictions)
-        report = check_now(sidecar.admin, 24)
+        report = check_now(sidecar.admin)
         assert report["status"] == "ok", report
         assert report["schema_anomalies"] == [] and report["drift_detected"] is False
         assert set(report["features"]) == set(FEATURES) and report["window"]["rows"] == 600
@@ -73,7 +73,7 @@ def test_shifted_features_drift_and_only_those(
     x, _ = weather(600, seed=8, shift={"temp_max": 9.0, "wind": 4.0})
     with sidecar_process(server.url, tmp_path, "--baseline", str(baseline), *FLAGS) as sidecar:
         send(sidecar.url, PATH, x, oip_body, predictions)
-        report = check_now(sidecar.admin, 24)
+        report = check_now(sidecar.admin)
     assert report["status"] == "alert" and report["drift_detected"] is True
     assert drifted_inputs(report) == {"temp_max", "wind"}
     assert not [a for a in report["schema_anomalies"] if a["type"] != "out_of_range"]
@@ -112,11 +112,11 @@ def test_metadata_and_datatypes_pick_the_labels_among_two_outputs(
         sidecar_process(server.url, tmp_path, "--baseline", str(baseline), *FLAGS) as sidecar,
     ):
         rows = send(sidecar.url, PATH, x, both, labels)
-        report = check_now(sidecar.admin, 12)
+        report = check_now(sidecar.admin)
         deadline = time.monotonic() + 20
         while report["mapping"]["metadata"] is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            report = check_now(sidecar.admin, 12)
+            report = check_now(sidecar.admin)
         post_labels(sidecar.admin, rows, y)
         quality = evaluation(sidecar.admin)
     metadata = report["mapping"]["metadata"]

@@ -19,7 +19,6 @@ from tests.servers._traffic import (
     oip_body,
     post_labels,
     send,
-    stored,
 )
 from tests.servers._weather import weather
 from tests.servers.conftest import mlserver
@@ -44,7 +43,6 @@ def test_each_model_is_checked_against_its_own_baseline(trained: dict, tmp_path:
     ):
         rows = send(sidecar.url, "/v2/models/weather/infer", calm, oip_body, predictions)
         send(sidecar.url, "/v2/models/coast/versions/1/infer", windy, oip_body, predictions)
-        stored(sidecar.admin, 32)
         reports = {}
         for model in ("weather", "coast"):
             answer = httpx.post(f"{sidecar.admin}/drift/check?model={model}", timeout=60)

@@ -67,6 +67,59 @@ def test_check_exit_codes(
     assert text.output.startswith(f"status: {status}")
 
 
+def log_models(db: str, shifts: dict[str, float], rows: int = 400) -> None:
+    """Traffic to several models behind one server, each model's ``x`` shifted by its own."""
+    rng = random.Random(3)
+    engine = Engine(Settings.load({"db": db}, environ={}))
+    engine.start()
+    for model, shift in shifts.items():
+        for i in range(rows // 10):
+            body = json.dumps(
+                {
+                    "instances": [
+                        {"x": rng.gauss(shift, 1), "kind": rng.choice("pq")} for _ in range(10)
+                    ]
+                }
+            ).encode()
+            capture = make_capture(f"{model}-{i}", body)._replace(
+                path=f"/v1/models/{model}:predict"
+            )
+            engine.queue.put(capture)
+    engine.stop()
+
+
+def test_check_of_one_model_reads_its_rows_and_its_baseline(
+    tmp_path: Path, baseline: Path, db_path: str
+) -> None:
+    log_models(db_path, {"calm": 0.0, "shifted": 3.0})
+    args = ["check", "--db", db_path, "--format", "json"]
+    whole = CliRunner().invoke(main, [*args, "--baseline", str(baseline)])
+    assert json.loads(whole.output)["window"]["rows"] == 800
+    for model, code in (("calm", 0), ("shifted", 1)):
+        result = CliRunner().invoke(main, [*args, "--baseline", str(baseline), "--model", model])
+        assert result.exit_code == code, result.output
+        report = json.loads(result.output)
+        assert report["model"] == model and report["window"]["rows"] == 400
+        assert ("x" in report["drifted_features"]) is (code == 1)
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    shifted = tmp_path / "shifted.csv"
+    write_csv(shifted, 4000, shift=3.0)
+    built = CliRunner().invoke(
+        main, ["baseline", "build", str(shifted), "--out", str(folder / "shifted.json")]
+    )
+    assert built.exit_code == 0, built.output
+    # its own baseline, built from shifted data, finds the shifted model's traffic as usual
+    own = CliRunner().invoke(main, [*args, "--baselines", str(folder), "--model", "shifted"])
+    assert own.exit_code == 0, own.output
+    assert json.loads(own.output)["baseline"]["path"] == str(folder / "shifted.json")
+    missing = _inferwatch("check", "--db", db_path, "--baselines", str(folder), "--model", "calm")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "Error: No baseline for model 'calm' in --baselines (models: shifted).\n"
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [

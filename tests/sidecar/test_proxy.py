@@ -6,11 +6,12 @@ import json
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
 from tests.conftest import require_tool
-from tests.sidecar.conftest import ModelServer, Sidecar, wait_until
+from tests.sidecar.conftest import ModelServer, Sidecar, sidecar_process, wait_until
 
 V1 = {"instances": [{"a": 1, "b": 2.5}, {"a": 3, "b": 4.0}]}
 V2 = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}]}
@@ -235,3 +236,24 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(sidecar: Sideca
             assert chunk, answer
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+
+
+def test_reports_see_every_response_already_sent(model: ModelServer, tmp_path: Path) -> None:
+    # The writer would wait 60 s before writing: the reports must not.
+    with sidecar_process(model.url, tmp_path, "--flush-interval", "60") as sidecar:
+
+        def predict() -> None:
+            response = httpx.post(sidecar.url + "/v1/models/m:predict", json=V1, timeout=5)
+            assert response.status_code == 200
+
+        predict()
+        evaluation = httpx.get(sidecar.admin + "/evaluation", timeout=30).json()
+        assert evaluation["prediction_field"] == "prediction", evaluation
+        for _ in range(2):
+            predict()
+        health = httpx.get(sidecar.admin + "/health", timeout=30).json()
+        assert health["capture"]["stored"] == 3
+        assert health["capture"]["queue_depth"] == 0
+        predict()
+        check = httpx.post(sidecar.admin + "/drift/check", timeout=30).json()
+        assert check["window"]["rows"] == 8  # two instances a request
