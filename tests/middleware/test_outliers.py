@@ -4,6 +4,7 @@ scored by the real writer into a real DuckDB store, reports read back from /drif
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline, load_baseline
 from middleware._errors import MonitorError
 from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
-from middleware._outliers import OutlierModel
+from middleware._outliers import OutlierModel, fit_outlier_model
 from sidecar._cli import main
 from tests.apps.model_app import build_app
 
@@ -144,11 +145,12 @@ async def test_unchanged_traffic_raises_no_multivariate_alarm(
     assert report["status"] == "ok"
 
 
-def wide(rows: int, seed: int) -> dict[str, np.ndarray]:
-    """25 features: 12 pairs of correlated numbers of different scales and a category."""
+def wide(rows: int, seed: int, pairs: int = 12) -> dict[str, np.ndarray]:
+    """2 * pairs + 1 features (25 by default): pairs of correlated numbers of different scales
+    and a category."""
     rng = np.random.default_rng(seed)
     columns: dict[str, np.ndarray] = {}
-    for i in range(12):
+    for i in range(pairs):
         base = rng.standard_normal(rows)
         columns[f"a{i}"] = 10 * i + (i + 1) * base
         columns[f"b{i}"] = np.exp(0.6 * base + 0.4 * rng.standard_normal(rows))
@@ -185,6 +187,44 @@ def test_windows_without_drift_alarm_no_more_than_the_stated_rate(
     assert ALPHA == 0.001
     assert shifts <= 1
     assert outliers <= 1
+
+
+def alarms(model: OutlierModel, data: dict[str, np.ndarray], size: int) -> tuple[int, int]:
+    """Multivariate and outlier-share alarms over the windows of ``size`` rows in ``data``."""
+    numbers = np.column_stack([data[n] for n in model.numeric])
+    codes = np.full((len(numbers), 1), -1, dtype=np.intp)
+    for code, value in enumerate(model.values[0]):
+        codes[data["tier"] == value, 0] = code
+    scores = model.score(numbers, codes).reshape(-1, size)
+    means = np.minimum(scores, model.clip).mean(axis=1)
+    counts = (scores > model.threshold).sum(axis=1)
+    shifts = sum(multivariate_drift(model, size, float(m))["drifted"] for m in means)
+    found = sum(outlier_share(model, size, int(c))["detected"] for c in counts)
+    return shifts, found
+
+
+@pytest.mark.parametrize("size", [200, 2_000, 20_000])
+def test_the_false_alarm_rate_holds_over_baseline_draws(size: int) -> None:
+    """Four baselines, each fitted on its own draw of training rows and checked on its own
+    traffic: the tests' allowance for the baseline's sampling error is checked, not one lucky
+    baseline. Nine features keep this fast; 20,000-row windows are 10 per baseline."""
+    windows = 50 if size < 20_000 else 10
+    shifts = outliers = 0
+    for seed in range(1, 5):
+        training = wide(40_000, seed=seed, pairs=4)
+        tiers = training["tier"].tolist()
+        model = fit_outlier_model(
+            {n: v for n, v in training.items() if n != "tier"},
+            {"tier": tiers},
+            {"tier": [v for v, _ in Counter(tiers).most_common()]},
+            seed=seed,
+        )
+        assert model is not None
+        found = alarms(model, wide(windows * size, seed=1_000 * seed + size, pairs=4), size)
+        shifts, outliers = shifts + found[0], outliers + found[1]
+    # at most 200 checks at ALPHA = 0.1%: 3 or more alarms have a chance near 0.1%
+    assert shifts <= 2
+    assert outliers <= 2
 
 
 async def test_a_baseline_from_the_log_store_has_its_model_too(
