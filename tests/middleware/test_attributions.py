@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline, load_baseline
 from sidecar._cli import main
+from tests.conftest import in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +77,7 @@ async def serve(
     rows: dict[str, np.ndarray],
     form: str = "by-name",
 ) -> dict[str, Any]:
-    app = MonitorMiddleware(
+    app = in_process(
         linear_model(weights, form),
         db=db,
         baseline=baseline,

@@ -13,14 +13,18 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from middleware import MonitorMiddleware
 from middleware._baseline import build_baseline, load_baseline
 from middleware._errors import MonitorError
 from middleware._multivariate import ALPHA, multivariate_drift, outlier_share
 from middleware._outliers import OutlierModel, fit_outlier_model
 from sidecar._cli import main
 from tests.apps.model_app import build_app
+from tests.conftest import in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +74,7 @@ async def post_rows(client: httpx.AsyncClient, rows: list[dict[str, Any]], prefi
         assert response.status_code == 200
 
 
-async def check(app: MonitorMiddleware, client: httpx.AsyncClient) -> dict[str, Any]:
+async def check(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
     assert app.engine.flush()
     report = (await client.post("/monitor/drift/check")).json()
     metrics = (await client.get("/monitor/metrics")).text
@@ -83,7 +87,7 @@ async def check(app: MonitorMiddleware, client: httpx.AsyncClient) -> dict[str, 
 async def test_unseen_combinations_are_listed_as_the_most_unusual(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     odd = [{"x": 1.6, "y": -1.6, "plan": "basic"}, {"x": -1.9, "y": 1.7, "plan": "gold"}]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(2_000, seed=1)), "usual")
@@ -118,7 +122,7 @@ async def test_unseen_combinations_are_listed_as_the_most_unusual(
 async def test_a_flipped_correlation_is_found_by_the_multivariate_check_alone(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     flipped = correlated(2_000, seed=2, rho=-0.8)  # every marginal as in training
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(flipped), "flip")
@@ -134,7 +138,7 @@ async def test_a_flipped_correlation_is_found_by_the_multivariate_check_alone(
 async def test_unchanged_traffic_raises_no_multivariate_alarm(
     db_path: str, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=baseline_path)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=baseline_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(2_000, seed=4)), "same")
         report = await check(app, c)
@@ -230,7 +234,7 @@ def test_the_false_alarm_rate_holds_over_baseline_draws(size: int) -> None:
 async def test_a_baseline_from_the_log_store_has_its_model_too(
     db_path: str, tmp_path: Path, baseline_path: str
 ) -> None:
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path)
+    app = in_process(build_app(monitor=False), db=db_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         await post_rows(c, instances(correlated(5_000, seed=5)), "served")
         assert app.engine.flush()
@@ -288,7 +292,7 @@ async def test_the_writer_scores_a_row_as_the_model_does(db_path: str, tmp_path:
     ]  # fmt: skip
     rows[0].pop("city")  # missing
     rows[1]["x"] = None  # null
-    app = MonitorMiddleware(build_app(monitor=False), db=db_path, baseline=out)
+    app = in_process(build_app(monitor=False), db=db_path, baseline=out)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
         for i, row in enumerate(rows):
             response = await c.post(
@@ -311,3 +315,53 @@ async def test_the_writer_scores_a_row_as_the_model_does(db_path: str, tmp_path:
     expected = model.score(numbers, model.codes(keyed))
     assert [r for r, _ in stored] == [f"r{i:03d}" for i in range(300)]
     np.testing.assert_allclose([s for _, s in stored], expected, rtol=1e-9)
+
+
+def predictor() -> Starlette:
+    """A KServe V1 model server: every model answers its instances back as predictions."""
+
+    async def predict(request: Request) -> JSONResponse:
+        return JSONResponse({"predictions": (await request.json())["instances"]})
+
+    return Starlette(routes=[Route("/v1/models/{name}:predict", predict, methods=["POST"])])
+
+
+async def test_each_model_is_scored_and_reported_by_its_own_outlier_model(
+    db_path: str, tmp_path: Path
+) -> None:
+    folders = {"up": 0.8, "down": -0.8}  # each model's training data, correlated its own way
+    paths = {}
+    for model, rho in folders.items():
+        source = write_parquet(tmp_path / f"{model}.parquet", correlated(20_000, 0, rho))
+        paths[model] = str(tmp_path / f"{model}.json")
+        build_baseline(source, out=paths[model])
+    app = in_process(
+        predictor(),
+        db=db_path,
+        baseline=paths["up"],
+        baselines=",".join(f"{m}={p}" for m, p in paths.items()),
+    )
+    sizes = {"up": 1_200, "down": 800}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as c:
+        for n, (model, rho) in enumerate(folders.items()):
+            rows = instances(correlated(sizes[model], seed=10 + n, rho=rho))
+            for start in range(0, len(rows), 100):
+                response = await c.post(
+                    f"/v1/models/{model}:predict",
+                    json={"instances": rows[start : start + 100]},
+                    headers={"x-request-id": f"{model}-{start}"},
+                )
+                assert response.status_code == 200
+        assert app.engine.flush()
+        reports = {}
+        for model in folders:
+            answer = await c.post(f"/monitor/drift/check?model={model}")
+            assert answer.status_code == 200, answer.text
+            reports[model] = answer.json()
+    app.engine.stop()
+    for model, report in reports.items():
+        assert report["outliers"]["rows"] == sizes[model]  # its own rows, not the other's
+        assert all(e["request_id"].startswith(model) for e in report["outliers"]["top"])
+        # scored by the other model's outlier model, "down" would be all outliers
+        assert report["multivariate"]["drifted"] is False, model
+        assert report["outliers"]["detected"] is False, model
