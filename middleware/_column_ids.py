@@ -52,6 +52,10 @@ class ColumnIds:
         """How many name indexes are in use."""
         return len(self._names)
 
+    def owner(self, index: int) -> tuple[str | None, str] | None:
+        """The model and name of name index ``index`` (None for a gap in loaded ids)."""
+        return self._names[index]
+
     def indexes(self, name: str) -> list[int]:
         """The index of ``name`` under every model it was seen with."""
         return [known[name] for known in self._index.values() if name in known]

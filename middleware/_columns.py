@@ -18,6 +18,7 @@ import numpy as np
 
 from ._capture import Capture, CaptureCounters
 from ._column_ids import ColumnIds
+from ._explanations import explained_body
 from ._models import MAX_MODELS, model_of
 from ._payload import ParseLimits, is_openai, parse_request, parse_response
 from ._schema import ROLE_CODES, TYPE_CODES
@@ -121,19 +122,22 @@ class Columnizer:
             model = self._model(model_of(path))
             if self._seen is not None:
                 self._seen(path)
+            columns = hints.model_columns.get(model, hints.columns) if model else hints.columns
             parsed_in = parse_request(
                 b"".join(request),
                 path=path,
                 content_type=request_type,
                 truncated=cut_request,
-                columns=hints.model_columns.get(model, hints.columns) if model else hints.columns,
+                columns=columns,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,
             )
+            answer = b"".join(response)
+            explained = None if cut_response else explained_body(answer, columns)
             parsed_out = parse_response(
-                b"".join(response),
+                answer if explained is None else explained,
                 path=path,
-                content_type=response_type,
+                content_type=response_type if explained is None else "application/json",
                 truncated=cut_response,
                 tensor_columns=hints.tensor_columns,
                 limits=limits,

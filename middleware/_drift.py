@@ -30,6 +30,7 @@ from ._drift_window import (
     values_per_role,
     window_rows,
 )
+from ._explanations import EXPLAINED_FIELD
 from ._multivariate import score_sections
 from ._prediction_fields import choose_fields, output_fields
 
@@ -69,7 +70,8 @@ def run_check(
     ``mapping`` says which and why, and ``naming`` (how request columns were named) too;
     ``metadata`` is the model server's account of the model (names, datatypes, shapes). With
     ``attributions_field`` and a baseline that holds training attributions, the attributions in
-    that output field are compared too.
+    that output field are compared too; without it, those of explainer answers, when the window
+    holds any (``_explanations``).
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
@@ -126,10 +128,12 @@ def run_check(
         if baseline.outliers is not None:
             sections = score_sections(cursor, baseline.outliers, start, end, min_rows)
             report["outliers"], report["multivariate"] = sections
-        if attributions_field and baseline.attributions:
-            report["attributions"] = attribution_section(
-                cursor, baseline, attributions_field, start, end, min_rows
-            )
+        if baseline.attributions:
+            # explainer answers are stored under EXPLAINED_FIELD: read when no field is set
+            field = attributions_field or EXPLAINED_FIELD
+            section = attribution_section(cursor, baseline, field, start, end, min_rows)
+            if attributions_field or any(e["rows"] for e in section["features"].values()):
+                report["attributions"] = section
     finally:
         cursor.close()
     for role, key in _ROLES:

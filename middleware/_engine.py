@@ -144,10 +144,18 @@ class Engine:
         problems.extend(self.drift.problems())
         return problems
 
-    def outliers(self) -> OutlierModel | None:
-        """The baseline's outlier model that the writer scores input rows with, if any."""
+    def outliers(self) -> dict[str | None, OutlierModel]:
+        """The outlier models that the writer scores input rows with: each model's own from the
+        ``baselines`` setting, and the ``baseline``'s (under None) for the rows of the others."""
+        found: dict[str | None, OutlierModel] = {}
         baseline = self.drift.baseline.baseline
-        return baseline.outliers if baseline is not None else None
+        if baseline is not None and baseline.outliers is not None:
+            found[None] = baseline.outliers
+        for model, checks in self.models.items():
+            own = checks.baseline.baseline
+            if own is not None and own.outliers is not None:
+                found[model] = own.outliers
+        return found
 
     def column_hints(self) -> ColumnHints:
         """Names for positional payloads, from the baseline's column order when there is one."""

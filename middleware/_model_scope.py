@@ -1,8 +1,9 @@
 """Several models behind one server: each model's baseline, and cursors that see only its rows.
 
 The log store records the model each request path named (``requests.model`` and the ``model``
-of ``feature_columns``). A scoped cursor shadows ``features`` and ``requests`` with temporary
-views of one model's rows, so that every check, written for the whole store, reads one model.
+of ``feature_columns``). A scoped cursor shadows ``features``, ``requests`` and ``row_scores``
+with temporary views of one model's rows, so that every check, written for the whole store, reads
+one model.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def _identifier(text: str) -> str:
 def scoped_cursors(
     factory: Callable[[], duckdb.DuckDBPyConnection], model: str | None
 ) -> Callable[[], duckdb.DuckDBPyConnection]:
-    """``factory``, or for a model a factory of cursors whose ``features`` and ``requests`` are
-    that model's rows only."""
+    """``factory``, or for a model a factory of cursors whose ``features``, ``requests`` and
+    ``row_scores`` are that model's rows only."""
     if model is None:
         return factory
 
@@ -55,11 +56,18 @@ def scoped_cursors(
         opened = factory()
         try:
             (database,) = opened.execute("SELECT current_database()").fetchone()
+            main, named = f"{_identifier(database)}.main", _literal(model)
             for table in ("features", "requests"):
                 opened.execute(
                     f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM "  # noqa: S608
-                    f"{_identifier(database)}.main.{table} WHERE model = {_literal(model)}"
+                    f"{main}.{table} WHERE model = {named}"
                 )
+            # a row score is the model's when its request is
+            opened.execute(
+                f"CREATE OR REPLACE TEMP VIEW row_scores AS SELECT * FROM "  # noqa: S608
+                f"{main}.row_scores WHERE request_id IN "
+                f"(SELECT request_id FROM {main}.requests WHERE model = {named})"
+            )
         except BaseException:
             opened.close()
             raise

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -69,7 +69,9 @@ class StoreWriter:
         *,
         hints: Callable[[], ColumnHints] = ColumnHints,
         seen: Callable[[str], None] | None = None,
-        outliers: Callable[[], OutlierModel | None] = lambda: None,
+        outliers: Callable[[], Mapping[str | None, OutlierModel] | OutlierModel | None] = (
+            lambda: None
+        ),
     ) -> None:
         self._settings = settings
         self._outliers = outliers
