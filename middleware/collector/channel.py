@@ -35,7 +35,7 @@ __all__ = ["CollectorChannel"]
 logger = logging.getLogger("inferwatch")
 
 _SEND_EVERY_S = 0.005
-_RECONNECT_EVERY_S = 0.02
+_RECONNECT_EVERY_S = 0.01
 _SPAWN_EVERY_S = 1.0
 _BUFFER_BYTES = 32 * 2**20  # frames kept while the collector is away or behind, at most
 _RECV_BYTES = 65_536

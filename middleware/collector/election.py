@@ -8,11 +8,13 @@ until the collector holds its lock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,14 @@ from .._errors import MonitorError
 from .._settings import Settings
 from .paths import CollectorPaths
 
-__all__ = ["SETTINGS_ENV", "collector_running", "hold_lock", "spawn_collector"]
+__all__ = [
+    "SETTINGS_ENV",
+    "Claim",
+    "claim_store",
+    "collector_running",
+    "hold_lock",
+    "spawn_collector",
+]
 
 logger = logging.getLogger("inferwatch")
 
@@ -42,6 +51,60 @@ def hold_lock(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """What a collector holds from its first moments: the store's lock and both sockets."""
+
+    lock: int
+    api: socket.socket
+    ingest: socket.socket
+    at: float = dataclasses.field(default_factory=time.monotonic)  # when it was taken
+
+    def release(self) -> None:
+        """Close the sockets (their files stay until removed) and let go of the lock."""
+        self.api.close()
+        self.ingest.close()
+        os.close(self.lock)
+
+
+def claim_store(paths: CollectorPaths) -> Claim | None:
+    """Take the collector lock and listen on both sockets; None when a collector runs already.
+
+    Done before the engine is even imported, so that a worker that lost its collector connects
+    again at once: the kernel queues its connection and frames while the engine starts. The API
+    socket listens before the ingest socket, so a connected worker never forwards into a gap.
+    """
+    lock = hold_lock(paths.lock)
+    if lock is None:
+        return None
+    try:
+        api = _unix_listener(paths.api)
+        try:
+            ingest = _unix_listener(paths.ingest)
+        except BaseException:
+            api.close()
+            raise
+    except BaseException:
+        os.close(lock)
+        raise
+    return Claim(lock, api, ingest)
+
+
+def _unix_listener(path: str) -> socket.socket:
+    """A socket listening on ``path``, replacing a stale file (the caller holds the lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o660)  # the app's containers share a group (fsGroup), not a user
+        sock.listen(512)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def collector_running(paths: CollectorPaths) -> bool:

@@ -46,31 +46,25 @@ class _Connection:
 
 
 class IngestServer:
-    """Listens on ``path`` and feeds ``engine`` with what the workers send."""
+    """Accepts on ``listener`` (a listening Unix socket) and feeds ``engine`` with what the
+    workers send."""
 
-    def __init__(self, engine: PodEngine, path: str) -> None:
+    def __init__(self, engine: PodEngine, listener: socket.socket) -> None:
         self.engine = engine
-        self.path = path
+        self.path: str = listener.getsockname()
         self._selector = selectors.DefaultSelector()
         self._connections: dict[int, _Connection] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._token = 0
-        self._listener: socket.socket | None = None
+        self._listener = listener
         self._thread = threading.Thread(target=self._run, name="inferwatch-ingest", daemon=True)
         self._wake_r, self._wake_w = socket.socketpair()
 
     def start(self) -> None:
-        """Bind the socket (replacing a stale one: the caller holds the collector lock)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
-        os.chmod(self.path, 0o660)  # the app's containers share a group (fsGroup), not a user
-        listener.listen(512)
-        listener.setblocking(False)
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, None)
+        """Start taking connections: those the kernel queued meanwhile come first."""
+        self._listener.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread.start()
@@ -138,7 +132,6 @@ class IngestServer:
             logger.exception("inferwatch: the ingest thread failed")
 
     def _accept(self) -> None:
-        assert self._listener is not None
         while True:
             try:
                 sock, _ = self._listener.accept()
@@ -214,6 +207,5 @@ class IngestServer:
                     for message in connection.reader.feed(data):
                         self._handle(connection, message)
             self._close(connection)
-        if self._listener is not None:
-            self._selector.unregister(self._listener)
-            self._listener.close()
+        self._selector.unregister(self._listener)
+        self._listener.close()

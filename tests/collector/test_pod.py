@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from middleware._baseline import build_baseline
-from tests.collector.servers import LOCK_ERROR, load, serve, stop
+from tests.collector.servers import LOCK_ERROR, Server, load, serve, stop
 from tests.conftest import ROOT, free_port, wait_collector_gone, wait_until
 
 REQUESTS = 10_000
@@ -163,7 +163,9 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
 
         def watch() -> None:
             wait_until(lambda: "at" in killed, 120)
-            while server.monitor("/readyz").status_code != 200:
+            # Served by the new collector: /readyz through a worker is 200, and /health (which
+            # reads through every worker's barrier) names a collector that is not the old one.
+            while not _serves_without(server, first):
                 time.sleep(0.02)
             killed["ready"] = time.monotonic()
 
@@ -186,6 +188,13 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
     # The new collector reports what the workers could not hand over while it was away.
     assert capture["dropped"] == capture["sampled"] - capture["stored"] - capture["queue_depth"]
     assert LOCK_ERROR not in server.logs()
+
+
+def _serves_without(server: Server, old_pid: int) -> bool:
+    if server.monitor("/readyz").status_code != 200:
+        return False
+    health = server.monitor("/health")
+    return health.status_code == 200 and health.json()["resources"]["collector"]["pid"] != old_pid
 
 
 def test_a_collector_started_by_hand_is_used_not_duplicated(tmp_path: Path) -> None:
