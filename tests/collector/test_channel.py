@@ -29,8 +29,8 @@ def test_sockets_sit_beside_the_store_unless_the_path_is_too_long(tmp_path: Path
 
 def test_frames_survive_any_split_of_the_stream() -> None:
     messages = [
-        (wire.HELLO, 12, 34),
-        (wire.BATCH, [("POST", "/p", 200, 0.01, None)], (1, 0, 0, 0), 0),
+        (wire.HELLO, 12, 34, (0, 0), [(1_700_000_000, {200: 3})]),
+        (wire.BATCH, [("POST", "/p", 200, 0.01, None)], (1, 0, 0, 0), 0, 1),
         (wire.MARKER, 7),
     ]
     stream = b"".join(wire.encode(message) for message in messages)

@@ -190,6 +190,35 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
     assert LOCK_ERROR not in server.logs()
 
 
+def test_counts_and_captures_outlive_kill_9_of_the_collector(tmp_path: Path) -> None:
+    """Killed between two batches, before it could write the first: the next collector counts
+    both in /health, and the store holds every capture once."""
+    env = {"INFERWATCH_SAMPLE_RATE": "1.0", "INFERWATCH_FLUSH_INTERVAL": "2s"}
+    with serve("uvicorn", tmp_path, env=env) as server:
+        first = server.monitor("/health").json()["resources"]["collector"]["pid"]
+        before = load(server.url, 1_500)
+        # Within the flush interval: most of the first batch is received and not yet written.
+        os.kill(first, signal.SIGKILL)
+        after = load(server.url, 1_500)
+        assert before.failed == after.failed == []
+        wait_until(lambda: _serves_without(server, first))
+        health = server.monitor("/health").json()
+        requests, capture = health["requests"], health["capture"]
+        # Nothing counted twice, nothing lost uncounted; what was dropped is reported.
+        assert requests["count"] + capture["requests_dropped"] == 3_000
+        assert requests["by_status"] == {"200": requests["count"]}
+        assert requests["from_earlier_collectors"] > 0
+        dropped = capture["dropped"]
+    wait_collector_gone(server.db)
+    with duckdb.connect(server.db, read_only=True) as con:
+        ids = [row[0] for row in con.execute("SELECT request_id FROM requests").fetchall()]
+    assert len(ids) == len(set(ids))  # batches sent again were not written twice
+    sent = set(before.ok) | set(after.ok)
+    assert set(ids) <= sent
+    assert len(sent - set(ids)) == dropped
+    assert LOCK_ERROR not in server.logs()
+
+
 def _serves_without(server: Server, old_pid: int) -> bool:
     if server.monitor("/readyz").status_code != 200:
         return False
