@@ -1,5 +1,6 @@
 """``python -m middleware.collector``: the collector, as a worker starts it (``--auto``, settings
-from the worker) or as ``inferwatch collector`` does (flags)."""
+from the worker), as its standby (``--standby``, see ``standby``) or as ``inferwatch collector``
+does (flags)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from .paths import CollectorPaths  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["--auto"]:
+    if argv in (["--auto"], ["--standby"]):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         settings = Settings.load(json.loads(os.environ.pop(SETTINGS_ENV, "{}")))
+        if argv == ["--standby"]:
+            from .standby import stand_by
+
+            return stand_by(settings, _STARTED)
         # Lock and sockets first: workers reconnect while the engine's modules are imported.
         claim = claim_store(CollectorPaths.for_db(settings.db))
         if claim is None:

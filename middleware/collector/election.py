@@ -69,14 +69,16 @@ class Claim:
         os.close(self.lock)
 
 
-def claim_store(paths: CollectorPaths) -> Claim | None:
+def claim_store(paths: CollectorPaths, lock: int | None = None) -> Claim | None:
     """Take the collector lock and listen on both sockets; None when a collector runs already.
 
     Done before the engine is even imported, so that a worker that lost its collector connects
     again at once: the kernel queues its connection and frames while the engine starts. The API
     socket listens before the ingest socket, so a connected worker never forwards into a gap.
+    ``lock``: the collector lock, when the caller holds it already (a standby taking over).
     """
-    lock = hold_lock(paths.lock)
+    if lock is None:
+        lock = hold_lock(paths.lock)
     if lock is None:
         return None
     try:
@@ -127,8 +129,8 @@ def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
     if spawn is None:
         return False  # another worker is starting it
     try:
-        if collector_running(paths):
-            return False
+        if collector_running(paths) or _standby_waiting(paths):
+            return False  # a standby takes the lock the moment it is free
         process = _start(settings, paths)
         # Reap it when it exits while this worker lives, so that it leaves no zombie.
         threading.Thread(
@@ -157,7 +159,17 @@ def _last_line(log: str) -> str:
     return lines[-1].strip() if lines else f"no reason in {log}"
 
 
-def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]:
+def _standby_waiting(paths: CollectorPaths) -> bool:
+    fd = hold_lock(paths.standby_lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _start(
+    settings: Settings, paths: CollectorPaths, mode: str = "--auto"
+) -> subprocess.Popen[bytes]:
     values = {
         spec.name: list(value) if isinstance(value, tuple) else value
         for spec in dataclasses.fields(settings)
@@ -172,9 +184,10 @@ def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]
         "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
     }
     with open(paths.log, "ab") as log:
-        logger.info("inferwatch: starting the collector for %s", paths.db)
+        if mode == "--auto":
+            logger.info("inferwatch: starting the collector for %s", paths.db)
         return subprocess.Popen(
-            [sys.executable, "-m", __package__, "--auto"],
+            [sys.executable, "-m", __package__, mode],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -26,6 +26,7 @@ from .election import Claim, claim_store
 from .ingest import IngestServer
 from .paths import CollectorPaths
 from .pod import PodEngine
+from .standby import start_standby, stop_standby
 
 __all__ = ["run_collector"]
 
@@ -72,6 +73,8 @@ def run_collector(
         logger.info("inferwatch: the collector for %s has stopped", paths.db)
         return 0
     finally:
+        if auto:
+            stop_standby(paths)  # before the lock it waits on is let go
         claim.release()
 
 
@@ -114,6 +117,8 @@ async def _serve(
         "%.3f s after its start",
         paths.db, os.getpid(), listening - started, now - started,
     )  # fmt: skip
+    if auto:
+        start_standby(engine.settings, paths)
     while not stop.is_set() and not any(task.done() for task in tasks):
         idle = time.monotonic() - engine.last_worker_seen
         if auto and ingest.connected() == 0 and idle > linger:

@@ -21,6 +21,8 @@ import psutil
 import pytest
 
 from middleware._baseline import build_baseline
+from middleware.collector.election import hold_lock
+from middleware.collector.paths import CollectorPaths
 from tests.collector.servers import LOCK_ERROR, Server, load, serve, stop
 from tests.conftest import ROOT, free_port, wait_collector_gone, wait_until
 
@@ -153,6 +155,7 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
     killed: dict[str, float] = {}
     with serve("uvicorn", tmp_path) as server:
         first = server.monitor("/health").json()["resources"]["collector"]["pid"]
+        standby = _standby(server, first)
 
         def kill_at(number: int) -> None:
             if number == 2_000:
@@ -178,9 +181,12 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
         print(f"a new collector served {killed['ready'] - killed['at']:.2f} s after kill -9")
         health = server.monitor("/health").json()
         second = health["resources"]["collector"]["pid"]
-        assert second != first
+        assert second == standby  # the standby took over
         capture = health["capture"]
+        assert _standby(server, second) not in (first, second)  # and has one of its own
         stop(server)
+    # A collector that stops on purpose stops its standby: nothing waits on the store.
+    assert not _standby_waiting(CollectorPaths.for_db(server.db))
     with duckdb.connect(server.db, read_only=True) as con:
         stored = con.execute("SELECT count(*) FROM requests").fetchone()[0]
     assert killed["stored"] >= 1_000
@@ -217,6 +223,23 @@ def test_counts_and_captures_outlive_kill_9_of_the_collector(tmp_path: Path) -> 
     assert set(ids) <= sent
     assert len(sent - set(ids)) == dropped
     assert LOCK_ERROR not in server.logs()
+
+
+def _standby_waiting(paths: CollectorPaths) -> bool:
+    fd = hold_lock(paths.standby_lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _standby(server: Server, collector: int) -> int:
+    """The pid of the collector's standby, once it waits on the store's lock."""
+    paths = CollectorPaths.for_db(server.db)
+    wait_until(lambda: _standby_waiting(paths), 60)
+    children = psutil.Process(collector).children()
+    assert len(children) == 1 and children[0].cmdline()[-1] == "--standby"
+    return children[0].pid
 
 
 def _serves_without(server: Server, old_pid: int) -> bool:
