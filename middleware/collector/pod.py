@@ -213,9 +213,10 @@ class PodEngine(Engine):
             while self.carried and self.carried[0][0] < now - self.settings.health_window - 1:
                 self.carried.popleft()
             carried = [(t, statuses) for t, statuses in self.carried if t > now - window - 1]
-        if not carried:
-            return
         requests = report["requests"]
+        if not carried:
+            report["requests"] = {**requests, "from_earlier_collectors": 0}
+            return
         by_status = dict(requests["by_status"])
         count, errors = requests["count"], requests["errors"]
         for _, statuses in carried:

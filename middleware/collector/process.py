@@ -74,7 +74,7 @@ def run_collector(
         return 0
     finally:
         if auto:
-            stop_standby(paths)  # before the lock it waits on is let go
+            stop_standby()  # before the lock it waits on is let go
         claim.release()
 
 

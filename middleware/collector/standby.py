@@ -10,12 +10,10 @@ meanwhile. A collector that stops on purpose stops its standby first.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
-import signal
-import threading
+import subprocess
 import time
 
 from .._settings import Settings
@@ -27,41 +25,35 @@ __all__ = ["stand_by", "start_standby", "stop_standby"]
 logger = logging.getLogger("inferwatch")
 
 
+_child: subprocess.Popen[bytes] | None = None
+
+
 def start_standby(settings: Settings, paths: CollectorPaths) -> None:
     """Start a standby for this store unless one waits already."""
+    global _child
     free = hold_lock(paths.standby_lock)
     if free is None:
         return
     os.close(free)
     try:
-        process = _start(settings, paths, "--standby")
+        _child = _start(settings, paths, "--standby")
     except OSError as exc:
         logger.warning("inferwatch: no standby collector: %s", exc)
-        return
-    threading.Thread(target=process.wait, name="inferwatch-standby-reaper", daemon=True).start()
 
 
-def stop_standby(paths: CollectorPaths, timeout: float = 5.0) -> None:
-    """Stop the standby (before the lock it waits on is let go): this collector ends on purpose."""
-    fd = hold_lock(paths.standby_lock)
-    if fd is not None:
-        os.close(fd)
+def stop_standby(timeout: float = 5.0) -> None:
+    """Stop the standby this collector started (before the lock it waits on is let go): this
+    collector ends on purpose. One that another started, in a race, takes over and, with no
+    worker to serve, exits after ``collector_linger``."""
+    child = _child
+    if child is None or child.poll() is not None:
         return
+    child.terminate()
     try:
-        with open(paths.standby_lock + ".pid", encoding="ascii") as handle:
-            pid = int(handle.read().strip() or 0)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError) as exc:
-        logger.warning("inferwatch: could not stop the standby collector: %s", exc)
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fd = hold_lock(paths.standby_lock)
-        if fd is not None:
-            os.close(fd)
-            return
-        time.sleep(0.01)
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def stand_by(settings: Settings, started: float) -> int:
@@ -71,15 +63,11 @@ def stand_by(settings: Settings, started: float) -> int:
     if standby is None:
         return 0  # one waits already
     try:
-        with open(paths.standby_lock + ".pid", "w", encoding="ascii") as handle:
-            handle.write(str(os.getpid()))
         from . import api, pod, process  # noqa: F401  (imported now, not when needed)
 
         lock = os.open(paths.lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
         fcntl.flock(lock, fcntl.LOCK_EX)  # SIGTERM (the default action) ends the wait
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(paths.standby_lock + ".pid")
         os.close(standby)  # the next standby may start
     taken = time.monotonic()
     claim = claim_store(paths, lock)
