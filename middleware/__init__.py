@@ -4,10 +4,34 @@
 >>> app.add_middleware(MonitorMiddleware, db="monitor.duckdb", sample_rate=0.2)
 """
 
-from ._engine import Engine
-from ._errors import MonitorError
-from ._middleware import MonitorMiddleware
-from ._settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._errors import MonitorError
+    from ._middleware import MonitorMiddleware
+    from ._settings import Settings
 
 __all__ = ["Engine", "MonitorError", "MonitorMiddleware", "Settings"]
 __version__ = "0.1.0"
+
+# Imported on first use: the collector process (``python -m middleware.collector``) binds its
+# sockets before it pays for the engine's imports (DuckDB, numpy, starlette: about 0.5 s).
+_HOMES = {
+    "Engine": "._engine",
+    "MonitorError": "._errors",
+    "MonitorMiddleware": "._middleware",
+    "Settings": "._settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from ._alert_messages import (
     headline,
     render_html,
@@ -167,6 +165,9 @@ class WebhookChannel(Channel):
             raise MonitorError(
                 f"Bad value for setting {setting or name}: it must be an http:// or https:// URL."
             )
+        # Imported here: a collector without webhooks starts 0.1 s sooner without httpx.
+        import httpx
+
         self.name, self.target = name, mask_url(url)
         _SCRUBBER.add(url, self.target)
         _SCRUBBER.add(str(httpx.URL(url)), self.target)
@@ -177,6 +178,8 @@ class WebhookChannel(Channel):
         )
 
     def send(self, event: Mapping[str, Any]) -> None:
+        import httpx
+
         try:
             response = self._client.post(self._url, json=self._render(event))
         except httpx.HTTPError as exc:

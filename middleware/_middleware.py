@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +38,8 @@ _MAX_REQUEST_ID = 128
 _UNMATCHED = "<unmatched>"
 _OTHER = "<other>"
 _CONNECT_WAIT_S = 15.0
+_perf_counter = time.perf_counter
+_random = random.random
 _PROBES = frozenset({"/healthz", "/readyz"})  # answered at once, whatever the collector's state
 
 
@@ -89,6 +92,9 @@ class MonitorMiddleware:
             self.engine = engine
             self._sink = _InProcess(engine)
         self._sample_rate = settings.sample_rate
+        # Decided without random() at the two ends, where no draw can change the answer.
+        self._sample_all = settings.sample_rate >= 1.0
+        self._sample_some = 0.0 < settings.sample_rate < 1.0
         self._max_body = settings.max_body_bytes
         self._max_routes = settings.max_routes
         self._routes: set[str] = set()
@@ -183,8 +189,7 @@ class MonitorMiddleware:
     async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = self._sink
         sink.in_flight += 1
-        started = time.perf_counter()
-        wall = time.time()
+        started = _perf_counter()
         max_body = self._max_body
         request_id = b""
         request_type: bytes | None = None
@@ -214,7 +219,7 @@ class MonitorMiddleware:
             # the timing alone. Appending it is atomic; the sink's thread does the rest.
             nonlocal recorded
             recorded = True
-            latency = time.perf_counter() - started
+            latency = _perf_counter() - started
             if error is None and reported_error is not None:
                 error = reported_error.decode("latin-1")[:200]
             try:
@@ -222,10 +227,16 @@ class MonitorMiddleware:
             except Exception:  # the model's response is on its way; the monitor never breaks it
                 logger.exception("inferwatch failed to label a request")
                 return
-            if error is not None or status >= 500 or random.random() < self._sample_rate:
+            if (
+                error is not None
+                or status >= 500
+                or self._sample_all
+                or (self._sample_some and _random() < self._sample_rate)
+            ):
                 sink.put(
                     (
-                        wall,
+                        # When it started, on the wall clock: read only for what is captured.
+                        time.time() - latency,
                         request_id.decode("ascii", "replace"),
                         scope["method"],
                         scope["path"],
@@ -259,10 +270,13 @@ class MonitorMiddleware:
                     request_truncated = True
             return message
 
-        async def capture_send(message: Message) -> None:
+        def capture_send(message: Message) -> Awaitable[None]:
+            # A plain function returning send's awaitable: one coroutine less per message, and
+            # the capture is still handed over before the last message is sent.
             nonlocal status, response_type, response_size, response_truncated, first_byte
             nonlocal reported_error
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 status = message["status"]
                 headers = []
                 for item in message.get("headers", ()):
@@ -276,11 +290,11 @@ class MonitorMiddleware:
                     headers.append(item)
                 headers.append(request_id_header)
                 message["headers"] = headers
-            elif message["type"] == "http.response.body":
+            elif kind == "http.response.body":
                 body = message.get("body")
                 if body:
                     if first_byte is None:
-                        first_byte = time.perf_counter() - started
+                        first_byte = _perf_counter() - started
                     response_size += len(body)
                     if response_size <= max_body:
                         response_chunks.append(body)
@@ -291,7 +305,7 @@ class MonitorMiddleware:
                     # the capture is handed over, which is what a read-your-writes read needs.
                     # A 5xx waits for the app to return: an exception may follow to name it.
                     record(None)
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, capture_receive, capture_send)

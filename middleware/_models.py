@@ -17,8 +17,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 __all__ = ["MAX_MODELS", "ModelMetadata", "model_of"]
 
 logger = logging.getLogger("inferwatch")
@@ -94,6 +92,8 @@ class ModelMetadata:
         return self._known.get(model) if model is not None else None
 
     def _read(self, model: str) -> None:
+        import httpx  # here: most collectors never ask a model server, and start without it
+
         name = quote(model, safe="")
         found: dict[str, Any] | None = None
         try:

@@ -12,13 +12,13 @@ import os
 
 __all__ = ["new_request_id"]
 
-_prefix = ""
+_prefix = b""
 _counter = itertools.count()
 
 
 def _reseed() -> None:
     global _prefix, _counter
-    _prefix = os.urandom(8).hex()
+    _prefix = os.urandom(8).hex().encode("ascii")
     _counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
@@ -29,4 +29,6 @@ os.register_at_fork(after_in_child=_reseed)
 def new_request_id() -> bytes:
     """A request ID no other request of any process is likely to carry, as ASCII bytes."""
     # next() on itertools.count is atomic under the GIL, so threads never get the same one.
-    return f"{_prefix}{next(_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}".encode("ascii")
+    # Bytes formatting costs a quarter of an f-string's encode; the counter, started below 2**32,
+    # never reaches 2**64 (17 digits).
+    return _prefix + b"%016x" % next(_counter)

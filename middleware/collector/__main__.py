@@ -1,23 +1,41 @@
 """``python -m middleware.collector``: the collector, as a worker starts it (``--auto``, settings
-from the worker) or as ``inferwatch collector`` does (flags)."""
+from the worker), as its standby (``--standby``, see ``standby``) or as ``inferwatch collector``
+does (flags)."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import sys
+import time
 
-from .._settings import Settings
-from .election import SETTINGS_ENV
-from .process import run_collector
+_STARTED = time.monotonic()
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from .._settings import Settings  # noqa: E402
+from .election import SETTINGS_ENV, claim_store  # noqa: E402
+from .paths import CollectorPaths  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["--auto"]:
+    if argv in (["--auto"], ["--standby"]):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        values = json.loads(os.environ.pop(SETTINGS_ENV, "{}"))
-        return run_collector(Settings.load(values), auto=True)
+        settings = Settings.load(json.loads(os.environ.pop(SETTINGS_ENV, "{}")))
+        if argv == ["--standby"]:
+            from .standby import stand_by
+
+            return stand_by(settings, _STARTED)
+        # Lock and sockets first: workers reconnect while the engine's modules are imported.
+        claim = claim_store(CollectorPaths.for_db(settings.db))
+        if claim is None:
+            logging.getLogger("inferwatch").warning(
+                "inferwatch: a collector already runs for %s", settings.db
+            )
+            return 0
+        from .process import run_collector
+
+        return run_collector(settings, auto=True, claim=claim, started=_STARTED)
     from sidecar._cli import main as cli
 
     return cli(["collector", *argv])

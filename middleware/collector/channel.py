@@ -7,6 +7,12 @@ Unix socket without blocking. While the collector is away (not yet started, rest
 wait in a buffer of at most ``queue_size`` requests; beyond it they are dropped and counted, and
 the counts reach the collector with the next batch it gets. One system call per request was
 the costliest way of handing over in the measured probes, which is why requests are batched.
+
+A batch sent is kept until the collector says it is written (``WRITTEN``): if the collector dies
+first, the batches it had not written are sent again to the next one, so a crash loses nothing
+that fits in the worker's buffer. What did not fit (released unconfirmed) is counted as dropped
+when the collector is lost. The per-second counts of confirmed batches (the last health window)
+go to each new collector in the hello, so that its ``/health`` counts what came before it.
 """
 
 from __future__ import annotations
@@ -35,13 +41,38 @@ __all__ = ["CollectorChannel"]
 logger = logging.getLogger("inferwatch")
 
 _SEND_EVERY_S = 0.005
-_RECONNECT_EVERY_S = 0.02
+_RECONNECT_EVERY_S = 0.01
 _SPAWN_EVERY_S = 1.0
 _BUFFER_BYTES = 32 * 2**20  # frames kept while the collector is away or behind, at most
 _RECV_BYTES = 65_536
 _EFFICIENCY_FIELDS = 5  # (method, route, status, latency_s, ttfb_s); a capture has 17
 
 _channels: weakref.WeakSet[CollectorChannel] = weakref.WeakSet()
+
+
+class _Frame:
+    """One frame to send, and what it holds: requests, captures and their per-status counts."""
+
+    __slots__ = ("captures", "data", "kind", "requests", "second", "seq", "statuses", "totals")
+
+    def __init__(
+        self,
+        data: bytes | None,
+        kind: int,
+        requests: int = 0,
+        captures: int = 0,
+        seq: int = 0,
+        totals: tuple[int, int] = (0, 0),
+        statuses: dict[int, int] | None = None,
+    ) -> None:
+        self.data = data  # None once released from the buffer unconfirmed
+        self.kind = kind
+        self.requests = requests
+        self.captures = captures
+        self.seq = seq
+        self.totals = totals  # the worker's (dropped_requests, dropped_captures) when taken
+        self.statuses = statuses
+        self.second = int(time.time())
 
 
 class CollectorChannel:
@@ -72,8 +103,18 @@ class CollectorChannel:
         self._acked = threading.Event()
         self._sock: socket.socket | None = None
         self._reader = wire.FrameReader()
-        # (frame, requests, captures, kind); the first may be partly sent (``_sent`` bytes of it).
-        self._frames: deque[tuple[bytes, int, int, int]] = deque()
+        # To send, in order; the first may be partly sent (``_sent`` bytes of it).
+        self._frames: deque[_Frame] = deque()
+        # Sent batches the collector has not yet confirmed written, oldest first.
+        self._unconfirmed: deque[_Frame] = deque()
+        self._kept = 0  # bytes of unconfirmed batches still held for sending again
+        self._kept_requests = 0
+        self._seq = 0
+        self._resent_upto = 0  # the last batch sent again after the collector was lost
+        # What collectors confirmed: the drops they counted, and per second the requests by
+        # status (the health window's worth), handed to each new collector in the hello.
+        self._confirmed_drops: tuple[int, int] = (0, 0)
+        self._history: deque[tuple[int, dict[int, int]]] = deque()
         self._finish_by = 0.0
         self._buffered = 0
         self._buffered_requests = 0
@@ -146,7 +187,7 @@ class CollectorChannel:
                 stopping = self._stopping.is_set()
                 self._take()
                 if stopping and self._bye_token is not None:
-                    self._queue_frame(wire.encode((wire.BYE, self._bye_token)), 0, 0, wire.BYE)
+                    self._queue_frame(_Frame(wire.encode((wire.BYE, self._bye_token)), wire.BYE))
                     self._bye_token = None
                     self._finish()
                     return
@@ -175,25 +216,34 @@ class CollectorChannel:
         if not records and counts == self._reported:
             return
         captures = 0
+        statuses: dict[int, int] = {}
         for record in records:
-            if len(record) != _EFFICIENCY_FIELDS:
+            if len(record) == _EFFICIENCY_FIELDS:
+                status = record[2]
+            else:
                 captures += 1
+                status = record[5]
+            statuses[status] = statuses.get(status, 0) + 1
         self.requests += count
         self.captures += captures
         self._reported = counts
         totals = (self.requests, self.captures, self.dropped_requests, self.dropped_captures)
-        frame = wire.encode((wire.BATCH, records, totals, self.in_flight))
-        self._queue_frame(frame, count, captures, wire.BATCH)
+        self._seq += 1
+        data = wire.encode((wire.BATCH, records, totals, self.in_flight, self._seq))
+        drops = (self.dropped_requests, self.dropped_captures)
+        self._queue_frame(_Frame(data, wire.BATCH, count, captures, self._seq, drops, statuses))
 
-    def _queue_frame(self, frame: bytes, requests: int, captures: int, kind: int) -> None:
+    def _queue_frame(self, frame: _Frame) -> None:
+        assert frame.data is not None
+        size, requests = len(frame.data), frame.requests
         if requests and (
-            self._buffered + len(frame) > _BUFFER_BYTES
+            self._buffered + size > _BUFFER_BYTES
             or self._buffered_requests + requests > self.settings.queue_size
         ):
-            self._drop(requests, captures)
+            self._drop(requests, frame.captures)
             return
-        self._frames.append((frame, requests, captures, kind))
-        self._buffered += len(frame)
+        self._frames.append(frame)
+        self._buffered += size
         self._buffered_requests += requests
 
     def _drop(self, requests: int, captures: int) -> None:
@@ -232,27 +282,69 @@ class CollectorChannel:
     def _write(self, sock: socket.socket) -> None:
         frames = self._frames
         while frames:
-            frame = frames[0][0]
+            frame = frames[0]
+            data = frame.data
+            assert data is not None
             try:
-                sent = sock.send(memoryview(frame)[self._sent :] if self._sent else frame)
+                sent = sock.send(memoryview(data)[self._sent :] if self._sent else data)
             except BlockingIOError:
                 return
             self._sent += sent
-            if self._sent < len(frame):
+            if self._sent < len(data):
                 return  # the socket is full: the rest waits for the next turn
-            _, requests, _, _ = frames.popleft()
-            self._buffered -= len(frame)
-            self._buffered_requests -= requests
+            frames.popleft()
+            self._buffered -= len(data)
+            self._buffered_requests -= frame.requests
             self._sent = 0
+            if frame.kind == wire.BATCH:
+                self._keep(frame)
+
+    def _keep(self, frame: _Frame) -> None:
+        """Hold a sent batch until it is confirmed; release the oldest beyond the bounds."""
+        assert frame.data is not None
+        self._unconfirmed.append(frame)
+        self._kept += len(frame.data)
+        self._kept_requests += frame.requests
+        for old in self._unconfirmed:
+            if self._kept <= _BUFFER_BYTES and self._kept_requests <= self.settings.queue_size:
+                break
+            if old.data is not None:
+                # Still counted once the collector is lost before confirming it.
+                self._kept -= len(old.data)
+                self._kept_requests -= old.requests
+                old.data = None
+
+    def _confirmed(self, seq: int) -> None:
+        """The collector wrote every batch up to ``seq``: forget them, remember their counts."""
+        unconfirmed = self._unconfirmed
+        while unconfirmed and unconfirmed[0].seq <= seq:
+            frame = unconfirmed.popleft()
+            if frame.data is not None:
+                self._kept -= len(frame.data)
+                self._kept_requests -= frame.requests
+            self._confirmed_drops = frame.totals
+            if frame.statuses:
+                history = self._history
+                if history and history[-1][0] == frame.second:
+                    merged = history[-1][1]
+                    for status, count in frame.statuses.items():
+                        merged[status] = merged.get(status, 0) + count
+                else:
+                    history.append((frame.second, dict(frame.statuses)))
+        horizon = time.time() - self.settings.health_window
+        while self._history and self._history[0][0] < horizon:
+            self._history.popleft()
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == wire.FLUSH:
             # A read-your-writes barrier: everything appended before now goes before the marker.
             self._take()
-            self._queue_frame(wire.encode((wire.MARKER, message[1])), 0, 0, wire.MARKER)
+            self._queue_frame(_Frame(wire.encode((wire.MARKER, message[1])), wire.MARKER))
             if self._sock is not None:
                 self._write(self._sock)
+        elif kind == wire.WRITTEN:
+            self._confirmed(message[1])
         elif kind == wire.ACK:
             self._acked.set()
 
@@ -278,8 +370,13 @@ class CollectorChannel:
         self._sock = sock
         self._reader = wire.FrameReader()
         # The hello goes first, before frames kept while the collector was away.
-        hello = wire.encode((wire.HELLO, self._pid, self._nonce))
-        self._frames.appendleft((hello, 0, 0, wire.HELLO))
+        history = [(second, statuses) for second, statuses in self._history]
+        hello = (wire.HELLO, self._pid, self._nonce, self._confirmed_drops, history)
+        if self._resent_upto:
+            resent = _Frame(wire.encode((wire.RESENT, self._resent_upto)), wire.RESENT)
+            self._frames.appendleft(resent)
+            self._resent_upto = 0
+        self._frames.appendleft(_Frame(wire.encode(hello), wire.HELLO))
         self._reported = (-1, -1, -1)
         self.connected = True
         self.problem = None
@@ -288,18 +385,26 @@ class CollectorChannel:
             self._warned = False
 
     def _lost(self, exc: BaseException) -> None:
-        """The collector went away: a frame it got part of is lost, and counted."""
+        """The collector went away: what it had not confirmed is sent again to the next one."""
         if not self._warned:
             logger.warning("inferwatch: lost the collector (%s); reconnecting", exc)
             self._warned = True
-        if self._sent and self._frames:
-            _, requests, captures, _ = self._frames.popleft()
-            self._drop(requests, captures)
-        self._sent = 0
+        self._sent = 0  # a frame it got part of is sent again whole
+        again = []
+        for frame in self._unconfirmed:
+            if frame.data is None:
+                self._drop(frame.requests, frame.captures)  # released unconfirmed: maybe lost
+            else:
+                again.append(frame)
+        if again:
+            self._resent_upto = again[-1].seq
+        self._unconfirmed.clear()
+        self._kept = self._kept_requests = 0
         # Hellos, markers and empty batches were for the old connection; the goodbye is resent.
-        self._frames = deque(item for item in self._frames if item[1] or item[3] == wire.BYE)
-        self._buffered = sum(len(item[0]) for item in self._frames)
-        self._buffered_requests = sum(item[1] for item in self._frames)
+        kept = (f for f in self._frames if f.requests or f.kind == wire.BYE)
+        self._frames = deque([*again, *kept])
+        self._buffered = sum(len(f.data or b"") for f in self._frames)
+        self._buffered_requests = sum(f.requests for f in self._frames)
         self._close()
         self._next_connect = 0.0
 

@@ -8,11 +8,13 @@ until the collector holds its lock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,14 @@ from .._errors import MonitorError
 from .._settings import Settings
 from .paths import CollectorPaths
 
-__all__ = ["SETTINGS_ENV", "collector_running", "hold_lock", "spawn_collector"]
+__all__ = [
+    "SETTINGS_ENV",
+    "Claim",
+    "claim_store",
+    "collector_running",
+    "hold_lock",
+    "spawn_collector",
+]
 
 logger = logging.getLogger("inferwatch")
 
@@ -42,6 +51,62 @@ def hold_lock(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """What a collector holds from its first moments: the store's lock and both sockets."""
+
+    lock: int
+    api: socket.socket
+    ingest: socket.socket
+    at: float = dataclasses.field(default_factory=time.monotonic)  # when it was taken
+
+    def release(self) -> None:
+        """Close the sockets (their files stay until removed) and let go of the lock."""
+        self.api.close()
+        self.ingest.close()
+        os.close(self.lock)
+
+
+def claim_store(paths: CollectorPaths, lock: int | None = None) -> Claim | None:
+    """Take the collector lock and listen on both sockets; None when a collector runs already.
+
+    Done before the engine is even imported, so that a worker that lost its collector connects
+    again at once: the kernel queues its connection and frames while the engine starts. The API
+    socket listens before the ingest socket, so a connected worker never forwards into a gap.
+    ``lock``: the collector lock, when the caller holds it already (a standby taking over).
+    """
+    if lock is None:
+        lock = hold_lock(paths.lock)
+    if lock is None:
+        return None
+    try:
+        api = _unix_listener(paths.api)
+        try:
+            ingest = _unix_listener(paths.ingest)
+        except BaseException:
+            api.close()
+            raise
+    except BaseException:
+        os.close(lock)
+        raise
+    return Claim(lock, api, ingest)
+
+
+def _unix_listener(path: str) -> socket.socket:
+    """A socket listening on ``path``, replacing a stale file (the caller holds the lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o660)  # the app's containers share a group (fsGroup), not a user
+        sock.listen(512)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def collector_running(paths: CollectorPaths) -> bool:
@@ -64,8 +129,8 @@ def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
     if spawn is None:
         return False  # another worker is starting it
     try:
-        if collector_running(paths):
-            return False
+        if collector_running(paths) or _standby_waiting(paths):
+            return False  # a standby takes the lock the moment it is free
         process = _start(settings, paths)
         # Reap it when it exits while this worker lives, so that it leaves no zombie.
         threading.Thread(
@@ -94,7 +159,17 @@ def _last_line(log: str) -> str:
     return lines[-1].strip() if lines else f"no reason in {log}"
 
 
-def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]:
+def _standby_waiting(paths: CollectorPaths) -> bool:
+    fd = hold_lock(paths.standby_lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _start(
+    settings: Settings, paths: CollectorPaths, mode: str = "--auto"
+) -> subprocess.Popen[bytes]:
     values = {
         spec.name: list(value) if isinstance(value, tuple) else value
         for spec in dataclasses.fields(settings)
@@ -109,9 +184,10 @@ def _start(settings: Settings, paths: CollectorPaths) -> subprocess.Popen[bytes]
         "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
     }
     with open(paths.log, "ab") as log:
-        logger.info("inferwatch: starting the collector for %s", paths.db)
+        if mode == "--auto":
+            logger.info("inferwatch: starting the collector for %s", paths.db)
         return subprocess.Popen(
-            [sys.executable, "-m", __package__, "--auto"],
+            [sys.executable, "-m", __package__, mode],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from . import wire
@@ -25,10 +26,11 @@ __all__ = ["IngestServer"]
 logger = logging.getLogger("inferwatch")
 
 _RECV_BYTES = 1 << 20
+_CONFIRM_EVERY_S = 0.02
 
 
 class _Connection:
-    __slots__ = ("markers", "reader", "send_lock", "sock", "state")
+    __slots__ = ("markers", "reader", "resent_upto", "send_lock", "sock", "state", "unwritten")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -36,6 +38,9 @@ class _Connection:
         self.state: WorkerState | None = None
         self.send_lock = threading.Lock()
         self.markers: set[int] = set()
+        # (seq, captures taken in by the engine once that batch was): confirmed when written.
+        self.unwritten: deque[tuple[int, int]] = deque()
+        self.resent_upto = 0  # batches up to this one may have been written by a collector before
 
     def send(self, message: tuple[Any, ...]) -> None:
         frame = wire.encode(message)
@@ -46,31 +51,25 @@ class _Connection:
 
 
 class IngestServer:
-    """Listens on ``path`` and feeds ``engine`` with what the workers send."""
+    """Accepts on ``listener`` (a listening Unix socket) and feeds ``engine`` with what the
+    workers send."""
 
-    def __init__(self, engine: PodEngine, path: str) -> None:
+    def __init__(self, engine: PodEngine, listener: socket.socket) -> None:
         self.engine = engine
-        self.path = path
+        self.path: str = listener.getsockname()
         self._selector = selectors.DefaultSelector()
         self._connections: dict[int, _Connection] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._token = 0
-        self._listener: socket.socket | None = None
+        self._listener = listener
         self._thread = threading.Thread(target=self._run, name="inferwatch-ingest", daemon=True)
         self._wake_r, self._wake_w = socket.socketpair()
 
     def start(self) -> None:
-        """Bind the socket (replacing a stale one: the caller holds the collector lock)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
-        os.chmod(self.path, 0o660)  # the app's containers share a group (fsGroup), not a user
-        listener.listen(512)
-        listener.setblocking(False)
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, None)
+        """Start taking connections: those the kernel queued meanwhile come first."""
+        self._listener.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread.start()
@@ -122,7 +121,7 @@ class IngestServer:
     def _run(self) -> None:
         try:
             while True:
-                events = self._selector.select(0.5)
+                events = self._selector.select(_CONFIRM_EVERY_S)
                 for key, _ in events:
                     if key.data is None:
                         self._accept()
@@ -131,6 +130,7 @@ class IngestServer:
                             self._wake_r.recv(64)
                     else:
                         self._read(key.data)
+                self._confirm()
                 if self._stopping.is_set():
                     self._drain()
                     return
@@ -138,7 +138,6 @@ class IngestServer:
             logger.exception("inferwatch: the ingest thread failed")
 
     def _accept(self) -> None:
-        assert self._listener is not None
         while True:
             try:
                 sock, _ = self._listener.accept()
@@ -170,9 +169,15 @@ class IngestServer:
         kind = message[0]
         if kind == wire.BATCH:
             if connection.state is not None:
-                self.engine.ingest(connection.state, message[1], message[2], message[3])
+                records = message[1]
+                if message[4] <= connection.resent_upto:
+                    records = self.engine.not_yet_stored(records)
+                self.engine.ingest(connection.state, records, message[2], message[3])
+                connection.unwritten.append((message[4], self.engine.counters.sampled))
         elif kind == wire.HELLO:
-            connection.state = self.engine.worker_joined(message[1], message[2])
+            connection.state = self.engine.worker_joined(*message[1:5])
+        elif kind == wire.RESENT:
+            connection.resent_upto = message[1]
         elif kind == wire.MARKER:
             with self._changed:
                 connection.markers.add(message[1])
@@ -181,6 +186,21 @@ class IngestServer:
             threading.Thread(
                 target=self._goodbye, args=(connection, message[1]), daemon=True
             ).start()
+
+    def _confirm(self) -> None:
+        """Tell each worker which of its batches are written, so that it stops keeping them."""
+        counters = self.engine.counters
+        done = counters.stored + counters.dropped + counters.write_errors
+        for connection in list(self._connections.values()):
+            unwritten = connection.unwritten
+            seq = None
+            while unwritten and unwritten[0][1] <= done:
+                seq = unwritten.popleft()[0]
+            if seq is not None:
+                try:
+                    connection.send((wire.WRITTEN, seq))
+                except OSError:
+                    continue  # gone: its reader closes it
 
     def _goodbye(self, connection: _Connection, token: int) -> None:
         self.engine.write_through(10.0)
@@ -214,6 +234,5 @@ class IngestServer:
                     for message in connection.reader.feed(data):
                         self._handle(connection, message)
             self._close(connection)
-        if self._listener is not None:
-            self._selector.unregister(self._listener)
-            self._listener.close()
+        self._selector.unregister(self._listener)
+        self._listener.close()

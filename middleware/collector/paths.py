@@ -27,6 +27,7 @@ class CollectorPaths:
     api: str
     lock: str
     spawn_lock: str
+    standby_lock: str
     log: str
 
     @classmethod
@@ -44,5 +45,6 @@ class CollectorPaths:
             api=api,
             lock=real + ".collector.lock",
             spawn_lock=real + ".spawn.lock",
+            standby_lock=real + ".standby.lock",
             log=real + ".collector.log",
         )

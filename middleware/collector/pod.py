@@ -7,19 +7,25 @@ memory, sampled by pid beside the collector's own.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .._engine import Engine
+from .._errors import MonitorError
 from .._settings import Settings
 
 __all__ = ["PodEngine", "WorkerState"]
+
+logger = logging.getLogger("inferwatch")
 
 _GONE_KEPT = 256  # workers that left, kept for their drop counts (gunicorn recycles many)
 
@@ -52,14 +58,27 @@ class PodEngine(Engine):
         self._workers_lock = threading.Lock()
         self.dropped_requests = 0  # requests whose figures workers could not hand over
         self.last_worker_seen = time.monotonic()
+        # Requests earlier collectors counted, by worker-confirmed second: (monotonic time,
+        # {status: count}), oldest first; /health adds those within its window.
+        self.carried: deque[tuple[float, dict[int, int]]] = deque()
 
     # Called by the ingest thread.
 
-    def worker_joined(self, pid: int, nonce: int) -> WorkerState:
+    def worker_joined(
+        self,
+        pid: int,
+        nonce: int,
+        confirmed_drops: tuple[int, int] = (0, 0),
+        history: list[tuple[int, dict[int, int]]] | None = None,
+    ) -> WorkerState:
+        """A worker connected; new to this collector, it brings what earlier ones confirmed:
+        their drop counts (not counted again) and its requests per second (counted here)."""
         with self._workers_lock:
             state = self.workers.get((pid, nonce))
             if state is None:
                 state = self.workers[(pid, nonce)] = WorkerState(pid, nonce)
+                state.dropped_requests, state.dropped_captures = confirmed_drops
+                self._carry(history or [])
                 try:
                     state.process = psutil.Process(pid)
                     state.process.cpu_percent(None)  # start the interval the next tick reads
@@ -68,6 +87,12 @@ class PodEngine(Engine):
             state.connected = True
             self._forget_old()
         return state
+
+    def _carry(self, history: list[tuple[int, dict[int, int]]]) -> None:
+        offset = time.monotonic() - time.time()
+        carried = sorted([*self.carried, *((second + offset, dict(s)) for second, s in history)],
+                         key=lambda item: item[0])  # fmt: skip
+        self.carried = deque(carried)
 
     def worker_left(self, state: WorkerState) -> None:
         with self._workers_lock:
@@ -102,6 +127,30 @@ class PodEngine(Engine):
         state.in_flight = in_flight
         state.last_seen = time.monotonic()
         self._sum_in_flight()
+
+    def not_yet_stored(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``records`` less the captures whose request id the store holds already.
+
+        For batches sent again after a collector died: it may have written some before it could
+        confirm them. A capture becomes its timing alone, so that the request is still counted.
+        """
+        ids = [record[1] for record in records if len(record) != 5]
+        store = self.writer.store
+        if not ids or store is None:
+            return records
+        try:
+            rows = store.query(
+                "SELECT request_id FROM requests WHERE request_id IN (SELECT unnest(?))", [ids]
+            )
+        except (MonitorError, duckdb.Error) as exc:
+            logger.warning("inferwatch: could not look for captures sent again: %s", exc)
+            return records
+        stored = {row[0] for row in rows}
+        if not stored:
+            return records
+        return [
+            (r[2], r[4], r[5], r[6], r[7]) if len(r) != 5 and r[1] in stored else r for r in records
+        ]
 
     def write_through(self, timeout: float) -> bool:
         """Wait until every capture taken in so far is written (or counted lost).
@@ -149,10 +198,42 @@ class PodEngine(Engine):
 
     def health(self, window_s: float | None = None) -> dict[str, Any]:
         report = super().health(window_s)
+        self._add_carried(report)
         resources = report.get("resources")
         if resources is not None:
             report["resources"] = {**resources, **self.pod_resources(resources)}
         return report
+
+    def _add_carried(self, report: dict[str, Any]) -> None:
+        """Count the requests earlier collectors confirmed within the window (latencies are this
+        collector's own: percentiles of different processes cannot be merged exactly)."""
+        window = report["window_s"]
+        now = time.monotonic()
+        with self._workers_lock:
+            while self.carried and self.carried[0][0] < now - self.settings.health_window - 1:
+                self.carried.popleft()
+            carried = [(t, statuses) for t, statuses in self.carried if t > now - window - 1]
+        requests = report["requests"]
+        if not carried:
+            report["requests"] = {**requests, "from_earlier_collectors": 0}
+            return
+        by_status = dict(requests["by_status"])
+        count, errors = requests["count"], requests["errors"]
+        for _, statuses in carried:
+            for status, number in statuses.items():
+                by_status[str(status)] = by_status.get(str(status), 0) + number
+                count += number
+                errors += number if status >= 500 else 0
+        span = min(window, now - carried[0][0] + 1)
+        report["requests"] = {
+            **requests,
+            "count": count,
+            "per_second": round(count / span, 3) if span > 0 else 0.0,
+            "errors": errors,
+            "error_rate": round(errors / count, 6) if count else 0.0,
+            "by_status": dict(sorted(by_status.items())),
+            "from_earlier_collectors": count - requests["count"],
+        }
 
     def pod_resources(self, resources: dict[str, Any]) -> dict[str, Any]:
         """Each connected worker's CPU and memory, the collector's own, and their totals."""

@@ -16,15 +16,17 @@ import os
 import signal
 import socket
 import time
+from typing import Any
 
 import uvicorn
 
 from .._settings import Settings
 from .api import collector_api
-from .election import hold_lock
+from .election import Claim, claim_store
 from .ingest import IngestServer
 from .paths import CollectorPaths
 from .pod import PodEngine
+from .standby import start_standby, stop_standby
 
 __all__ = ["run_collector"]
 
@@ -37,22 +39,32 @@ def run_collector(
     admin_host: str = "0.0.0.0",
     admin_port: int | None = None,
     auto: bool = False,
+    claim: Claim | None = None,
+    started: float | None = None,
 ) -> int:
-    """Run the collector of ``settings.db`` until it is told to stop; the exit status."""
+    """Run the collector of ``settings.db`` until it is told to stop; the exit status.
+
+    ``claim``: the lock and sockets already taken (see :func:`claim_store`), else taken here;
+    ``started``: when the process started (``time.monotonic()``), for the log's start times.
+    """
+    started = time.monotonic() if started is None else started
     paths = CollectorPaths.for_db(settings.db)
-    lock = hold_lock(paths.lock)
-    if lock is None:
+    if claim is None:
+        claim = claim_store(paths)
+    if claim is None:
         logger.warning("inferwatch: a collector already runs for %s", paths.db)
         return 0 if auto else 1
+    listening = claim.at
     try:
         engine = PodEngine(settings)
         engine.start()
-        # The API listens before workers can connect: a connected worker forwards to it at once.
-        api_socket = _unix_listener(paths.api)
-        ingest = IngestServer(engine, paths.ingest)
+        ingest = IngestServer(engine, claim.ingest)
         ingest.start()
         try:
-            asyncio.run(_serve(engine, ingest, api_socket, admin_host, admin_port, auto, paths))
+            asyncio.run(
+                _serve(engine, ingest, claim.api, admin_host, admin_port, auto, paths, started,
+                       listening)
+            )  # fmt: skip
         finally:
             ingest.stop()
             engine.stop()
@@ -61,7 +73,9 @@ def run_collector(
         logger.info("inferwatch: the collector for %s has stopped", paths.db)
         return 0
     finally:
-        os.close(lock)
+        if auto:
+            stop_standby()  # before the lock it waits on is let go
+        claim.release()
 
 
 async def _serve(
@@ -72,6 +86,8 @@ async def _serve(
     admin_port: int | None,
     auto: bool,
     paths: CollectorPaths,
+    started: float,
+    listening: float,
 ) -> None:
     quiet = {"lifespan": "off", "log_level": "warning", "access_log": False}
     api_server = uvicorn.Server(
@@ -94,7 +110,15 @@ async def _serve(
     # this process before the engine has written what it holds.
     tasks = [asyncio.create_task(server._serve(sockets)) for server, sockets in servers]
     linger = engine.settings.collector_linger
-    logger.info("inferwatch: the collector for %s is ready (pid %d)", paths.db, os.getpid())
+    await _until_serving(servers)
+    now = time.monotonic()
+    logger.info(
+        "inferwatch: the collector for %s is ready (pid %d): listening %.3f s and serving "
+        "%.3f s after its start",
+        paths.db, os.getpid(), listening - started, now - started,
+    )  # fmt: skip
+    if auto:
+        start_standby(engine.settings, paths)
     while not stop.is_set() and not any(task.done() for task in tasks):
         idle = time.monotonic() - engine.last_worker_seen
         if auto and ingest.connected() == 0 and idle > linger:
@@ -107,11 +131,8 @@ async def _serve(
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _unix_listener(path: str) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    os.chmod(path, 0o660)
-    sock.listen(512)
-    return sock
+async def _until_serving(servers: list[tuple[uvicorn.Server, Any]]) -> None:
+    """Wait (at most 5 s) until every server has started, so that "ready" in the log is true."""
+    deadline = time.monotonic() + 5.0
+    while not all(server.started for server, _ in servers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)

@@ -19,18 +19,28 @@ __all__ = [
     "FLUSH",
     "HELLO",
     "MARKER",
+    "RESENT",
+    "WRITTEN",
     "FrameReader",
     "encode",
 ]
 
 # Worker to collector.
-HELLO = 0  # (HELLO, pid, nonce)
-BATCH = 1  # (BATCH, records, (requests, captures, dropped_requests, dropped_captures), in_flight)
+# (HELLO, pid, nonce, (dropped_requests, dropped_captures), history): the drops that earlier
+# collectors confirmed, and per second (wall-clock second, requests, {status: count}) what they
+# confirmed in the last health window, which a new collector counts as its own.
+HELLO = 0
+# (BATCH, records, (requests, captures, dropped_requests, dropped_captures), in_flight, seq)
+BATCH = 1
 MARKER = 2  # (MARKER, token): every record sent before it is in
 BYE = 3  # (BYE, token): the worker is leaving; answer ACK once its captures are written
+# (RESENT, seq): batches up to seq were sent to a collector that died before confirming them;
+# their captures may be in the store already, and are written only where they are not.
+RESENT = 4
 # Collector to worker.
 FLUSH = 10  # (FLUSH, token): send what you hold, then MARKER token
 ACK = 11  # (ACK, token)
+WRITTEN = 12  # (WRITTEN, seq): every batch up to seq is written (or counted lost) in the store
 
 _LENGTH = struct.Struct("<I")
 _MAX_FRAME = 256 * 2**20

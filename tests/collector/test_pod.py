@@ -21,7 +21,9 @@ import psutil
 import pytest
 
 from middleware._baseline import build_baseline
-from tests.collector.servers import LOCK_ERROR, load, serve, stop
+from middleware.collector.election import hold_lock
+from middleware.collector.paths import CollectorPaths
+from tests.collector.servers import LOCK_ERROR, Server, load, serve, stop
 from tests.conftest import ROOT, free_port, wait_collector_gone, wait_until
 
 REQUESTS = 10_000
@@ -153,6 +155,7 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
     killed: dict[str, float] = {}
     with serve("uvicorn", tmp_path) as server:
         first = server.monitor("/health").json()["resources"]["collector"]["pid"]
+        standby = _standby(server, first)
 
         def kill_at(number: int) -> None:
             if number == 2_000:
@@ -163,7 +166,9 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
 
         def watch() -> None:
             wait_until(lambda: "at" in killed, 120)
-            while server.monitor("/readyz").status_code != 200:
+            # Served by the new collector: /readyz through a worker is 200, and /health (which
+            # reads through every worker's barrier) names a collector that is not the old one.
+            while not _serves_without(server, first):
                 time.sleep(0.02)
             killed["ready"] = time.monotonic()
 
@@ -176,9 +181,12 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
         print(f"a new collector served {killed['ready'] - killed['at']:.2f} s after kill -9")
         health = server.monitor("/health").json()
         second = health["resources"]["collector"]["pid"]
-        assert second != first
+        assert second == standby  # the standby took over
         capture = health["capture"]
+        assert _standby(server, second) not in (first, second)  # and has one of its own
         stop(server)
+    # A collector that stops on purpose stops its standby: nothing waits on the store.
+    assert not _standby_waiting(CollectorPaths.for_db(server.db))
     with duckdb.connect(server.db, read_only=True) as con:
         stored = con.execute("SELECT count(*) FROM requests").fetchone()[0]
     assert killed["stored"] >= 1_000
@@ -186,6 +194,64 @@ def test_kill_9_of_the_collector_never_touches_traffic(tmp_path: Path) -> None:
     # The new collector reports what the workers could not hand over while it was away.
     assert capture["dropped"] == capture["sampled"] - capture["stored"] - capture["queue_depth"]
     assert LOCK_ERROR not in server.logs()
+
+
+def test_counts_and_captures_outlive_kill_9_of_the_collector(tmp_path: Path) -> None:
+    """Killed mid-traffic, with one batch written and confirmed and the next not yet written:
+    the next collector counts both and the requests after, and the store holds every capture
+    once."""
+    env = {"INFERWATCH_SAMPLE_RATE": "1.0", "INFERWATCH_FLUSH_INTERVAL": "2s"}
+    with serve("uvicorn", tmp_path, env=env) as server:
+        first = server.monitor("/health").json()["resources"]["collector"]["pid"]
+        written = load(server.url, 1_000)
+        # Written through the barrier; each worker hears so within milliseconds, well before
+        # the next batch ends.
+        assert server.monitor("/health").json()["capture"]["stored"] == 1_000
+        unwritten = load(server.url, 1_000)  # within the flush interval: mostly not written
+        os.kill(first, signal.SIGKILL)
+        after = load(server.url, 1_000)
+        assert written.failed == unwritten.failed == after.failed == []
+        wait_until(lambda: _serves_without(server, first))
+        health = server.monitor("/health").json()
+        requests, capture = health["requests"], health["capture"]
+        # Nothing counted twice, nothing lost uncounted; what was dropped is reported.
+        assert requests["count"] + capture["requests_dropped"] == 3_000
+        assert requests["by_status"] == {"200": requests["count"]}
+        # The confirmed batch is counted from what the workers remembered of it.
+        assert requests["from_earlier_collectors"] >= 1_000
+        dropped = capture["dropped"]
+    wait_collector_gone(server.db)
+    with duckdb.connect(server.db, read_only=True) as con:
+        ids = [row[0] for row in con.execute("SELECT request_id FROM requests").fetchall()]
+    assert len(ids) == len(set(ids))  # batches sent again were not written twice
+    sent = {*written.ok, *unwritten.ok, *after.ok}
+    assert set(ids) <= sent
+    assert len(sent - set(ids)) == dropped
+    assert LOCK_ERROR not in server.logs()
+
+
+def _standby_waiting(paths: CollectorPaths) -> bool:
+    fd = hold_lock(paths.standby_lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _standby(server: Server, collector: int) -> int:
+    """The pid of the collector's standby, once it waits on the store's lock."""
+    paths = CollectorPaths.for_db(server.db)
+    wait_until(lambda: _standby_waiting(paths), 60)
+    children = psutil.Process(collector).children()
+    assert len(children) == 1 and children[0].cmdline()[-1] == "--standby"
+    return children[0].pid
+
+
+def _serves_without(server: Server, old_pid: int) -> bool:
+    if server.monitor("/readyz").status_code != 200:
+        return False
+    health = server.monitor("/health")
+    return health.status_code == 200 and health.json()["resources"]["collector"]["pid"] != old_pid
 
 
 def test_a_collector_started_by_hand_is_used_not_duplicated(tmp_path: Path) -> None:
