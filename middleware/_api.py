@@ -9,6 +9,7 @@ written: a client that has its response sees its request in them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ from ._openapi import openapi_endpoint
 from ._settings import parse_duration
 
 __all__ = ["JSONResponse", "build_api"]
+
+logger = logging.getLogger("inferwatch")
 
 
 class JSONResponse(Response):
@@ -85,7 +88,10 @@ def build_api(engine: Engine) -> Starlette:
 
     async def settled() -> None:
         """Wait (off the event loop, at most ``_SETTLE_S``) until what was captured is stored."""
-        await run_in_threadpool(engine.flush, _SETTLE_S)
+        try:
+            await run_in_threadpool(engine.flush, _SETTLE_S)
+        except Exception as exc:  # a report of what is stored beats a 500
+            logger.warning("inferwatch: answering without waiting for the writer: %s", exc)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
