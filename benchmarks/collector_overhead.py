@@ -60,7 +60,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -68,9 +67,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     COLLECTOR_LINGER_S,
-    COUNTRIES,
+    PredictRequest,
+    PredictResponse,
     WrkResult,
     asgi_request,
+    churn_probability,
     collector_done,
     count_db,
     find_collector,
@@ -110,49 +111,6 @@ MULTI_TARGET = 0.95
 
 
 # --------------------------------------------------------------------------- the apps
-
-
-class Record(BaseModel):
-    age: int
-    income: float
-    tenure_months: int
-    balance: float
-    num_products: int
-    credit_score: int
-    utilization: float
-    is_active: bool
-    country: str
-    channel: str
-
-
-class PredictRequest(BaseModel):
-    instances: list[Record] = Field(min_length=1, max_length=1_000)
-
-
-class PredictResponse(BaseModel):
-    predictions: list[float]
-
-
-_COUNTRY_BIAS = {c: (i - 4) * 0.05 for i, c in enumerate(COUNTRIES)}
-_CHANNEL_BIAS = {"web": 0.0, "mobile": 0.1, "branch": -0.2, "partner": 0.15}
-
-
-def churn_probability(r: dict[str, Any]) -> float:
-    """A small logistic model over the 10 features of one record."""
-    z = (
-        -1.2
-        + 0.015 * (r["age"] - 45)
-        - 0.25 * math.log1p(max(r["income"], 0.0) / 10_000)
-        - 0.004 * r["tenure_months"]
-        + 0.00001 * r["balance"]
-        - 0.3 * (r["num_products"] - 2)
-        - 0.003 * (r["credit_score"] - 650)
-        + 1.1 * r["utilization"]
-        - 0.6 * r["is_active"]
-        + _COUNTRY_BIAS.get(r["country"], 0.0)
-        + _CHANNEL_BIAS.get(r["channel"], 0.0)
-    )
-    return round(1.0 / (1.0 + math.exp(-z)), 6)
 
 
 def create_app(kind: str | None = None, variant: str | None = None, db: str | None = None) -> Any:

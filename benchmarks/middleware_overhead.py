@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -42,15 +41,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     COLLECTOR_ENV,
-    COUNTRIES,
+    PredictRequest,
+    PredictResponse,
     WrkResult,
     asgi_request,
+    churn_probability,
     collector_done,
     core_times,
     count_db,
@@ -88,27 +87,6 @@ BODIES = 64  # distinct request bodies wrk cycles through
 # --------------------------------------------------------------------------- the model app
 
 
-class Record(BaseModel):
-    age: int
-    income: float
-    tenure_months: int
-    balance: float
-    num_products: int
-    credit_score: int
-    utilization: float
-    is_active: bool
-    country: str
-    channel: str
-
-
-class PredictRequest(BaseModel):
-    instances: list[Record] = Field(min_length=1, max_length=1_000)
-
-
-class PredictResponse(BaseModel):
-    predictions: list[float]
-
-
 def create_app() -> Any:
     """The benchmark's model app in the variant BENCH_VARIANT names (uvicorn ``--factory``)."""
     from fastapi import FastAPI
@@ -116,30 +94,13 @@ def create_app() -> Any:
     variant = os.environ.get("BENCH_VARIANT", "bare")
     if variant not in VARIANTS + OPTIONAL_VARIANTS:
         raise SystemExit(f"unknown BENCH_VARIANT {variant!r}; choose one of {VARIANTS}")
-    country_bias = {c: (i - 4) * 0.05 for i, c in enumerate(COUNTRIES)}
-    channel_bias = {"web": 0.0, "mobile": 0.1, "branch": -0.2, "partner": 0.15}
-
-    def churn_probability(r: Record) -> float:
-        z = (
-            -1.2
-            + 0.015 * (r.age - 45)
-            - 0.25 * math.log1p(max(r.income, 0.0) / 10_000)
-            - 0.004 * r.tenure_months
-            + 0.00001 * r.balance
-            - 0.3 * (r.num_products - 2)
-            - 0.003 * (r.credit_score - 650)
-            + 1.1 * r.utilization
-            - 0.6 * r.is_active
-            + country_bias.get(r.country, 0.0)
-            + channel_bias.get(r.channel, 0.0)
-        )
-        return round(1.0 / (1.0 + math.exp(-z)), 6)
-
     app = FastAPI(title="churn model")
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> PredictResponse:
-        return PredictResponse(predictions=[churn_probability(r) for r in request.instances])
+        return PredictResponse(
+            predictions=[churn_probability(r.__dict__) for r in request.instances]
+        )
 
     if variant in SAMPLE_RATES:
         from middleware import MonitorMiddleware
