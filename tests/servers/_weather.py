@@ -1,17 +1,28 @@
 """A small weather data set with named columns, and a scikit-learn classifier trained on it.
 
-Made here from a fixed seed, so that every run serves the same model the same rows.
+Drawn from the MLServer example's generator with a fixed seed, so that every run serves the same
+model the same rows.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
-FEATURES = ("precipitation", "temp_max", "temp_min", "wind")
+# The days come from the MLServer example's own generator, so the example and the tests serve one
+# data set.
+_spec = importlib.util.spec_from_file_location(
+    "mlserver_example_train",
+    Path(__file__).resolve().parents[2] / "examples" / "mlserver" / "train.py",
+)
+_example = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_example)  # type: ignore[union-attr]
+
+FEATURES = tuple(_example.FEATURES)
 LABEL = "weather"
 
 
@@ -21,22 +32,10 @@ def weather(n: int, seed: int, shift: dict[str, float] | None = None) -> tuple[n
     ``shift`` adds a constant to the named features after the labels are drawn, as a change of
     instrument or season would: the labels no longer follow from the served features.
     """
-    rng = np.random.default_rng(seed)
-    temp_max = rng.normal(16.0, 7.0, n)
-    temp_min = temp_max - rng.gamma(4.0, 2.0, n)
-    wind = rng.gamma(3.0, 1.1, n)
-    precipitation = np.where(rng.random(n) < 0.45, rng.gamma(1.5, 4.0, n), 0.0)
-    weather = np.where(
-        precipitation > 1.0,
-        np.where(temp_max < 4.0, "snow", "rain"),
-        np.where((wind < 2.0) & (rng.random(n) < 0.5), "fog", "sun"),
-    )
-    noisy = rng.random(n) < 0.08  # some days the station's record disagrees
-    weather = np.where(noisy, rng.choice(["rain", "sun", "fog", "snow"], n), weather)
-    x = np.column_stack([precipitation, temp_max, temp_min, wind]).round(2)
+    x, days_weather = _example.days(n, seed)
     for name, delta in (shift or {}).items():
         x[:, FEATURES.index(name)] += delta
-    return x, weather.tolist()
+    return x, days_weather.tolist()
 
 
 def train(seed: int = 1, n: int = 3_000) -> tuple[RandomForestClassifier, np.ndarray, list]:
