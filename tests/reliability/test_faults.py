@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -587,20 +588,34 @@ def test_wall_clock_steps_back_and_forward(model: ModelServer, tmp_path: Path) -
     env = {
         "LD_PRELOAD": libfaketime(),
         "FAKETIME_TIMESTAMP_FILE": str(clock),
-        "FAKETIME_NO_CACHE": "1",
+        # Re-read the offset once a second: libfaketime resets its buffer to "+0" before each
+        # re-read, without a lock, so re-reading on every call lets a racing thread see real time.
+        "FAKETIME_CACHE_DURATION": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
     db = tmp_path / "monitor.duckdb"
     log = tmp_path / "sidecar.log"
     flags = ("--retention", "30m", "--resource-interval", "0.2", "--check-interval", "0.2")
-    steps = [("+1d", "forward by 86400 s"), ("-1h", "back by 90000 s"), ("+0", "forward by 3600")]
+    steps = [("+1d", "forward", 86400), ("-1h", "back", 90000), ("+0", "forward", 3600)]
     sent: dict[str, list[str]] = {}
+
+    def logged_steps(direction: str) -> list[float]:
+        pattern = rf"wall clock stepped {direction} by (\d+) s"
+        return [float(s) for s in re.findall(pattern, log.read_text(errors="replace"))]
+
     with sidecar(model.url, db, log, *flags, env=env) as running:
         sent["start"] = post(running.url, 20, "start")
-        for offset, logged in steps:
+        for offset, direction, size in steps:
             checks = metric(running.admin, "inferwatch_drift_checks_total")
+            before = len(logged_steps(direction))
             clock.write_text(offset + "\n")
-            wait_until(lambda line=logged: line in log.read_text(errors="replace"), what=offset)
+            # Within a minute of the step: the offset is re-read once a second.
+            wait_until(
+                lambda d=direction, n=before, size=size: any(
+                    abs(step - size) < 60 for step in logged_steps(d)[n:]
+                ),
+                what=offset,
+            )
             sent[offset] = post(running.url, 20, f"clock{offset}")
             # Periodic jobs go on (their periods run on the monotonic clock).
             wait_until(
