@@ -46,17 +46,12 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    asgi_request,
-    lifespan,
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    make_prediction_bodies,
-    markdown_table,
-    median,
-    pin_to_core,
-)
+from _lib.asgi import asgi_request, lifespan
+from _lib.machine import machine_info, machine_markdown
+from _lib.pinning import pin_to_core
+from _lib.records import make_bodies, make_prediction_bodies
+from _lib.report import markdown_table
+from _lib.rounds import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

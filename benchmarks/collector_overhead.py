@@ -65,33 +65,16 @@ from starlette.responses import Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    COLLECTOR_LINGER_S,
-    PredictRequest,
-    PredictResponse,
-    WrkResult,
-    asgi_request,
-    churn_probability,
-    collector_done,
-    count_db,
-    find_collector,
-    free_port,
-    interleaved,
-    lifespan,
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    markdown_table,
-    median,
-    pin_threads,
-    process_cpu,
-    server_tree,
-    uvicorn_fast_flags,
-    wait_for_port,
-    write_lua,
-    wrk,
-    wrk_version,
-)
+from _lib.asgi import asgi_request, lifespan
+from _lib.load import WrkResult, write_lua, wrk
+from _lib.machine import machine_info, machine_markdown, wrk_version
+from _lib.pinning import pin_threads
+from _lib.procfs import process_cpu, process_tree
+from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
+from _lib.report import markdown_table
+from _lib.rounds import interleaved, median
+from _lib.servers import free_port, uvicorn_fast_flags, wait_for_port
+from _lib.store import COLLECTOR_LINGER_S, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -199,7 +182,7 @@ async def _alternate(
             while collector is None and time.monotonic() < deadline:
                 collector = find_collector(Path(db), {os.getpid()})
                 await asyncio.sleep(0.05)
-            for pid in server_tree(collector) if collector else []:
+            for pid in process_tree(collector) if collector else []:
                 pin_threads(pid, {side_core})
         if engine is not None:
             engine.flush(60)
@@ -333,7 +316,7 @@ def worker_pids(server: int, workers: int, skip: set[int]) -> list[int]:
 
 
 def tree_cpu(pid: int | None) -> float:
-    return 0.0 if pid is None else sum(process_cpu(p) for p in server_tree(pid))
+    return 0.0 if pid is None else sum(process_cpu(p) for p in process_tree(pid))
 
 
 def get_json(port: int, path: str) -> dict[str, Any]:
@@ -493,7 +476,7 @@ def run_one(
                 time.sleep(0.1)
         workers_now = worker_pids(proc.pid, workers, {collector} if collector else set())
         if collector is not None and workers == 1:
-            for pid in server_tree(collector):
+            for pid in process_tree(collector):
                 pin_threads(pid, {args.side_core})
         collector_cores = _cores(collector)
         before = get_json(port, "/monitor/health")["capture"] if monitored else {}

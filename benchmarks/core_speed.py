@@ -22,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, machine_markdown, markdown_table, median
+from _lib.machine import machine_info, machine_markdown
+from _lib.report import markdown_table
+from _lib.rounds import median
 
 _LOOP = 1_000_000  # additions per pass: about 50 ms on the machine this was written on
 

@@ -355,7 +355,7 @@ def run_checks(args: argparse.Namespace, paths: dict[str, str], baseline: str) -
 
 def _breakdown(checks: dict[tuple[str, str], dict]) -> str:
     """Median wall and CPU seconds per check of each kind of query, per code and setting."""
-    from benchmarks._common import markdown_table
+    from benchmarks._lib.report import markdown_table
 
     kinds = sorted({k for ours in checks.values() for q in ours["queries"] for k in q})
     rows = []
@@ -394,7 +394,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks._common import machine_info, machine_markdown, markdown_table
+    from benchmarks._lib.machine import machine_info, machine_markdown
+    from benchmarks._lib.report import markdown_table
 
     with tempfile.TemporaryDirectory(prefix="inferwatch-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)

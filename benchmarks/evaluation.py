@@ -42,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine_info, machine_markdown, markdown_table
+from _lib.machine import machine_info, machine_markdown
+from _lib.report import markdown_table
 
 from middleware._evaluation import evaluate
 from middleware._label_files import import_label_file

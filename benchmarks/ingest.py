@@ -46,15 +46,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    make_prediction_bodies,
-    markdown_table,
-    median,
-    pin_to_core,
-)
+from _lib.machine import machine_info, machine_markdown
+from _lib.pinning import pin_to_core
+from _lib.records import make_bodies, make_prediction_bodies
+from _lib.report import markdown_table
+from _lib.rounds import median
 
 import middleware._columns as columns_module
 import middleware._store as store_module

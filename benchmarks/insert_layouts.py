@@ -32,7 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import make_bodies, make_prediction_bodies, markdown_table, pin_to_core
+from _lib.pinning import pin_to_core
+from _lib.records import make_bodies, make_prediction_bodies
+from _lib.report import markdown_table
 
 from middleware._capture import CaptureCounters
 from middleware._columns import Columnizer

@@ -43,32 +43,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    COLLECTOR_ENV,
-    PredictRequest,
-    PredictResponse,
-    WrkResult,
-    asgi_request,
-    churn_probability,
-    collector_done,
-    core_times,
-    count_db,
-    find_collector,
-    free_port,
-    interleaved,
-    lifespan,
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    markdown_table,
-    median,
-    rss_mib,
-    thread_cpu,
-    uvicorn_fast_flags,
-    wait_for_port,
-    write_lua,
-    wrk,
-)
+from _lib.asgi import asgi_request, lifespan
+from _lib.load import WrkResult, write_lua, wrk
+from _lib.machine import machine_info, machine_markdown
+from _lib.procfs import core_times, rss_mib, thread_cpu
+from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
+from _lib.report import markdown_table
+from _lib.rounds import interleaved, median
+from _lib.servers import free_port, uvicorn_fast_flags, wait_for_port
+from _lib.store import COLLECTOR_ENV, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -678,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _wrk_version() -> str:
-    from _common import wrk_version
+    from _lib.machine import wrk_version
 
     return wrk_version() or "not installed"
 

@@ -71,22 +71,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    collector_done,
-    count_db,
-    find_collector,
-    free_port,
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    markdown_table,
-    median,
-    pin_threads,
-    process_cpu,
-    server_tree,
-    write_lua,
-)
-from _common import wrk as run_wrk
+from _lib.load import write_lua
+from _lib.load import wrk as run_wrk
+from _lib.machine import machine_info, machine_markdown
+from _lib.pinning import pin_threads
+from _lib.procfs import process_cpu, process_tree
+from _lib.records import make_bodies
+from _lib.report import markdown_table
+from _lib.rounds import median
+from _lib.servers import free_port
+from _lib.store import collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -596,11 +590,11 @@ def run_variant(
             wait_for_http(port, args.health_path, proc)
         url = f"http://127.0.0.1:{port}{args.predict_path}"
         wrk(args, url, lua, args.warmup, args.connections)
-        pids = server_tree(proc.pid) if proc is not None else []
+        pids = process_tree(proc.pid) if proc is not None else []
         if variant.startswith("sidecar-"):
             collector = find_collector(Path(env["BENCH_DB"]), set(pids))
-        collectors = server_tree(collector) if collector is not None else []
-        upstream_pids = server_tree(upstream_pid)
+        collectors = process_tree(collector) if collector is not None else []
+        upstream_pids = process_tree(upstream_pid)
         cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
         ours = [*pids, *upstream_pids, *collectors]
         cpu_before, started = cpu_seconds(pids), time.monotonic()
@@ -983,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(variants)
             cores = round_cores(args, rnd)
-            for pid in server_tree(up.pid):
+            for pid in process_tree(up.pid):
                 pin_threads(pid, {cores.upstream_core})
             for variant in variants[shift:] + variants[:shift]:
                 run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)

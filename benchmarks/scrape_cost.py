@@ -40,19 +40,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    asgi_request,
-    free_port,
-    lifespan,
-    machine_info,
-    machine_markdown,
-    make_bodies,
-    markdown_table,
-    median,
-    wait_for_port,
-    write_lua,
-    wrk_version,
-)
+from _lib.asgi import asgi_request, lifespan
+from _lib.load import write_lua
+from _lib.machine import machine_info, machine_markdown, wrk_version
+from _lib.records import make_bodies
+from _lib.report import markdown_table
+from _lib.rounds import median
+from _lib.servers import free_port, wait_for_port
 from middleware_overhead import (
     BATCH,
     BODIES,

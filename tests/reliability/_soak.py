@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import make_record  # the benchmarks' churn records
+from benchmarks._lib.records import make_record  # the benchmarks' churn records
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTE = "/v1/models/churn:predict"

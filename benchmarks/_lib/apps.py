@@ -1,0 +1,32 @@
+"""The variants the benchmarks compare an app in: bare, monitored at a sample rate (writing to a
+real DuckDB file), or instrumented by the peer, prometheus-fastapi-instrumentator."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+PEER = "prometheus"
+"""The peer every in-worker benchmark measures beside inferwatch, in the same run."""
+
+
+def instrument(app: Any, variant: str, db: str, sample_rates: Mapping[str, float]) -> Any:
+    """``app`` as ``variant``: ``MonitorMiddleware`` at ``sample_rates[variant]`` writing to
+    ``db`` (its log on stderr, kept in the server log), the peer, or bare."""
+    if variant in sample_rates:
+        from middleware import MonitorMiddleware
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log = logging.getLogger("inferwatch")
+        if not log.handlers:
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        app.add_middleware(MonitorMiddleware, db=db, sample_rate=sample_rates[variant])
+    elif variant == PEER:
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+    return app
