@@ -45,16 +45,10 @@ each block waits for its writer. The collector runs on the side core.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,15 +59,35 @@ from starlette.responses import Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib.asgi import asgi_request, lifespan
+from _lib.apps import instrument
+from _lib.asgi import asgi_request, find_engine, lifespan, run_async, run_child, say
 from _lib.load import WrkResult, write_lua, wrk
-from _lib.machine import machine_info, machine_markdown, wrk_version
-from _lib.pinning import pin_threads
-from _lib.procfs import process_cpu, process_tree
+from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_version
+from _lib.pinning import pin_threads, taskset
+from _lib.procfs import allowed_cores, process_cpu, process_tree, tree_cpu
 from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
-from _lib.report import markdown_table
-from _lib.rounds import interleaved, median
-from _lib.servers import free_port, uvicorn_fast_flags, wait_for_port
+from _lib.report import (
+    Figure,
+    add_output_args,
+    cell,
+    command_line,
+    emit,
+    figures_table,
+    markdown_table,
+    met,
+)
+from _lib.rounds import interleaved, median, medians_by
+from _lib.servers import (
+    free_port,
+    get_json,
+    kill,
+    start,
+    stop,
+    uvicorn_command,
+    wait_for_http,
+    wait_for_port,
+)
+from _lib.servers import workdir as make_workdir
 from _lib.store import COLLECTOR_LINGER_S, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,38 +136,10 @@ def create_app(kind: str | None = None, variant: str | None = None, db: str | No
             body = json.dumps({"predictions": [churn_probability(r) for r in records]})
             return Response(body, media_type="application/json")
 
-    if variant in SAMPLE_RATES:
-        from middleware import MonitorMiddleware
-
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log = logging.getLogger("inferwatch")
-        if not log.handlers:
-            log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        app.add_middleware(
-            MonitorMiddleware,
-            db=db or os.environ["BENCH_DB"],
-            sample_rate=SAMPLE_RATES[variant],
-        )
-    elif variant == "prometheus":
-        from prometheus_fastapi_instrumentator import Instrumentator
-
-        Instrumentator().instrument(app).expose(app)
-    return app
+    return instrument(app, variant, db or os.environ.get("BENCH_DB", ""), SAMPLE_RATES)
 
 
 # --------------------------------------------------------------------------- in-process blocks
-
-
-def _monitor(app: Any) -> Any:
-    """The MonitorMiddleware inside a started Starlette app, or None."""
-    node = getattr(app, "middleware_stack", None)
-    for _ in range(32):
-        if node is None or type(node).__name__ == "MonitorMiddleware":
-            return node
-        node = getattr(node, "app", None)
-    return None
 
 
 async def _alternate(
@@ -176,7 +162,7 @@ async def _alternate(
     async with lifespan(bare), lifespan(other):
         await block(bare, 300, 0)
         await block(other, 300, 0)
-        engine = getattr(_monitor(other), "engine", None)  # a writer in this process, if any
+        engine = find_engine(other)  # a writer in this process, if any
         if variant in SAMPLE_RATES and engine is None:
             deadline = time.monotonic() + 15
             while collector is None and time.monotonic() < deadline:
@@ -221,26 +207,17 @@ async def _alternate(
 
 def in_process_child(args: argparse.Namespace) -> None:
     """Run by the driver under taskset: one (app, variant) against bare, JSON on stdout."""
-    import asyncio
-
-    try:
-        import uvloop
-
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
     db = str(args.workdir / f"inproc-{args.child_app}-{args.child_variant}.duckdb")
-    result = run(
-        _alternate(
-            args.child_app, args.child_variant, db, args.blocks, args.in_process, args.side_core
-        )
+    app, variant = args.child_app, args.child_variant
+    say(
+        "INPROC_JSON",
+        run_async(_alternate(app, variant, db, args.blocks, args.in_process, args.side_core)),
     )
-    print("INPROC_JSON " + json.dumps(result), flush=True)
 
 
 def run_in_process(args: argparse.Namespace, app: str, variant: str) -> dict[str, Any]:
     cmd = [
-        "taskset", "-c", str(args.worker_core), sys.executable, str(Path(__file__).resolve()),
+        sys.executable, str(Path(__file__).resolve()),
         "--in-process-child", "--child-app", app, "--child-variant", variant,
         "--in-process", str(args.in_process), "--blocks", str(args.blocks),
         "--side-core", str(args.side_core), "--workdir", str(args.workdir),
@@ -249,13 +226,7 @@ def run_in_process(args: argparse.Namespace, app: str, variant: str) -> dict[str
         **os.environ, "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
         "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
     }  # fmt: skip
-    done = subprocess.run(
-        cmd, env=env, cwd=args.workdir, capture_output=True, text=True, timeout=900, check=False
-    )
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"in-process {app} {variant} failed: {done.stderr[-3000:]}")
-    return json.loads(line[len("INPROC_JSON ") :])
+    return run_child(taskset(args.worker_core, cmd), "INPROC_JSON", env)
 
 
 def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -271,9 +242,9 @@ def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -
                 f"{r['added_us']:+.1f}",
                 " / ".join(f"{x:+.0f}" for x in r["added_per_block"]),
                 f"≤ {goal:g}" if goal else "",
-                _met(r["added_us"] <= goal) if goal else "",
-                "in the worker" if r["in_worker"] else _f(r["collector_us"], ".1f"),
-                _f(r["collector_per_capture_us"], ".1f"),
+                met(r["added_us"] <= goal) if goal else "",
+                "in the worker" if r["in_worker"] else cell(r["collector_us"], ".1f"),
+                cell(r["collector_per_capture_us"], ".1f"),
             ]
         )
     head = (
@@ -315,35 +286,6 @@ def worker_pids(server: int, workers: int, skip: set[int]) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int | None) -> float:
-    return 0.0 if pid is None else sum(process_cpu(p) for p in process_tree(pid))
-
-
-def get_json(port: int, path: str) -> dict[str, Any]:
-    """One GET on a new connection, so that with several workers any of them may answer."""
-    import httpx
-
-    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
-def wait_ready(port: int, seconds: float) -> None:
-    """Until /monitor/readyz answers 200 (a collector may still be starting after the warm-up)."""
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/monitor/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"/monitor/readyz was not 200 within {seconds:g} s")
-        time.sleep(0.1)
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -376,12 +318,7 @@ class Run:
 
 def server_command(args: argparse.Namespace, port: int, workers: int) -> list[str]:
     cores = str(args.worker_core) if workers == 1 else f"{args.worker_core},{args.side_core}"
-    return [
-        "taskset", "-c", cores, sys.executable, "-m", "uvicorn",
-        "collector_overhead:create_app", "--factory", "--app-dir", str(BENCH_DIR),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning", *uvicorn_fast_flags(),
-    ]  # fmt: skip
+    return uvicorn_command("collector_overhead:create_app", port, cores, BENCH_DIR, workers)
 
 
 def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
@@ -423,17 +360,6 @@ def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
         run.problems.append(f"{run.lock_errors} lock errors in the server log")
 
 
-def _cores(pid: int | None) -> str:
-    """The cores any thread of ``pid`` may run on, e.g. ``1`` or ``0,1``."""
-    if pid is None:
-        return ""
-    cores: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            cores |= os.sched_getaffinity(int(tid))
-    return ",".join(str(c) for c in sorted(cores))
-
-
 def run_one(
     args: argparse.Namespace, app: str, workers: int, variant: str, rnd: int, lua: Path
 ) -> Run:
@@ -443,7 +369,7 @@ def run_one(
     for stale in db.parent.glob(db.name + "*"):
         stale.unlink()
     env = {
-        **os.environ, "BENCH_APP": app, "BENCH_VARIANT": variant, "BENCH_DB": str(db),
+        "BENCH_APP": app, "BENCH_VARIANT": variant, "BENCH_DB": str(db),
         "PYTHONUNBUFFERED": "1", "INFERWATCH_COLLECTOR_LINGER": f"{args.linger:g}s",
         # The inferwatch that PYTHONPATH names (another checkout, say), else this one.
         "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
@@ -453,21 +379,14 @@ def run_one(
     connections = args.connections if workers == 1 else args.multi_connections
     wrk_cores = str(args.side_core) if workers == 1 else f"{args.worker_core},{args.side_core}"
     url = f"http://127.0.0.1:{port}/predict"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            server_command(args, port, workers),
-            env=env,
-            cwd=args.workdir,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    proc = start(server_command(args, port, workers), log_path, env, args.workdir, session=True)
     collector: int | None = None
     try:
         wait_for_port(port, proc)
         warm = wrk(url, lua, args.warmup, connections, wrk_cores)
         if monitored:
-            wait_ready(port, 30.0)
+            # a collector may still be starting after the warm-up
+            wait_for_http(port, "/monitor/readyz", proc, 30.0, ok=201)
         serving = {proc.pid, *worker_pids(proc.pid, workers, set())}
         deadline = time.monotonic() + 1.0
         while monitored and collector is None and time.monotonic() < deadline:
@@ -478,7 +397,7 @@ def run_one(
         if collector is not None and workers == 1:
             for pid in process_tree(collector):
                 pin_threads(pid, {args.side_core})
-        collector_cores = _cores(collector)
+        collector_cores = allowed_cores(collector)
         before = get_json(port, "/monitor/health")["capture"] if monitored else {}
         worker_before = sum(process_cpu(p) for p in workers_now)
         collector_before = tree_cpu(collector)
@@ -505,19 +424,12 @@ def run_one(
                 run.collector_cpu_per_capture_us = (
                     spent / run.captured * 1e6 if run.captured else math.nan
                 )
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        stop(proc)
         run.collector_exited = collector_done(collector, args.linger)
     finally:
         # The server runs in a session of its own: its workers go with it; the collector, which
         # may have left that session, goes by its pid.
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if collector is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(collector, signal.SIGKILL)
+        kill(proc, collector)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     run.lock_errors = text.count("Could not set lock")
     if monitored:
@@ -531,36 +443,28 @@ def run_one(
 # --------------------------------------------------------------------------- the report
 
 
-def _f(value: float, spec: str) -> str:
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
-
-
-def _met(ok: bool | None) -> str:
-    return "" if ok is None else ("yes" if ok else "**no**")
+FIGURES = {
+    "rps": lambda r: r.main.rps,
+    "p50": lambda r: r.main.p50_ms,
+    "p99": lambda r: r.main.p99_ms,
+    "worker": lambda r: r.worker_cpu_us,
+    "collector": lambda r: r.collector_cpu_us if r.collector_pid else None,
+    "per_capture": lambda r: (
+        r.collector_cpu_per_capture_us if r.collector_pid and r.captured else None
+    ),
+    "found": lambda r: 1.0 if r.collector_pid else 0.0,
+    "ok": lambda r: 0.0 if r.problems else 1.0,
+}
 
 
 def medians(runs: list[Run]) -> dict[str, dict[str, float]]:
-    keys = dict.fromkeys(r.key for r in runs)
-    out = {}
-    for key in keys:
+    """Per run key, the median of each figure; ``found`` and ``ok`` as shares of the runs."""
+    med = medians_by(runs, lambda r: r.key, FIGURES)
+    for key, m in med.items():
         rs = [r for r in runs if r.key == key]
-        out[key] = {
-            "rps": median([r.main.rps for r in rs]),
-            "p50": median([r.main.p50_ms for r in rs]),
-            "p99": median([r.main.p99_ms for r in rs]),
-            "worker": median([r.worker_cpu_us for r in rs]),
-            "collector": median([r.collector_cpu_us for r in rs if r.collector_pid]),
-            "per_capture": median(
-                [r.collector_cpu_per_capture_us for r in rs if r.collector_pid and r.captured]
-            ),
-            "found": sum(1 for r in rs if r.collector_pid) / len(rs),
-            "ok": sum(1 for r in rs if not r.problems) / len(rs),
-        }
-    return out
+        m["found"] = sum(1 for r in rs if r.collector_pid) / len(rs)
+        m["ok"] = sum(1 for r in rs if not r.problems) / len(rs)
+    return med
 
 
 def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
@@ -583,8 +487,8 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 f"{m['p99'] - bare['p99']:+.2f}" if extra else "",
                 f"{m['worker']:.1f}",
                 f"{m['worker'] - bare['worker']:+.1f}" if extra else "",
-                _f(m["collector"], ".1f") if variant in SAMPLE_RATES else "",
-                _f(m["per_capture"], ".1f") if variant in SAMPLE_RATES else "",
+                cell(m["collector"], ".1f") if variant in SAMPLE_RATES else "",
+                cell(m["per_capture"], ".1f") if variant in SAMPLE_RATES else "",
                 (f"{m['ok']:.0%}" if variant in SAMPLE_RATES else ""),
             ]
         )
@@ -597,12 +501,10 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
         rows,
     )  # fmt: skip
     peer = med.get(f"{app} 1w prometheus")
-    targets = []
+    targets: list[Figure] = []
 
-    def row(figure: str, target: str, ours: float, theirs: float | None, spec: str, ok: Any):
-        targets.append(
-            [figure, target, _f(ours, spec), "—" if theirs is None else _f(theirs, spec), ok]
-        )
+    def row(name: str, target: str, ours: float, theirs: float | None, spec: str, ok: Any):
+        targets.append(Figure(name, ours, target, theirs, spec, note=ok or " "))
 
     for variant, rate in SAMPLE_RATES.items():
         m = med.get(f"{app} 1w {variant}")
@@ -616,7 +518,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             share,
             peer["rps"] / bare["rps"] if peer else None,
             ".3f",
-            _met(share >= goal) if goal else "",
+            met(share >= goal) if goal else "",
         )
     for variant, goal in P99_TARGETS_MS.items():
         m = med.get(f"{app} 1w {variant}")
@@ -628,7 +530,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 added,
                 peer["p99"] - bare["p99"] if peer else None,
                 "+.2f",
-                _met(added <= goal),
+                met(added <= goal),
             )
     for variant, rate in SAMPLE_RATES.items():
         m = med.get(f"{app} 1w {variant}")
@@ -641,7 +543,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 added,
                 peer["worker"] - bare["worker"] if peer else None,
                 "+.1f",
-                _met(added <= goal) if goal else "",
+                met(added <= goal) if goal else "",
             )
     for variant in ("monitor-0.1", "monitor-1.0"):
         m = med.get(f"{app} 1w {variant}")
@@ -655,7 +557,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 ".1f",
                 "no collector process found"
                 if math.isnan(value)
-                else _met(value <= COLLECTOR_CPU_TARGET_US),
+                else met(value <= COLLECTOR_CPU_TARGET_US),
             )
     idle = med.get(f"{app} 1w monitor-0.0")
     m = med.get(f"{app} 1w monitor-0.1")
@@ -682,7 +584,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             share,
             peer_share,
             ".3f",
-            _met(share >= MULTI_TARGET),
+            met(share >= MULTI_TARGET),
         )
     multi_rows = [
         [
@@ -691,7 +593,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             f"{m['rps'] / multi['bare']['rps']:.3f}",
             f"{m['p99']:.2f}",
             f"{m['worker']:.1f}",
-            _f(m["per_capture"], ".1f") if v in SAMPLE_RATES else "",
+            cell(m["per_capture"], ".1f") if v in SAMPLE_RATES else "",
             f"{m['ok']:.0%}" if v in SAMPLE_RATES else "",
         ]
         for v, m in multi.items()
@@ -705,7 +607,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
         "",
         f"### {app} app: the targets, and prometheus-fastapi-instrumentator in the same run",
         "",
-        markdown_table(["figure", "target", "inferwatch", "prometheus (peer)", "met"], targets),
+        figures_table(targets, peer="prometheus (peer)"),
     ]
     if multi_rows:
         out += [
@@ -734,7 +636,7 @@ def runs_table(runs: list[Run]) -> str:
         [
             r.round, r.key, f"{r.main.rps:,.0f}", f"{r.main.p99_ms:.2f}", f"{r.worker_cpu_us:.1f}",
             f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else "",
-            _f(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
+            cell(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
             else "", r.responses, r.capture.get("sampled", ""), r.stored.get("requests", ""),
             r.capture.get("dropped", ""), "; ".join(r.problems) or ("ok" if r.capture else ""),
         ]
@@ -782,8 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-app", help=argparse.SUPPRESS)
     parser.add_argument("--child-variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
-    parser.add_argument("--json", dest="json_out")
-    parser.add_argument("--markdown")
+    add_output_args(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -802,11 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
     if set(apps) - set(APPS) or set(variants) - set(VARIANTS):
         parser.error(f"--apps from {APPS}, --variants from {VARIANTS}")
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
-    args.workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-collector-"))
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    if missing := missing_tools(("wrk", "taskset")):
+        parser.error(missing)
+    args.workdir = make_workdir(args.workdir, "inferwatch-collector-")
     lua = args.workdir / "post.lua"
     write_lua(lua, make_bodies(BODIES, RECORDS))
     combos = [f"{app}|1|{v}" for app in apps for v in variants]
@@ -825,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  worker {run.worker_cpu_us:6.1f} µs/req"
             + (
                 f"  collector {run.collector_cpu_us:.1f} µs/req, "
-                f"{_f(run.collector_cpu_per_capture_us, '.1f')} µs/captured"
+                f"{cell(run.collector_cpu_per_capture_us, '.1f')} µs/captured"
                 if run.collector_pid
                 else ""
             )
@@ -851,9 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     med = medians(runs)
     info = machine_info()
     info["wrk"] = wrk_version() or "not installed"
-    command = "python benchmarks/collector_overhead.py " + " ".join(argv or sys.argv[1:])
     parts = [
-        f"Command: `{command.strip()}`",
+        f"Command: `{command_line('collector_overhead.py', argv)}`",
         "",
         "## Machine",
         "",
@@ -872,17 +770,13 @@ def main(argv: list[str] | None = None) -> int:
         runs_table(runs),
     ]
     text = "\n".join(parts)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
-    if args.json_out:
-        payload = {
-            "machine": info,
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "runs": [asdict(r) for r in runs],
-            "in_process": in_process,
-        }
-        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    payload = {
+        "machine": info,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": [asdict(r) for r in runs],
+        "in_process": in_process,
+    }
+    emit(text, args.markdown, args.json_out, payload)
     return 1 if any(r.problems for r in runs) else 0
 
 

@@ -28,14 +28,8 @@ variant comes from the BENCH_VARIANT environment variable.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,14 +37,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib.asgi import asgi_request, lifespan
+from _lib.apps import PEER, instrument
+from _lib.asgi import asgi_request, find_engine, lifespan, run_async, run_child, say
 from _lib.load import WrkResult, write_lua, wrk
-from _lib.machine import machine_info, machine_markdown
+from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_version
+from _lib.pinning import taskset
 from _lib.procfs import core_times, rss_mib, thread_cpu
 from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
-from _lib.report import markdown_table
-from _lib.rounds import interleaved, median
-from _lib.servers import free_port, uvicorn_fast_flags, wait_for_port
+from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
+from _lib.rounds import interleaved, median, medians_by
+from _lib.servers import free_port, get_json, kill, start, stop, uvicorn_command, wait_for_port
+from _lib.servers import workdir as make_workdir
 from _lib.store import COLLECTOR_ENV, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,40 +82,10 @@ def create_app() -> Any:
             predictions=[churn_probability(r.__dict__) for r in request.instances]
         )
 
-    if variant in SAMPLE_RATES:
-        from middleware import MonitorMiddleware
-
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        inferwatch_log = logging.getLogger("inferwatch")
-        if not inferwatch_log.handlers:
-            inferwatch_log.addHandler(handler)
-        inferwatch_log.setLevel(logging.INFO)
-        app.add_middleware(
-            MonitorMiddleware,
-            db=os.environ["BENCH_DB"],
-            sample_rate=SAMPLE_RATES[variant],
-        )
-    elif variant == "prometheus":
-        from prometheus_fastapi_instrumentator import Instrumentator
-
-        Instrumentator().instrument(app).expose(app)
-    return app
+    return instrument(app, variant, os.environ.get("BENCH_DB", ""), SAMPLE_RATES)
 
 
 # --------------------------------------------------------------------------- in-process CPU cost
-
-
-def _find_engine(app: Any) -> Any:
-    """The MonitorMiddleware's engine inside a started Starlette app, or None."""
-    node = getattr(app, "middleware_stack", None)
-    for _ in range(32):
-        if node is None:
-            return None
-        if hasattr(node, "engine"):
-            return node.engine
-        node = getattr(node, "app", None)
-    return None
 
 
 async def _drive_in_process(app: Any, requests: int, warm: int) -> dict[str, Any]:
@@ -133,7 +100,7 @@ async def _drive_in_process(app: Any, requests: int, warm: int) -> dict[str, Any
     async with lifespan(app):
         for i in range(warm):
             await one(bodies[i % BODIES])
-        engine = _find_engine(app)
+        engine = find_engine(app)
         if engine is not None:
             engine.flush(60)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -155,16 +122,7 @@ async def _drive_in_process(app: Any, requests: int, warm: int) -> dict[str, Any
 
 def in_process_child(requests: int, warm: int) -> None:
     """Run by the driver under taskset: one variant (BENCH_VARIANT), JSON on stdout."""
-    app = create_app()
-    try:
-        import uvloop
-
-        result = uvloop.run(_drive_in_process(app, requests, warm))
-    except ImportError:
-        import asyncio
-
-        result = asyncio.run(_drive_in_process(app, requests, warm))
-    print("INPROC_JSON " + json.dumps(result), flush=True)
+    say("INPROC_JSON", run_async(_drive_in_process(create_app(), requests, warm)))
 
 
 def run_in_process(
@@ -175,15 +133,14 @@ def run_in_process(
         stale.unlink(missing_ok=True)
     env = {**os.environ, **COLLECTOR_ENV, "BENCH_VARIANT": variant, "BENCH_DB": str(db)}
     cmd = [
-        "taskset", "-c", str(args.server_core), sys.executable, str(Path(__file__).resolve()),
+        sys.executable, str(Path(__file__).resolve()),
         "--in-process-child", str(args.in_process), "--in-process-warm", "500",
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    collector_done(find_collector(db, set()))  # a collector the child started: not into the next
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"in-process {variant} failed: {done.stdout}\n{done.stderr[-3000:]}")
-    return {"variant": variant, "round": rnd, **json.loads(line[len("INPROC_JSON ") :])}
+    try:
+        result = run_child(taskset(args.server_core, cmd), "INPROC_JSON", env)
+    finally:
+        collector_done(find_collector(db, set()))  # one the child started: not into the next
+    return {"variant": variant, "round": rnd, **result}
 
 
 def in_process_report(results: list[dict[str, Any]], requests: int) -> str:
@@ -234,14 +191,6 @@ def run_wrk(
     return wrk(url, lua, seconds, connections, str(args.wrk_core))
 
 
-def get_json(port: int, path: str) -> dict[str, Any]:
-    import httpx
-
-    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
 @dataclass
 class Run:
     variant: str
@@ -284,28 +233,7 @@ class Run:
 
 
 def server_command(args: argparse.Namespace, port: int) -> list[str]:
-    return [
-        "taskset",
-        "-c",
-        str(args.server_core),
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "middleware_overhead:create_app",
-        "--factory",
-        "--app-dir",
-        str(BENCH_DIR),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        *uvicorn_fast_flags(),
-    ]
+    return uvicorn_command("middleware_overhead:create_app", port, args.server_core, BENCH_DIR)
 
 
 def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path, lua: Path) -> Run:
@@ -314,17 +242,13 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
     env = {
-        **os.environ,
         **COLLECTOR_ENV,
         "BENCH_VARIANT": variant,
         "BENCH_DB": str(db),
         "PYTHONUNBUFFERED": "1",
     }
     log_path = workdir / f"{variant}-round{rnd}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            server_command(args, port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
+    proc = start(server_command(args, port), log_path, env, cwd=REPO)
     try:
         wait_for_port(port, proc)
         url = f"http://127.0.0.1:{port}/predict"
@@ -347,14 +271,11 @@ def run_variant(args: argparse.Namespace, variant: str, rnd: int, workdir: Path,
             capture = get_json(port, "/monitor/health")["capture"]
             collector = find_collector(db, {proc.pid})
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        stop(proc)
         collector_done(collector)  # it writes what it holds, then lets the store go
         shutdown_s = time.monotonic() - started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     loop_delta = cpu_after.get(proc.pid, 0.0) - cpu_before.get(proc.pid, 0.0)
     other_delta = sum(
         cpu_after[tid] - cpu_before.get(tid, 0.0) for tid in cpu_after if tid != proc.pid
@@ -390,24 +311,53 @@ def fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+FIGURES = {
+    "rps": lambda r: r.main.rps,
+    "p50": lambda r: r.main.p50_ms,
+    "p99": lambda r: r.main.p99_ms,
+    "loop_cpu": lambda r: r.loop_cpu_us,
+    "other_cpu": lambda r: r.other_cpu_us,
+    "cpu_rps": lambda r: r.cpu_rps,
+    "share": lambda r: r.server_core_share,
+    "light_p50": lambda r: r.light and r.light.p50_ms,
+    "light_p99": lambda r: r.light and r.light.p99_ms,
+    "light_rps": lambda r: r.light and r.light.rps,
+}
+
+
+def targets(med: dict[str, dict[str, float]]) -> list[Figure]:
+    """Each target with the monitored figure and prometheus's from the same run."""
+    bare, peer = med["bare"], med.get(PEER)
+    out = []
+    for variant, goal in TARGETS.items():
+        if variant in med:
+            out.append(
+                Figure(
+                    f"throughput vs bare, sample_rate {SAMPLE_RATES[variant]}",
+                    med[variant]["rps"] / bare["rps"],
+                    f"≥ {goal:.2f}",
+                    peer and peer["rps"] / bare["rps"],
+                    ".3f",
+                    lambda x, goal=goal: x >= goal,
+                )
+            )
+    if "monitor-1.0" in med:
+        out.append(
+            Figure(
+                "p99 added, sample_rate 1.0, ms",
+                med["monitor-1.0"]["p99"] - bare["p99"],
+                f"< {P99_ADDED_TARGET_MS:g}",
+                peer and peer["p99"] - bare["p99"],
+                "+.2f",
+                lambda x: x < P99_ADDED_TARGET_MS,
+            )
+        )
+    return out
+
+
 def report(args: argparse.Namespace, runs: list[Run], command: str) -> str:
-    by_variant = {v: [r for r in runs if r.variant == v] for v in VARIANTS}
-    med = {
-        v: {
-            "rps": median([r.main.rps for r in rs]),
-            "p50": median([r.main.p50_ms for r in rs]),
-            "p99": median([r.main.p99_ms for r in rs]),
-            "loop_cpu": median([r.loop_cpu_us for r in rs]),
-            "other_cpu": median([r.other_cpu_us for r in rs]),
-            "cpu_rps": median([r.cpu_rps for r in rs]),
-            "share": median([r.server_core_share for r in rs]),
-            "light_p50": median([r.light.p50_ms for r in rs if r.light]),
-            "light_p99": median([r.light.p99_ms for r in rs if r.light]),
-            "light_rps": median([r.light.rps for r in rs if r.light]),
-        }
-        for v, rs in by_variant.items()
-        if rs
-    }
+    med = medians_by(runs, lambda r: r.variant, FIGURES)
+    med = {v: med[v] for v in VARIANTS if v in med}
     bare = med["bare"]
     out = [f"Command: `{command}`", ""]
     rows = []
@@ -462,6 +412,12 @@ def report(args: argparse.Namespace, runs: list[Run], command: str) -> str:
             rows,
         )
     )
+    out += [
+        "",
+        "The targets, and prometheus-fastapi-instrumentator in the same run:",
+        "",
+        figures_table(targets(med), peer="prometheus (peer)"),
+    ]
     if args.light_duration > 0:
         out += [
             "",
@@ -570,8 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-process-warm", type=int, default=500, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help="where DuckDB files and server logs go (kept)")
-    parser.add_argument("--json", dest="json_out", help="write every run's figures here")
-    parser.add_argument("--markdown", help="write the report here as well")
+    add_output_args(parser)
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 round, 3 s, 1 s warm-up, 2 s light load"
     )
@@ -587,17 +542,15 @@ def main(argv: list[str] | None = None) -> int:
     if set(chosen) - set(known) or "bare" not in chosen:
         parser.error(f"--variants must name bare and only {known}")
     VARIANTS = tuple(v for v in known if v in chosen)
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
+    if missing := missing_tools(("wrk", "taskset")):
+        parser.error(missing)
     if len(os.sched_getaffinity(0)) < 2:
         print("warning: fewer than 2 usable cores; server and wrk will share one", file=sys.stderr)
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-overhead-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "inferwatch-overhead-")
     lua = workdir / "post.lua"
     write_lua(lua, make_bodies(BODIES, BATCH))
-    command = "python " + " ".join(["benchmarks/middleware_overhead.py", *(argv or sys.argv[1:])])
+    command = command_line("middleware_overhead.py", argv)
     print(f"work dir {workdir}; server: {' '.join(server_command(args, 0))}", file=sys.stderr)
 
     runs: list[Run] = []
@@ -633,37 +586,27 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     info = machine_info()
-    info["wrk"] = _wrk_version()
+    info["wrk"] = wrk_version() or "not installed"
     text = "## Machine\n\n" + machine_markdown(info) + "\n\n## Results\n\n"
     text += report(args, runs, command)
     if in_process:
         text += "\n\n" + in_process_report(in_process, args.in_process)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
-    if args.json_out:
-        payload = {
-            "machine": info,
-            "args": vars(args),
-            "runs": [
-                {**asdict(r), "accounted": r.accounted, "server_log": r.server_log[-1000:]}
-                for r in runs
-            ],
-            "in_process": in_process,
-        }
-        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    payload = {
+        "machine": info,
+        "args": vars(args),
+        "runs": [
+            {**asdict(r), "accounted": r.accounted, "server_log": r.server_log[-1000:]}
+            for r in runs
+        ],
+        "in_process": in_process,
+    }
+    emit(text, args.markdown, args.json_out, payload)
     failed = [
         r
         for r in runs
         if r.accounted is False or r.rows_complete is False or r.main.status_errors or r.main.errors
     ]
     return 1 if failed else 0
-
-
-def _wrk_version() -> str:
-    from _lib.machine import wrk_version
-
-    return wrk_version() or "not installed"
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ peer's figure from the same run, and the same text (and JSON) written where aske
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,3 +80,14 @@ def emit(
         Path(markdown).write_text(text + "\n", encoding="utf-8")
     if json_out and payload is not None:
         Path(json_out).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--markdown``: where the figures are written besides stdout."""
+    parser.add_argument("--json", dest="json_out", help="write every run's figures here")
+    parser.add_argument("--markdown", help="write the report here as well")
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How this run was started, to print with its figures."""
+    return "python " + " ".join([f"benchmarks/{script}", *(argv or sys.argv[1:])])

@@ -4,7 +4,10 @@ the same minutes compare, so every round runs every variant and the medians are 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def median(values: Sequence[float]) -> float:
@@ -24,3 +27,20 @@ def interleaved(variants: Sequence[str], rounds: int) -> list[tuple[int, str]]:
 def ratio(value: float, base: float) -> float:
     """``value / base``; NaN where ``base`` is 0 or NaN."""
     return value / base if base else float("nan")
+
+
+def medians_by(
+    items: Iterable[T],
+    key: Callable[[T], Hashable],
+    figures: Mapping[str, Callable[[T], float | None]],
+) -> dict[Any, dict[str, float]]:
+    """Per ``key`` (a variant, say), the median of each figure over its items, in the order
+    the keys first appear; an item whose figure is None (a pass switched off) is left out."""
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    out: dict[Any, dict[str, float]] = {}
+    for name, group in groups.items():
+        values = {fig: [get(item) for item in group] for fig, get in figures.items()}
+        out[name] = {fig: median([v for v in vs if v is not None]) for fig, vs in values.items()}
+    return out

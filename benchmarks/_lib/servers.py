@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,3 +151,10 @@ def wait_for_http(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{path} on port {port} did not answer within {timeout:g} s")
         time.sleep(0.05)
+
+
+def workdir(path: str | Path | None, prefix: str) -> Path:
+    """Where a run keeps its DuckDB files and server logs: ``path``, else a new temp folder."""
+    where = Path(path or tempfile.mkdtemp(prefix=prefix))
+    where.mkdir(parents=True, exist_ok=True)
+    return where
