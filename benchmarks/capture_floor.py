@@ -27,6 +27,7 @@ batches (0.6 µs saved per request, 0.75 µs spent folding), and ``MonitorMiddle
 returning its inner coroutine instead of awaiting it (no difference).
 
     python benchmarks/capture_floor.py [--rounds 5] [--core 0] [--requests 5000] [--batch 2048]
+    python benchmarks/capture_floor.py --quick     # smoke run
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from _lib.asgi import asgi_request, lifespan
 from _lib.machine import machine_info, machine_markdown
 from _lib.pinning import pin_to_core
 from _lib.records import make_bodies, make_prediction_bodies
-from _lib.report import markdown_table
+from _lib.report import Figure, command_line, figures_table, markdown_table
 from _lib.rounds import median
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,7 @@ from middleware._schema import STATEMENTS  # noqa: E402
 FEATURES = 10
 TARGETS = {1.0: 0.95, 0.1: 0.98}
 ROWS_TARGET = 100_000
+PATH_TARGET_US = 5.0  # the worker's CPU added per request at sample_rate 0.0
 
 
 def parse_us(records: int, repeats: int = 2_000) -> float:
@@ -221,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", type=int, default=0, help="the one core everything runs on")
     parser.add_argument("--requests", type=int, default=5_000, help="per in-process run")
     parser.add_argument("--batch", type=int, default=2_048, help="captures per DuckDB insert")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, small runs")
     args = parser.parse_args(argv)
+    blocks, per_block = 5, 2_000
+    if args.quick:
+        args.rounds, args.requests, args.batch = 1, min(args.requests, 1_000), min(args.batch, 256)
+        blocks, per_block = 3, 500
     import middleware_overhead as overhead
 
     pinned = pin_to_core(args.core)
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             run = overhead.run_in_process(driver, "bare", rnd, workdir)
             figures.setdefault("bare", []).append(run["cpu_us"])
-            for name, value in path_us(5, 2_000, workdir).items():
+            for name, value in path_us(blocks, per_block, workdir).items():
                 figures.setdefault(name, []).append(value)
             figures.setdefault("orjson", []).append(parse_us(4))
             figures.setdefault("duckdb", []).append(insert_us(4, workdir, args.batch))
@@ -253,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for rate in TARGETS
     }
-    command = "python benchmarks/capture_floor.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = command_line("capture_floor.py", argv)
     parts = [
         "# The capture floor",
         "",
@@ -315,6 +320,34 @@ def main(argv: list[str] | None = None) -> int:
         f"{1e6 / row_floor:,.0f} rows per CPU-second (target {ROWS_TARGET:,}): "
         f"{1e6 / row_floor / ROWS_TARGET:.1f}x the target."
     )
+    figures_run = [
+        Figure(
+            "request path added per request, µs (peer: a minimal tee of both bodies)",
+            mid["path"],
+            f"≤ {PATH_TARGET_US:g}",
+            mid["tee"],
+            ".2f",
+            lambda x: x <= PATH_TARGET_US,
+        ),
+        *(
+            Figure(
+                f"best throughput share of bare in-process, sample_rate {rate}",
+                median(shares[rate]),
+                f"≥ {target}",
+                spec=".3f",
+                ok=lambda x, target=target: x >= target,
+            )
+            for rate, target in TARGETS.items()
+        ),
+        Figure(
+            "writer floor, 10-feature rows per CPU-second at 100 records per request",
+            1e6 / row_floor,
+            f"≥ {ROWS_TARGET:,}",
+            spec=",.0f",
+            ok=lambda x: x >= ROWS_TARGET,
+        ),
+    ]
+    parts += ["", "The targets:", "", figures_table(figures_run, peer="minimal tee")]
     print("\n".join(parts))
     return 0
 

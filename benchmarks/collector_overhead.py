@@ -504,7 +504,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
     targets: list[Figure] = []
 
     def row(name: str, target: str, ours: float, theirs: float | None, spec: str, ok: Any):
-        targets.append(Figure(name, ours, target, theirs, spec, note=ok or " "))
+        targets.append(Figure(name, ours, target, theirs, spec, note=ok))
 
     for variant, rate in SAMPLE_RATES.items():
         m = med.get(f"{app} 1w {variant}")

@@ -16,6 +16,7 @@ kills the collector with SIGKILL and times, from the kill:
 Medians and the range are printed, with the target (a new collector serves within 2 s).
 
     python benchmarks/collector_restart.py --runs 7 --workers 4
+    python benchmarks/collector_restart.py --quick          # smoke run: 2 runs, 2 workers
 """
 
 from __future__ import annotations
@@ -26,26 +27,25 @@ import os
 import re
 import signal
 import socket
-import statistics
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lib.report import Figure, figures_table
+from _lib.rounds import median
+from _lib.servers import free_port, kill, start, stop
+from _lib.servers import workdir as make_workdir
+
 ROOT = Path(__file__).resolve().parent.parent
+TARGET_S = 2.0  # a new collector serves within this long after the old one is killed
 _CRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 _READY = re.compile(r"ready \(pid (\d+)\): listening ([\d.]+) s and serving ([\d.]+) s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> httpx.Response | None:
@@ -84,18 +84,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs, 2 workers")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="inferwatch-restart-"))
+    if args.quick:
+        args.runs, args.workers, args.connections = 2, 2, 2
+    folder = make_workdir(None, "inferwatch-restart-")
     db = folder / "pod.duckdb"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "INFERWATCH_DB": str(db), "INFERWATCH_COLLECTOR_LINGER": "5s",
+    env = {"INFERWATCH_DB": str(db), "INFERWATCH_COLLECTOR_LINGER": "5s",
            "INFERWATCH_SAMPLE_RATE": "1.0", "PYTHONPATH": str(ROOT)}  # fmt: skip
-    log = open(folder / "server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
+    server = start(
         [sys.executable, "-m", "uvicorn", "tests.apps.model_app:app", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(args.workers), "--no-access-log"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        folder / "server.log", env, ROOT, session=True,
     )  # fmt: skip
     stopping = threading.Event()
     sent = [0, 0]  # ok, failed
@@ -150,16 +152,27 @@ def main() -> None:
         stopping.set()
         for client in clients:
             client.join()
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        log.close()
+        try:
+            stop(server, timeout=60)
+        finally:
+            kill(server)
     print(f"\n{args.workers} workers, {args.connections} clients, {os.cpu_count()} cores; "
           f"requests ok {sent[0]}, failed {sent[1]}")  # fmt: skip
     for index, name in enumerate(("listening", "ready", "/readyz", "/health")):
         values = [r[index] for r in results]
-        print(f"{name:>10}: median {statistics.median(values):.2f} s, "
+        print(f"{name:>10}: median {median(values):.2f} s, "
               f"range {min(values):.2f} to {max(values):.2f} s")  # fmt: skip
-    print("target: a new collector serves within 2 s")
+    figures = [
+        Figure(
+            f"a new collector serves after kill -9 ({name}, median), s",
+            median([r[index] for r in results]),
+            f"≤ {TARGET_S:g}",
+            spec=".2f",
+            ok=lambda x: x <= TARGET_S,
+        )
+        for index, name in ((2, "/readyz"), (3, "/health"))
+    ]
+    print("\n" + figures_table(figures, peer="peer (none run)"))
 
 
 if __name__ == "__main__":

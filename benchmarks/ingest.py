@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -49,8 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _lib.machine import machine_info, machine_markdown
 from _lib.pinning import pin_to_core
 from _lib.records import make_bodies, make_prediction_bodies
-from _lib.report import markdown_table
+from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
 from _lib.rounds import median
+from _lib.servers import workdir as make_workdir
+from _lib.store import count_db
 
 import middleware._columns as columns_module
 import middleware._store as store_module
@@ -157,26 +157,6 @@ class BatchClock:
         writer._write = timed  # an instance attribute: this engine only
 
 
-def count_db(path: Path) -> dict[str, int]:
-    import duckdb
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        requests, instances = con.execute(
-            "SELECT count(*), coalesce(sum(input_rows), 0) FROM requests"
-        ).fetchone()
-        values = con.execute("SELECT count(*) FROM features").fetchone()[0]
-        numbers = con.execute("SELECT count(*) FROM features WHERE type = 'number'").fetchone()[0]
-    finally:
-        con.close()
-    return {
-        "requests": int(requests),
-        "instances": int(instances),
-        "values": int(values),
-        "numbers": int(numbers),
-    }
-
-
 def set_batch_captures(value: int | None) -> int | None:
     """Set the writer's most captures per batch (a module constant); return the old value."""
     old = getattr(writer_module, "_BATCH_CAPTURES", None)
@@ -227,7 +207,7 @@ def ingest_once(
     on_disk = count_db(db)
     for path in (db, Path(str(db) + ".wal")):
         path.unlink(missing_ok=True)
-    rows = on_disk["instances"]
+    rows = on_disk["input_rows"]
     result = {
         "per_request": per_request,
         "captures": count,
@@ -240,14 +220,14 @@ def ingest_once(
         "cpu_seconds": cpu,
         "instance_rows_per_cpu_s": rows / cpu if cpu else 0.0,
         "instance_rows_per_s": rows / elapsed if elapsed else 0.0,
-        "long_rows_per_s": on_disk["values"] / elapsed if elapsed else 0.0,
+        "long_rows_per_s": on_disk["feature_values"] / elapsed if elapsed else 0.0,
         "requests_per_s": on_disk["requests"] / elapsed if elapsed else 0.0,
         "counters": counters,
         "on_disk": on_disk,
         "complete": on_disk["requests"] == count
         and rows == count * per_request
         and counters["stored"] == count
-        and counters["rows_stored"] == on_disk["values"],
+        and counters["rows_stored"] == on_disk["feature_values"],
     }
     if timers:
         result["timers"] = dict(timing.totals)
@@ -362,16 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         default=25,
         help="functions listed from cProfile (0 skips profiling)",
     )
-    parser.add_argument("--json", dest="json_out", help="write every figure here")
-    parser.add_argument("--markdown", help="write the report here as well")
+    add_output_args(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: small and once")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.repeats, args.batch_sweep, args.profile_top = 20_000, 1, "1,64", 15
     pinned = pin_to_core(args.core)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-ingest-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(["benchmarks/ingest.py", *(argv or sys.argv[1:])])
+    workdir = make_workdir(args.workdir, "inferwatch-ingest-")
+    command = command_line("ingest.py", argv)
     sizes = [int(v) for v in args.per_request.split(",") if v.strip()]
     log = sys.stderr
 
@@ -423,19 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     info["pinned to core"] = str(args.core) if pinned else "no (could not pin)"
     text = report(args, command, info, throughput, sweep, breakdown, profiles, drops)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
-    if args.json_out:
-        payload = {
-            "machine": info,
-            "args": vars(args),
-            "throughput": throughput,
-            "batch_sweep": sweep,
-            "breakdown": breakdown,
-            "drops": drops,
-        }
-        Path(args.json_out).write_text(json.dumps(payload, indent=2, default=str), "utf-8")
+    payload = {
+        "machine": info,
+        "args": vars(args),
+        "throughput": throughput,
+        "batch_sweep": sweep,
+        "breakdown": breakdown,
+        "drops": drops,
+    }
+    emit(text, args.markdown, args.json_out, payload)
     ok = all(r["complete"] for rs in throughput.values() for r in rs) and all(
         d["accounted"] and d["db_matches"] for d in drops
     )
@@ -540,7 +514,7 @@ def report(
         insert = t["DuckDB insert"]
         busy = res["writer_busy_cpu_s"]
         other = busy - t["columnize (incl. parse)"] - insert
-        rows_n = res["on_disk"]["instances"]
+        rows_n = res["on_disk"]["input_rows"]
         brows.append(
             [
                 size,
@@ -610,6 +584,17 @@ def report(
             ],
         )
     )
+    figures = [
+        Figure(
+            f"{FEATURES}-feature rows per CPU-second on one core, {size} records/request",
+            median([r["instance_rows_per_cpu_s"] for r in runs]),
+            f"≥ {TARGET_ROWS_PER_S:,}",
+            spec=",.0f",
+            ok=lambda x: x >= TARGET_ROWS_PER_S,
+        )
+        for size, runs in throughput.items()
+    ]
+    out += ["", "The target:", "", figures_table(figures, peer="peer (none run)")]
     return "\n".join(out)
 
 

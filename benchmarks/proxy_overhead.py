@@ -60,10 +60,8 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,13 +71,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lib.load import write_lua
 from _lib.load import wrk as run_wrk
-from _lib.machine import machine_info, machine_markdown
-from _lib.pinning import pin_threads
-from _lib.procfs import process_cpu, process_tree
-from _lib.records import make_bodies
-from _lib.report import markdown_table
-from _lib.rounds import median
-from _lib.servers import free_port
+from _lib.machine import machine_info, machine_markdown, missing_tools
+from _lib.pinning import pin_threads, taskset
+from _lib.procfs import busy_seconds, cpu_seconds, process_tree, rss_total_mib
+from _lib.records import PredictRequest, PredictResponse, Record, make_bodies
+from _lib.report import (
+    Figure,
+    add_output_args,
+    cell,
+    command_line,
+    emit,
+    figures_table,
+    markdown_table,
+)
+from _lib.rounds import interleaved, median, medians_by
+from _lib.servers import free_port, kill, start, stop, uvicorn_command, wait_for_http
+from _lib.servers import workdir as make_workdir
 from _lib.store import collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,25 +102,6 @@ def create_upstream() -> Any:
     import math
 
     from fastapi import FastAPI
-    from pydantic import BaseModel, Field
-
-    class Record(BaseModel):
-        age: int
-        income: float
-        tenure_months: int
-        balance: float
-        num_products: int
-        credit_score: int
-        utilization: float
-        is_active: bool
-        country: str
-        channel: str
-
-    class PredictRequest(BaseModel):
-        instances: list[Record] = Field(min_length=1, max_length=1_000)
-
-    class PredictResponse(BaseModel):
-        predictions: list[float]
 
     app = FastAPI()
 
@@ -122,12 +110,9 @@ def create_upstream() -> Any:
         z += -0.004 * r.tenure_months - 0.003 * (r.credit_score - 650) + 1.1 * r.utilization
         return round(1.0 / (1.0 + math.exp(-z)), 6)
 
+    @app.post("/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> PredictResponse:
         return PredictResponse(predictions=[score(r) for r in request.instances])
-
-    # The classes are local, so the string annotations of this module cannot name them.
-    predict.__annotations__ = {"request": PredictRequest, "return": PredictResponse}
-    app.post("/predict", response_model=PredictResponse)(predict)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -175,7 +160,7 @@ def mlserver_command(args: argparse.Namespace, port: int, workdir: Path) -> list
     }
     (model_dir / "model-settings.json").write_text(json.dumps(model), encoding="utf-8")
     mlserver = python.parent / "mlserver"
-    return ["taskset", "-c", str(args.upstream_core), str(mlserver), "start", str(root)]
+    return taskset(args.upstream_core, [str(mlserver), "start", str(root)])
 
 
 def v2_bodies(count: int, rows: int, seed: int = 7) -> list[bytes]:
@@ -342,43 +327,6 @@ def wrk(args: argparse.Namespace, url: str, lua: Path, seconds: float, connectio
     )
 
 
-def wait_for_http(
-    port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
-) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    return sum(process_cpu(pid) for pid in pids)
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def core_busy(cores: tuple[int, ...]) -> float:
-    """Busy CPU seconds of these cores since boot, from /proc/stat."""
-    busy = 0.0
-    with open("/proc/stat", encoding="ascii") as handle:
-        for line in handle:
-            name, *values = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
-                ticks = [int(v) for v in values[:8]]
-                busy += (sum(ticks) - ticks[3] - ticks[4]) / _TICK
-    return busy
-
-
 def round_cores(args: argparse.Namespace, rnd: int) -> argparse.Namespace:
     """``args`` with the upstream's and the proxy's cores swapped in even rounds when asked."""
     if not args.swap_cores or rnd % 2 or args.upstream_core == args.proxy_core:
@@ -392,18 +340,6 @@ def round_cores(args: argparse.Namespace, rnd: int) -> argparse.Namespace:
             "wrk_core": swap.get(args.wrk_core, args.wrk_core),
         }
     )
-
-
-def rss_mib(pids: list[int]) -> float:
-    import psutil
-
-    total = 0
-    for pid in pids:
-        try:
-            total += psutil.Process(pid).memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 2**20
 
 
 NGINX_CONF = """\
@@ -434,32 +370,8 @@ http {
 """
 
 
-def python_server(args: argparse.Namespace, factory: str, port: int) -> list[str]:
-    return [
-        "taskset",
-        "-c",
-        str(args.proxy_core),
-        sys.executable,
-        "-m",
-        "uvicorn",
-        factory,
-        "--factory",
-        "--app-dir",
-        str(BENCH_DIR),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--lifespan",
-        "off",
-    ]
+def python_server(args: argparse.Namespace, factory: str, port: int, core: int) -> list[str]:
+    return uvicorn_command(factory, port, core, BENCH_DIR, workers=None, lifespan="off")
 
 
 def proxy_command(
@@ -469,9 +381,6 @@ def proxy_command(
     if variant.startswith("sidecar-"):
         db = workdir / f"{variant}-{port}.duckdb"
         cmd = [
-            "taskset",
-            "-c",
-            str(args.proxy_core),
             sys.executable,
             "-m",
             "sidecar",
@@ -493,7 +402,7 @@ def proxy_command(
             "--upstream-health-path",
             args.health_path,
         ]
-        return cmd, {"BENCH_DB": str(db)}
+        return taskset(args.proxy_core, cmd), {"BENCH_DB": str(db)}
     if variant == "nginx":
         conf_dir = workdir / f"nginx-{port}"
         conf_dir.mkdir()
@@ -501,17 +410,10 @@ def proxy_command(
         conf = NGINX_CONF % {"dir": conf_dir, "upstream": upstream, "port": port, "user": user}
         (conf_dir / "nginx.conf").write_text(conf, encoding="utf-8")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        return [
-            "taskset",
-            "-c",
-            str(args.proxy_core),
-            nginx,
-            "-p",
-            str(conf_dir),
-            "-c",
-            str(conf_dir / "nginx.conf"),
-        ], {}
-    return python_server(args, "proxy_overhead:create_candidate", port), {
+        return taskset(
+            args.proxy_core, [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
+        ), {}
+    return python_server(args, "proxy_overhead:create_candidate", port, args.proxy_core), {
         "BENCH_CANDIDATE": variant,
         "BENCH_UPSTREAM": url,
     }
@@ -574,7 +476,6 @@ def run_variant(
     lua: Path,
 ) -> Run:
     import httpx
-    import psutil
 
     collector: int | None = None  # a collector process beside the sidecar, where it has one
     if variant == "direct":
@@ -582,9 +483,7 @@ def run_variant(
     else:
         port, admin = free_port(), free_port()
         cmd, env = proxy_command(args, variant, port, admin, upstream, workdir)
-        log = open(workdir / f"{variant}-{rnd}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log)
-        log.close()
+        proc = start(cmd, workdir / f"{variant}-{rnd}.log", env, REPO)
     try:
         if proc is not None:
             wait_for_http(port, args.health_path, proc)
@@ -599,15 +498,15 @@ def run_variant(
         ours = [*pids, *upstream_pids, *collectors]
         cpu_before, started = cpu_seconds(pids), time.monotonic()
         upstream_before, collector_before = cpu_seconds(upstream_pids), cpu_seconds(collectors)
-        ours_before, busy_before = cpu_seconds(ours), core_busy(cores)
+        ours_before, busy_before = cpu_seconds(ours), busy_seconds(cores)
         main = wrk(args, url, lua, args.duration, args.connections)
         cpu = cpu_seconds(pids) - cpu_before
         wall = time.monotonic() - started
         upstream_cpu = cpu_seconds(upstream_pids) - upstream_before
         collector_cpu = cpu_seconds(collectors) - collector_before
         # wrk's own CPU is not visible from here; it is small and counted as foreign.
-        foreign = (core_busy(cores) - busy_before - (cpu_seconds(ours) - ours_before)) / wall
-        rss = rss_mib(pids)
+        foreign = (busy_seconds(cores) - busy_before - (cpu_seconds(ours) - ours_before)) / wall
+        rss = rss_total_mib(pids)
         light = wrk(args, url, lua, args.light, 1) if args.light > 0 else None
         paced = None
         if args.paced > 0:
@@ -616,8 +515,8 @@ def run_variant(
         stored, complete = None, None
         if variant.startswith("sidecar-"):
             capture = httpx.get(f"http://127.0.0.1:{admin}/health", timeout=10).json()["capture"]
-            proc.send_signal(signal.SIGTERM)
-            if proc.wait(timeout=120) != 0:
+            stop(proc)
+            if proc.returncode != 0:
                 raise RuntimeError(f"{variant} exited with {proc.returncode}")
             collector_done(collector)  # it writes what it holds, then lets the store go
             stored = count_db(Path(env["BENCH_DB"]))["requests"]
@@ -625,16 +524,10 @@ def run_variant(
                 Path(env["BENCH_DB"]), args.rows if args.upstream == "mlserver" else 4
             )
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if collector is not None and psutil.pid_exists(collector):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(collector, signal.SIGKILL)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop(proc, timeout=30)
+        kill(proc, collector)
     return Run(
         variant=variant,
         round=rnd,
@@ -655,11 +548,6 @@ def run_variant(
     )
 
 
-def _cell(value: float, spec: str) -> str:
-    """A table cell; blank for a figure of a run that was switched off (NaN)."""
-    return "" if math.isnan(value) else format(value, spec)
-
-
 def targets_table(
     args: argparse.Namespace,
     variants: tuple[str, ...],
@@ -676,81 +564,70 @@ def targets_table(
         return median(ratios)
 
     nginx = med.get("nginx")
-    rows = []
+    figures, leads = [], []
     for v in (v for v in variants if v.startswith("sidecar-")):
         m = med[v]
-        figures = [
-            (
+        figures += [
+            Figure(
                 "p50 added at 1 connection, ms",
-                "≤ 0.1",
                 m["light_p50"] - direct["light_p50"],
+                "≤ 0.1",
                 nginx and nginx["light_p50"] - direct["light_p50"],
                 "+.3f",
                 lambda x: x <= 0.1,
             ),
-            (
+            Figure(
                 f"p99 added at {args.connections} connections, ms",
-                "≤ 1",
                 m["p99"] - direct["p99"],
+                "≤ 1",
                 nginx and nginx["p99"] - direct["p99"],
                 "+.2f",
                 lambda x: x <= 1.0,
             ),
-            (
+            Figure(
                 f"throughput vs direct at {args.connections} connections (median of rounds)",
-                "≥ 0.98",
                 share(v),
+                "≥ 0.98",
                 nginx and share("nginx"),
                 ".3f",
                 lambda x: x >= 0.98,
             ),
-            (
+            Figure(
                 "proxy-process CPU per request vs nginx's",
-                "≤ 2x",
                 m["cpu_us"] / nginx["cpu_us"] if nginx else math.nan,
+                "≤ 2x",
                 1.0 if nginx else None,
                 ".2f",
                 lambda x: x <= 2.0,
             ),
         ]
-        for name, target, ours, theirs, spec, ok in figures:
-            rows.append(
-                [
-                    v,
-                    name,
-                    target,
-                    _cell(ours, spec) or "—",
-                    "—" if theirs is None or math.isnan(theirs) else format(theirs, spec),
-                    "" if math.isnan(ours) else ("yes" if ok(ours) else "**no**"),
-                ]
-            )
-    if not rows:
+        leads += [[v]] * 4
+    if not figures:
         return ""
     cpu = f" (nginx: {nginx['cpu_us']:.0f} µs of CPU per request)" if nginx else ""
-    return f"Targets, with nginx's figure from the same run{cpu}:\n\n" + markdown_table(
-        ["variant", "figure", "target", "sidecar", "nginx", "met"], rows
-    )
+    table = figures_table(figures, "sidecar", "nginx", ["variant"], leads)
+    return f"Targets, with nginx's figure from the same run{cpu}:\n\n" + table
+
+
+FIGURES = {
+    "rps": lambda r: r.main.rps,
+    "p50": lambda r: r.main.p50_ms,
+    "p99": lambda r: r.main.p99_ms,
+    "light_p50": lambda r: r.light and r.light.p50_ms,
+    "light_p99": lambda r: r.light and r.light.p99_ms,
+    "paced_rps": lambda r: r.paced and r.paced.rps,
+    "paced_p50": lambda r: r.paced and r.paced.p50_ms,
+    "paced_p99": lambda r: r.paced and r.paced.p99_ms,
+    "cpu_us": lambda r: r.proxy_cpu_us,
+    "cores": lambda r: r.proxy_cores,
+    "rss": lambda r: r.proxy_rss_mib,
+    "upstream_us": lambda r: r.upstream_cpu_us,
+    "collector_us": lambda r: r.collector_cpu_us if r.collector_cpu_us >= 0 else None,
+}
 
 
 def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run]) -> str:
-    med: dict[str, dict[str, float]] = {}
-    for v in variants:
-        rs = [r for r in runs if r.variant == v]
-        med[v] = {
-            "rps": median([r.main.rps for r in rs]),
-            "p50": median([r.main.p50_ms for r in rs]),
-            "p99": median([r.main.p99_ms for r in rs]),
-            "light_p50": median([r.light.p50_ms for r in rs if r.light]),
-            "light_p99": median([r.light.p99_ms for r in rs if r.light]),
-            "paced_rps": median([r.paced.rps for r in rs if r.paced]),
-            "paced_p50": median([r.paced.p50_ms for r in rs if r.paced]),
-            "paced_p99": median([r.paced.p99_ms for r in rs if r.paced]),
-            "cpu_us": median([r.proxy_cpu_us for r in rs]),
-            "cores": median([r.proxy_cores for r in rs]),
-            "rss": median([r.proxy_rss_mib for r in rs]),
-            "upstream_us": median([r.upstream_cpu_us for r in rs]),
-            "collector_us": median([r.collector_cpu_us for r in rs if r.collector_cpu_us >= 0]),
-        }
+    med = medians_by(runs, lambda r: r.variant, FIGURES)
     direct = med["direct"]
     # The host's speed drifts between rounds: a ratio of two runs of one round (a minute or two
     # apart) is steadier than the ratio of medians taken over the whole benchmark.
@@ -784,23 +661,23 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
                 v,
                 f"{m['rps']:,.0f}",
                 f"{m['rps'] / direct['rps']:.3f}",
-                _cell(vs_nginx, ".3f"),
-                _cell(pooled[v], ".3f"),
+                cell(vs_nginx, ".3f"),
+                cell(pooled[v], ".3f"),
                 " / ".join(f"{x:.2f}" for x in paired[v]),
                 f"{m['p50']:.2f}",
                 f"{m['p99']:.2f}",
                 f"{added:+.2f}" if proxy else "",
-                _cell(m["light_p50"], ".3f"),
-                _cell(light_added, "+.3f") if proxy else "",
-                _cell(m["paced_rps"], ",.0f"),
-                _cell(m["paced_p50"], ".3f"),
-                _cell(m["paced_p99"], ".3f"),
-                _cell(paced_added, "+.3f") if proxy else "",
+                cell(m["light_p50"], ".3f"),
+                cell(light_added, "+.3f") if proxy else "",
+                cell(m["paced_rps"], ",.0f"),
+                cell(m["paced_p50"], ".3f"),
+                cell(m["paced_p99"], ".3f"),
+                cell(paced_added, "+.3f") if proxy else "",
                 f"{m['cpu_us']:.0f}" if proxy else "",
                 f"{m['upstream_us']:.0f}",
                 f"{m['cores']:.2f}" if proxy else "",
                 f"{m['rss']:.0f}" if proxy else "",
-                _cell(m["collector_us"], ".0f"),
+                cell(m["collector_us"], ".0f"),
             ]
         )
     out = [
@@ -923,8 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", help="comma-separated variants, e.g. lean,sidecar-0.0 (direct always runs)"
     )
     parser.add_argument("--workdir")
-    parser.add_argument("--markdown", help="write the report here as well")
-    parser.add_argument("--json", dest="json_out", help="write every run here")
+    add_output_args(parser)
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s, 1 s warm-up")
     args = parser.parse_args(argv)
     if args.quick:
@@ -949,13 +825,9 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             parser.error(f"unknown variant {bad[0]!r}")
         variants = tuple(dict.fromkeys(chosen))
-    for tool in ("wrk", "taskset") + (("nginx",) if "nginx" in variants else ()):
-        if shutil.which(tool) is None and not (
-            tool == "nginx" and Path("/usr/sbin/nginx").exists()
-        ):
-            parser.error(f"{tool} is not installed (Debian: apt-get install -y nginx wrk)")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-proxy-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if missing := missing_tools(("wrk", "taskset", *(("nginx",) if "nginx" in variants else ()))):
+        parser.error(missing)
+    workdir = make_workdir(args.workdir, "inferwatch-proxy-")
     lua = workdir / "post.lua"
     bodies = v2_bodies(64, args.rows) if args.upstream == "mlserver" else make_bodies(64, 4)
     write_lua(lua, bodies)
@@ -967,36 +839,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.upstream == "mlserver":
         up_cmd = mlserver_command(args, upstream, workdir)
     else:
-        up_cmd = python_server(args, "proxy_overhead:create_upstream", upstream)
-        up_cmd[2] = str(args.upstream_core)
-    up_log = open(workdir / "upstream.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(up_cmd, cwd=REPO, stdout=up_log, stderr=up_log)
+        up_cmd = python_server(args, "proxy_overhead:create_upstream", upstream, args.upstream_core)
+    up = start(up_cmd, workdir / "upstream.log", cwd=REPO)
     runs: list[Run] = []
     try:
         wait_for_http(upstream, args.health_path, up, timeout=120)
-        for rnd in range(1, args.rounds + 1):
-            shift = (rnd - 1) % len(variants)
+        pinned = 0
+        for rnd, variant in interleaved(variants, args.rounds):
             cores = round_cores(args, rnd)
-            for pid in process_tree(up.pid):
-                pin_threads(pid, {cores.upstream_core})
-            for variant in variants[shift:] + variants[:shift]:
-                run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)
-                runs.append(run)
-                light = f"  c1 p50 {run.light.p50_ms:.3f} ms" if run.light else ""
-                print(
-                    f"round {rnd} {variant:12s} {run.main.rps:8.0f} req/s  p50 "
-                    f"{run.main.p50_ms:6.2f} ms  p99 {run.main.p99_ms:6.2f} ms{light}  proxy "
-                    f"{run.proxy_cpu_us:.0f} µs/req  upstream {run.upstream_cpu_us:.0f} µs/req  "
-                    f"other load {run.foreign_cores:.2f} cores  (upstream on {run.upstream_core}, "
-                    f"proxy on {run.proxy_core})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if rnd != pinned:
+                for pid in process_tree(up.pid):
+                    pin_threads(pid, {cores.upstream_core})
+                pinned = rnd
+            run = run_variant(cores, variant, rnd, upstream, up.pid, workdir, lua)
+            runs.append(run)
+            light = f"  c1 p50 {run.light.p50_ms:.3f} ms" if run.light else ""
+            print(
+                f"round {rnd} {variant:12s} {run.main.rps:8.0f} req/s  p50 "
+                f"{run.main.p50_ms:6.2f} ms  p99 {run.main.p99_ms:6.2f} ms{light}  proxy "
+                f"{run.proxy_cpu_us:.0f} µs/req  upstream {run.upstream_cpu_us:.0f} µs/req  "
+                f"other load {run.foreign_cores:.2f} cores  (upstream on {run.upstream_core}, "
+                f"proxy on {run.proxy_core})",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
-        up.send_signal(signal.SIGTERM)
-        up.wait(30)
-        up_log.close()
-    command = "python benchmarks/proxy_overhead.py " + " ".join(argv or sys.argv[1:])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stop(up, timeout=30)
+        kill(up)
+    command = command_line("proxy_overhead.py", argv)
     info = machine_info(extra=("aiohttp", "httpx", "httpcore"))
     nginx_version = subprocess.run(
         [shutil.which("nginx") or "/usr/sbin/nginx", "-v"],
@@ -1009,12 +880,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command.strip()}`\n\n## Machine\n\n{machine_markdown(info)}\n\n"
         f"## Results\n\n{report(args, variants, runs)}"
     )
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
-    if args.json_out:
-        payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
-        Path(args.json_out).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
+    emit(text, args.markdown, args.json_out, payload)
     bad = [r for r in runs if r.main.errors or False in (r.accounted, r.rows_complete)]
     return 1 if bad else 0
 

@@ -11,6 +11,7 @@ restarts. Printed: each variant's median over ``--rounds`` rounds, and the media
 difference to bare in the same round, against the targets (added ≤ 5 µs at 0.0, ≤ 15 µs at 1.0).
 
     python benchmarks/request_path.py --rounds 9 --calls 50000
+    python benchmarks/request_path.py --quick        # smoke run: 3 rounds of 5,000 calls
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ import argparse
 import asyncio
 import gc
 import logging
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lib.report import Figure, figures_table
+from _lib.rounds import interleaved, median
 
 from middleware import MonitorMiddleware
 
@@ -91,27 +97,37 @@ async def main(rounds: int, calls: int) -> None:
             assert app.channel is not None and app.channel.running
     names = list(variants)
     figures: dict[str, list[float]] = {name: [] for name in names}
-    for number in range(rounds):
-        order = names[number % len(names) :] + names[: number % len(names)]
-        for name in order:
-            figures[name].append(await _run(variants[name], calls) * 1e6)
+    for _, name in interleaved(names, rounds):
+        figures[name].append(await _run(variants[name], calls) * 1e6)
     for app in variants.values():
         if app is not model:
             app.channel.stop(0.1)
     print(f"{rounds} rounds of {calls} calls, CPU µs per call of the calling thread (median)")
     for name in names:
-        line = f"{name:>12}: {statistics.median(figures[name]):6.2f} µs"
-        if name != "bare":
-            added = statistics.median(
-                v - b for v, b in zip(figures[name], figures["bare"], strict=True)
-            )
-            line += f"   added {added:+.2f} µs (target ≤ {_TARGETS[name]:.0f} µs)"
-        print(line)
+        print(f"{name:>12}: {median(figures[name]):6.2f} µs")
+    added = {
+        name: median([v - b for v, b in zip(figures[name], figures["bare"], strict=True)])
+        for name in _TARGETS
+    }
+    table = [
+        Figure(
+            f"added per request, sample_rate {name.split('-')[1]}, µs",
+            added[name],
+            f"≤ {goal:g}",
+            spec="+.2f",
+            ok=lambda x, goal=goal: x <= goal,
+        )
+        for name, goal in _TARGETS.items()
+    ]
+    print("\n" + figures_table(table, peer="peer (none run)"))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 rounds of 5,000 calls")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.calls = 3, 5_000
     asyncio.run(main(args.rounds, args.calls))

@@ -29,29 +29,29 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib.asgi import asgi_request, lifespan
+from _lib.asgi import asgi_request, find_engine, lifespan, run_async, run_child, say
 from _lib.load import write_lua
-from _lib.machine import machine_info, machine_markdown, wrk_version
+from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_version
+from _lib.pinning import taskset
+from _lib.procfs import process_cpu
 from _lib.records import make_bodies
-from _lib.report import markdown_table
-from _lib.rounds import median
-from _lib.servers import free_port, wait_for_port
+from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
+from _lib.rounds import interleaved, median, medians_by
+from _lib.servers import free_port, kill, start, stop, wait_for_port
+from _lib.servers import workdir as make_workdir
 from middleware_overhead import (
     BATCH,
     BODIES,
     REPO,
-    _find_engine,
     run_wrk,
     server_command,
 )
@@ -60,7 +60,6 @@ VARIANTS = ("quiet", "scraped")
 INTERVALS = {"quiet": "1h", "scraped": "1s"}
 TARGET_PCT = 1.0
 TICKS = 10  # the rows of 10 one-second ticks reach DuckDB in one flush, as they do when running
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- the scraper
@@ -102,29 +101,19 @@ def scraper_child(port: int, path: str, every: float) -> None:
         if pause > 0:
             time.sleep(pause)
     wall.sort()
-    print(
-        "SCRAPE_JSON "
-        + json.dumps(
-            {
-                "ok": ok,
-                "failed": failed,
-                "bytes": size,
-                "p50_ms": wall[len(wall) // 2] * 1000 if wall else None,
-                "max_ms": wall[-1] * 1000 if wall else None,
-            }
-        ),
-        flush=True,
+    say(
+        "SCRAPE_JSON",
+        {
+            "ok": ok,
+            "failed": failed,
+            "bytes": size,
+            "p50_ms": wall[len(wall) // 2] * 1000 if wall else None,
+            "max_ms": wall[-1] * 1000 if wall else None,
+        },
     )
 
 
 # --------------------------------------------------------------------------- one wrk run
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of the whole process, in seconds, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def count_rows(db: Path, table: str) -> int | None:
@@ -150,17 +139,13 @@ def run_variant(
     for stale in (db, Path(str(db) + ".wal")):
         stale.unlink(missing_ok=True)
     env = {
-        **os.environ,
         "BENCH_VARIANT": "monitor-0.0",
         "BENCH_DB": str(db),
         "INFERWATCH_RESOURCE_INTERVAL": INTERVALS[variant],
         "PYTHONUNBUFFERED": "1",
     }
     log_path = workdir / f"{variant}-round{rnd}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            server_command(args, port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
+    proc = start(server_command(args, port), log_path, env, REPO)
     scraper: subprocess.Popen[str] | None = None
     scrape: dict[str, Any] = {}
     try:
@@ -170,34 +155,24 @@ def run_variant(
         if warm.status_errors or warm.errors:
             raise RuntimeError(f"{variant}: warm-up had errors")
         if variant == "scraped":
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--scraper-child", str(port)]
             scraper = subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    str(args.wrk_core),
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--scraper-child",
-                    str(port),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
+                taskset(args.wrk_core, cmd), stdout=subprocess.PIPE, text=True
             )
-        cpu_before = proc_cpu(proc.pid)
+        cpu_before = process_cpu(proc.pid)
         main = run_wrk(args, url, lua, args.duration, args.connections)
-        cpu_after = proc_cpu(proc.pid)
+        cpu_after = process_cpu(proc.pid)
         if scraper is not None:
             scraper.send_signal(signal.SIGTERM)
             out, _ = scraper.communicate(timeout=30)
             line = next((ln for ln in out.splitlines() if ln.startswith("SCRAPE_JSON ")), None)
             scrape = json.loads(line[len("SCRAPE_JSON ") :]) if line else {"ok": 0, "failed": -1}
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        stop(proc)
     finally:
-        for child in (scraper, proc):
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait()
+        kill(proc)
+        if scraper is not None and scraper.poll() is None:
+            scraper.kill()
+            scraper.wait()
     cpu = cpu_after - cpu_before
     return {
         "variant": variant,
@@ -213,14 +188,6 @@ def run_variant(
         "resource_rows": count_rows(db, "resources"),
         "log_tail": log_path.read_text(encoding="utf-8", errors="replace")[-2000:],
     }
-
-
-def order(rounds: int) -> list[tuple[int, str]]:
-    out = []
-    for rnd in range(rounds):
-        shift = rnd % len(VARIANTS)
-        out += [(rnd + 1, v) for v in VARIANTS[shift:] + VARIANTS[:shift]]
-    return out
 
 
 # --------------------------------------------------------------------------- in-process CPU
@@ -264,7 +231,7 @@ async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, An
             await one("POST", "/predict", b'{"instances": []}')  # 422
             await one("GET", "/info", b"")
             await one("GET", "/nowhere", b"")  # 404
-        engine = _find_engine(app)
+        engine = find_engine(app)
         if engine is None:
             raise RuntimeError("no MonitorMiddleware engine in the app")
         registry = build_registry(engine)
@@ -317,15 +284,7 @@ async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, An
 
 
 def in_process_child(fills: list[int], calls: int, rate: float) -> None:
-    try:
-        import uvloop
-
-        result = uvloop.run(_in_process(fills, calls, rate))
-    except ImportError:
-        import asyncio
-
-        result = asyncio.run(_in_process(fills, calls, rate))
-    print("INPROC_JSON " + json.dumps(result), flush=True)
+    say("INPROC_JSON", run_async(_in_process(fills, calls, rate)))
 
 
 def run_in_process(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -339,14 +298,10 @@ def run_in_process(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "INFERWATCH_RESOURCE_INTERVAL": "1h",
     }
     cmd = [
-        "taskset", "-c", str(args.server_core), sys.executable, str(Path(__file__).resolve()),
+        sys.executable, str(Path(__file__).resolve()),
         "--in-process-child", args.fills, "--calls", str(args.calls), "--rate", str(args.rate),
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("INPROC_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"in-process run failed: {done.stdout}\n{done.stderr[-3000:]}")
-    return json.loads(line[len("INPROC_JSON ") :])
+    return run_child(taskset(args.server_core, cmd), "INPROC_JSON", env)
 
 
 # --------------------------------------------------------------------------- the report
@@ -356,7 +311,37 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], inproc: dict | 
     out = wrk_report(args, runs) if runs else []
     if inproc:
         out += inproc_report(args, inproc)
+    out += ["", "The target:", "", figures_table(targets(runs, inproc), peer="peer (none run)")]
     return "\n".join(out)
+
+
+def targets(runs: list[dict[str, Any]], inproc: dict | None) -> list[Figure]:
+    """The cost against the target: in-process at the fullest ring, and from wrk's runs."""
+    out = []
+    if inproc and inproc["fills"]:
+        f = inproc["fills"][-1]
+        out.append(
+            Figure(
+                f"scrape + resource tick per 1 s of a core, {f['ring']:,} requests in ring, %",
+                (f["scrape_ms"] + f["tick_ms"]) / 1000 * 100,
+                f"< {TARGET_PCT:g}",
+                spec=".2f",
+                ok=lambda x: x < TARGET_PCT,
+            )
+        )
+    if runs:
+        med = medians_by(runs, lambda r: r["variant"], {"cpu_us": lambda r: r["cpu_us"]})
+        quiet, scraped = med["quiet"]["cpu_us"], med["scraped"]["cpu_us"]
+        out.append(
+            Figure(
+                "server CPU per request, scraped vs quiet (medians; noisy), %",
+                (scraped - quiet) / quiet * 100,
+                f"< {TARGET_PCT:g}",
+                spec="+.2f",
+                ok=lambda x: x < TARGET_PCT,
+            )
+        )
+    return out
 
 
 def wrk_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str]:
@@ -508,8 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--in-process-only", action="store_true")
     parser.add_argument("--workdir")
-    parser.add_argument("--json", dest="json_out")
-    parser.add_argument("--markdown")
+    add_output_args(parser)
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s, small fills")
     parser.add_argument("--scraper-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-process-child", help=argparse.SUPPRESS)
@@ -523,17 +507,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.rounds, args.warmup = 3.0, 1, 1.0
         args.fills, args.calls = "2000,20000", 5
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is not installed (Debian: apt-get install -y wrk util-linux)")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-scrape-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if missing := missing_tools(("wrk", "taskset")):
+        parser.error(missing)
+    workdir = make_workdir(args.workdir, "inferwatch-scrape-")
     lua = workdir / "post.lua"
     write_lua(lua, make_bodies(BODIES, BATCH))
-    command = "python " + " ".join(["benchmarks/scrape_cost.py", *(argv or sys.argv[1:])])
+    command = command_line("scrape_cost.py", argv)
     runs: list[dict[str, Any]] = []
     if not args.in_process_only:
-        for rnd, variant in order(args.rounds):
+        for rnd, variant in interleaved(VARIANTS, args.rounds):
             run = run_variant(args, variant, rnd, workdir, lua)
             runs.append(run)
             print(
@@ -551,14 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     info["wrk"] = wrk_version() or "not installed"
     text = f"Command: `{command}`\n\n## Machine\n\n" + machine_markdown(info) + "\n\n## Results\n\n"
     text += report(args, runs, inproc)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
-    if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"machine": info, "runs": runs, "in_process": inproc}, indent=2),
-            encoding="utf-8",
-        )
+    emit(text, args.markdown, args.json_out, {"machine": info, "runs": runs, "in_process": inproc})
     bad = [r for r in runs if r["errors"] or (r["scrape"] and r["scrape"].get("failed"))]
     return 1 if bad else 0
 
