@@ -9,6 +9,7 @@ the median of many rounds.
 
     python benchmarks/core_speed.py                  # 60 s on cores 0 and 1, 2 s windows
     python benchmarks/core_speed.py --cores 0,1 --seconds 120 --window 5
+    python benchmarks/core_speed.py --quick          # smoke run: 6 s
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lib.machine import machine_info, machine_markdown
-from _lib.report import markdown_table
+from _lib.report import command_line, markdown_table
 from _lib.rounds import median
 
 _LOOP = 1_000_000  # additions per pass: about 50 ms on the machine this was written on
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", default="0,1", help="the two cores to compare")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--window", type=float, default=2.0, help="seconds per reported ratio")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 6 s")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = min(args.seconds, 6.0)
     first, second = (int(c) for c in args.cores.split(","))
     queue: mp.Queue = mp.Queue()
     start = time.monotonic()
@@ -79,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (x, y) in enumerate(zip(a, b, strict=False))
         if x == x and y == y
     ]
-    command = "python benchmarks/core_speed.py " + " ".join(argv or sys.argv[1:])
-    print(f"Command: `{command.strip()}`\n\n## Machine\n\n{machine_markdown(machine_info())}\n")
+    command = command_line("core_speed.py", argv)
+    print(f"Command: `{command}`\n\n## Machine\n\n{machine_markdown(machine_info())}\n")
     print(
         f"Speed of core {second} against core {first} (pass time on {first} / on {second}) in "
         f"{len(ratios)} windows of {args.window:g} s: min {min(ratios):.2f}, median "

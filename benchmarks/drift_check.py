@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/drift_check.py [--rows 1000000] [--build-rows 10000000]
         [--db-memory default,128MiB,unlimited] [--repeats 5] [--rounds 1] [--before DIR]
         [--skip-evidently] [--skip-build] [--workdir DIR]
+    .venv/bin/python benchmarks/drift_check.py --quick    # smoke run: 100,000 rows, no build
 
 Both sides get the same 20 numeric and 5 categorical features: a reference table (our baseline
 is built from it) and a current table, which inferwatch reads from a log store in its real long
@@ -60,6 +61,8 @@ EVIDENTLY_PYTHON = ROOT / ".venv-evidently" / "bin" / "python"
 NUMERIC, CATEGORICAL = 20, 5
 START = datetime(2026, 1, 1)
 SPAN_S = 3600.0
+TARGET_S = 1.5  # a full check of 1,000,000 requests
+TARGET_FASTER, TARGET_LESS_MEMORY = 40.0, 6.0  # against Evidently's DataDriftPreset
 
 
 def _columns_sql(drift: bool) -> str:
@@ -386,7 +389,17 @@ def main() -> None:
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 100,000 rows, one check, default db_memory, no build at scale; "
+        "Evidently only where its venv is there",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeats, args.rounds, args.db_memory = 100_000, 1, 1, "default"
+        args.skip_build = True
+        args.skip_evidently = args.skip_evidently or not EVIDENTLY_PYTHON.exists()
     if args.child:
         kind, *rest = args.child
         run = {"check": child_check, "evidently": child_evidently, "build": child_build}[kind]
@@ -395,7 +408,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from benchmarks._lib.machine import machine_info, machine_markdown
-    from benchmarks._lib.report import markdown_table
+    from benchmarks._lib.report import Figure, figures_table, markdown_table
 
     with tempfile.TemporaryDirectory(prefix="inferwatch-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -450,6 +463,38 @@ def main() -> None:
         headers += ["faster than Evidently", "less CPU", "less memory"]
         print("\n" + markdown_table(headers, rows))
         print("\nmedian wall s (CPU s) per check, by query:\n" + _breakdown(checks))
+        ours = next(iter(checks.values()))  # this tree's, at the first --db-memory setting
+        peer = theirs or {}
+        figures = [
+            Figure(
+                f"check of {args.rows:,} requests, wall s (median)",
+                ours["median_s"],
+                f"< {TARGET_S:g} at 1,000,000",
+                peer.get("total_s"),
+                ".2f",
+                lambda x: x < TARGET_S * args.rows / 1_000_000,
+            ),
+            Figure(
+                "times as fast as Evidently",
+                peer["total_s"] / ours["median_s"] if peer else None,
+                f"≥ {TARGET_FASTER:g}",
+                1.0 if peer else None,
+                ".0f",
+                lambda x: x >= TARGET_FASTER,
+            ),
+            Figure(
+                "peak RSS, MB (target: times less than Evidently's)",
+                ours["peak_rss_bytes"] / 1e6,
+                f"≥ {TARGET_LESS_MEMORY:g}x less",
+                peer["peak_rss_bytes"] / 1e6 if peer else None,
+                ",.0f",
+                (lambda x: peer["peak_rss_bytes"] / 1e6 / x >= TARGET_LESS_MEMORY)
+                if peer
+                else None,
+            ),
+        ]
+        name = f"Evidently {theirs['version']}" if theirs else "Evidently (not run)"
+        print("\nthe targets:\n" + figures_table(figures, peer=name))
         if not args.skip_build:
             build_scale(work, args.build_rows)
         print("\nmachine:\n" + machine_markdown(machine_info()))

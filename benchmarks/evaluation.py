@@ -27,10 +27,7 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,8 +39,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _lib.asgi import run_child, say
 from _lib.machine import machine_info, machine_markdown
-from _lib.report import markdown_table
+from _lib.report import Figure, command_line, figures_table, markdown_table
+from _lib.rounds import median
+from _lib.servers import workdir as make_workdir
 
 from middleware._evaluation import evaluate
 from middleware._label_files import import_label_file
@@ -211,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--now", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.repeat, datetime.fromisoformat(args.now))))
+        say("EVAL_JSON", measure(args.measure, args.repeat, datetime.fromisoformat(args.now)))
         return 0
     if args.quick:
         args.rows, args.repeat = 100_000, 1
-    command = "python " + " ".join(["benchmarks/evaluation.py", *(argv or sys.argv[1:])])
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-evaluation-"))
+    command = command_line("evaluation.py", argv)
+    workdir = make_workdir(args.workdir, "inferwatch-evaluation-")
     results, post_s = [], None
     for number, kind in enumerate(k.strip() for k in args.scenarios.split(",") if k.strip()):
         db = str(workdir / f"s{number}.duckdb")
@@ -242,13 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 post_s = post_body_write(workdir, ids)
         print(f"[{kind}] evaluating ...", file=sys.stderr)
         child = [sys.executable, __file__, "--measure", db, "--now", now.isoformat()]
-        done = subprocess.run(
-            [*child, "--repeat", str(args.repeat)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        figures = json.loads(done.stdout)
+        figures = run_child([*child, "--repeat", str(args.repeat)], "EVAL_JSON")
         results.append((kind, counts, import_s, figures, os.getloadavg()[0]))
     rows = []
     for kind, counts, import_s, f, load in results:
@@ -259,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{f['predictions']:,}",
                 f"{f['labels']:,}",
                 f"{times[0]:.2f}",
-                f"{statistics.median(times):.2f}",
+                f"{median(times):.2f}",
                 f"{min(times):.2f}",
-                f"{statistics.median(f['cpu']):.2f}",
+                f"{median(f['cpu']):.2f}",
                 "yes" if min(times) < TARGET_S else "no",
                 f"{f['peak_kib'] / 1024:.0f}",
                 f"{(f['peak_kib'] - f['before_kib']) / 1024:.0f}",
@@ -293,6 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     for kind, *_, f, _ in results:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in f["metrics"].items()}
         print(f"- {kind}: task {f['task']}, {shown}")
+    targets = [
+        Figure(
+            f"evaluate {f['predictions']:,} labelled predictions, {kind}, best of repeats, s",
+            min(f["times"]),
+            f"< {TARGET_S:g}",
+            spec=".2f",
+            ok=lambda x: x < TARGET_S,
+        )
+        for kind, *_, f, _ in results
+    ]
+    print("\nThe targets:\n\n" + figures_table(targets, peer="peer (none run)"))
     print(f"\nEach store: {INPUTS} inputs and the outputs per prediction, in long form.\n")
     print(machine_markdown(machine_info(["scikit-learn", "scipy"])))
     print(f"\nCommand: `{command}`")

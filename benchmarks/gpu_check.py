@@ -7,6 +7,7 @@ GPU busy; the script reads /monitor/health and, at the same moment, ``nvidia-smi
 On the lent GPU machine (see docs/benchmarks.md for the wheels it needs)::
 
     python3 benchmarks/gpu_check.py --seconds 20 --out $OUT/gpu_check.md
+    python3 benchmarks/gpu_check.py --quick          # smoke run: 5 s of load
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lib.servers import free_port
 
 from middleware import MonitorMiddleware
 
@@ -64,7 +69,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="load before reading")
     parser.add_argument("--size", type=int, default=8192, help="matrix size of the load")
     parser.add_argument("--out", default=None, help="also write the report here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 s of load")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 5.0)
+    port = free_port()
 
     async def predict(request):  # type: ignore[no-untyped-def]
         return JSONResponse({"predictions": [1]})
@@ -74,12 +83,12 @@ def main() -> int:
         Starlette(routes=[Route("/predict", predict, methods=["POST"])]),
         db=db, resource_interval=1.0,
     )  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=8765, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     stop = threading.Event()
     threading.Thread(target=load_gpu, args=(stop, args.size), daemon=True).start()
     deadline = time.monotonic() + args.seconds
-    with httpx.Client(base_url="http://127.0.0.1:8765") as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
                 client.post("/predict", json={"a": 1})

@@ -15,12 +15,12 @@ Each layout gets its own table; the layouts take turns ``--rounds`` times and th
 CPU time per capture are printed (``BEGIN``, register, ``INSERT``, ``COMMIT``), on one core.
 
     python benchmarks/insert_layouts.py [--rounds 5] [--batch 2048] [--captures 12288]
+    python benchmarks/insert_layouts.py --quick      # smoke run: 1 round of 2,048 captures
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _lib.pinning import pin_to_core
 from _lib.records import make_bodies, make_prediction_bodies
-from _lib.report import markdown_table
+from _lib.report import command_line, markdown_table
+from _lib.rounds import median
 
 from middleware._capture import CaptureCounters
 from middleware._columns import Columnizer
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2_048, help="captures per insert")
     parser.add_argument("--captures", type=int, default=12_288, help="captures per round")
     parser.add_argument("--core", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2,048 captures")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.captures, args.batch = 1, 2_048, min(args.batch, 512)
     pinned = pin_to_core(args.core)
     data = batches(args.captures, args.batch)
     spent: dict[str, list[float]] = {name: [] for name in LAYOUTS}
@@ -114,22 +118,20 @@ def main(argv: list[str] | None = None) -> int:
             for name, columns in LAYOUTS.items():
                 spent[name].append(insert_us(con, name, ", ".join(columns), data, args.captures))
         con.close()
-    narrow = statistics.median(spent["narrow"])
+    narrow = median(spent["narrow"])
     rows = [
         [
             name,
             " / ".join(f"{v:.1f}" for v in values),
-            f"{statistics.median(values):.1f}",
-            f"{statistics.median(values) - narrow:+.1f}",
+            f"{median(values):.1f}",
+            f"{median(values) - narrow:+.1f}",
         ]
         for name, values in spent.items()
     ]
-    command = "python benchmarks/insert_layouts.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = command_line("insert_layouts.py", argv)
     where = f"pinned to core {args.core}" if pinned else "not pinned"
     print(
-        f"Command: `{command.strip()}`; {where}; {args.captures:,} captures of 44 values, "
+        f"Command: `{command}`; {where}; {args.captures:,} captures of 44 values, "
         f"{args.batch:,} per insert; CPU µs per capture.\n"
     )
     print(markdown_table(["layout", "per round", "median", "vs narrow"], rows))

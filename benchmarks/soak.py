@@ -24,7 +24,7 @@ The harness is ``tests/reliability/_soak.py``; ``tests/reliability/test_load.py`
 not remove rows the comparison counts; pass ``--flag=--max-db-bytes=2GiB`` to soak the default.
 
     python benchmarks/soak.py --duration 30m --json soak.json     # the benchmark
-    python benchmarks/soak.py --duration 1m --warmup 20s          # a smoke run
+    python benchmarks/soak.py --quick                             # a smoke run: 1 minute
     python benchmarks/soak.py --duration 10m --rate 1000 --load wrk
 """
 
@@ -34,12 +34,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _lib.report import command_line  # noqa: E402
+from _lib.servers import workdir as make_workdir  # noqa: E402
 
 from middleware._settings import parse_duration  # noqa: E402
 from tests.reliability._soak import SoakConfig, run_soak, summary_text, verdicts  # noqa: E402
@@ -77,7 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", default=None, help="Folder kept for the DuckDB file, logs.")
     parser.add_argument("--json", default=None, help="Write the result here.")
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 1 minute, 20 s warm-up.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = "1m", "20s"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         flags.extend(flag.split("=", 1))
     if not any(f == "--max-db-bytes" for f in flags):
         flags += ["--max-db-bytes", "16GiB"]
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="inferwatch-soak-"))
+    workdir = make_workdir(args.workdir, "inferwatch-soak-")
     config = SoakConfig(
         duration_s=duration,
         rate=rate,
@@ -109,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     result["verdicts"] = verdicts(result, rss_growth_pct=args.rss_growth)
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["load_average_at_end"] = os.getloadavg()
-    result["command"] = "python benchmarks/soak.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    result["command"] = command_line("soak.py", argv)
     print()
     print(summary_text(result))
     out = Path(args.json) if args.json else workdir / "soak.json"
