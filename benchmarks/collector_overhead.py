@@ -75,6 +75,7 @@ from _lib.report import (
     figures_table,
     markdown_table,
     met,
+    table,
 )
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import (
@@ -254,7 +255,7 @@ def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -
         "request; added is the median of the differences of neighbouring blocks. The collector "
         f"runs on core {args.side_core}."
     )
-    table = markdown_table(
+    summary = markdown_table(
         [
             "app", "variant", "bare µs/req", "variant µs/req", "worker CPU added µs/req",
             "added, each pair of blocks", "target", "met", "collector µs/req",
@@ -262,7 +263,7 @@ def in_process_report(results: list[dict[str, Any]], args: argparse.Namespace) -
         ],
         rows,
     )  # fmt: skip
-    return head + "\n\n" + table
+    return head + "\n\n" + summary
 
 
 # --------------------------------------------------------------------------- processes
@@ -492,7 +493,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 (f"{m['ok']:.0%}" if variant in SAMPLE_RATES else ""),
             ]
         )
-    table = markdown_table(
+    summary = markdown_table(
         [
             "variant", "req/s", "vs bare", "p50 ms", "p99 ms", "p99 added ms",
             "worker CPU µs/req", "added", "collector CPU µs/req", "collector µs/captured req",
@@ -586,24 +587,13 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             ".3f",
             met(share >= MULTI_TARGET),
         )
-    multi_rows = [
-        [
-            v,
-            f"{m['rps']:,.0f}",
-            f"{m['rps'] / multi['bare']['rps']:.3f}",
-            f"{m['p99']:.2f}",
-            f"{m['worker']:.1f}",
-            cell(m["per_capture"], ".1f") if v in SAMPLE_RATES else "",
-            f"{m['ok']:.0%}" if v in SAMPLE_RATES else "",
-        ]
-        for v, m in multi.items()
-        if m and multi["bare"]
-    ]
+    multi_rows = [{"variant": v, **m} for v, m in multi.items() if m and multi["bare"]]
+    monitored = lambda m, text: text if m["variant"] in SAMPLE_RATES else ""  # noqa: E731
     out = [
         f"### {app} app, one worker on core {args.worker_core}; wrk -c{args.connections} and the "
         f"collector on core {args.side_core}",
         "",
-        table,
+        summary,
         "",
         f"### {app} app: the targets, and prometheus-fastapi-instrumentator in the same run",
         "",
@@ -615,40 +605,46 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             f"### {app} app, {args.workers} workers on cores {args.worker_core} and "
             f"{args.side_core}, wrk -c{args.multi_connections} there too",
             "",
-            markdown_table(
-                [
-                    "variant",
-                    "req/s",
-                    "vs bare",
-                    "p99 ms",
-                    "CPU µs/req, all workers",
-                    "collector µs/captured req",
-                    "runs whose store checked out",
-                ],
+            table(
                 multi_rows,
+                {
+                    "variant": lambda m: m["variant"],
+                    "req/s": lambda m: f"{m['rps']:,.0f}",
+                    "vs bare": lambda m: f"{m['rps'] / multi['bare']['rps']:.3f}",
+                    "p99 ms": lambda m: f"{m['p99']:.2f}",
+                    "CPU µs/req, all workers": lambda m: f"{m['worker']:.1f}",
+                    "collector µs/captured req": lambda m: monitored(
+                        m, cell(m["per_capture"], ".1f")
+                    ),
+                    "runs whose store checked out": lambda m: monitored(m, f"{m['ok']:.0%}"),
+                },
             ),
         ]
     return "\n".join(out)
 
 
 def runs_table(runs: list[Run]) -> str:
-    rows = [
-        [
-            r.round, r.key, f"{r.main.rps:,.0f}", f"{r.main.p99_ms:.2f}", f"{r.worker_cpu_us:.1f}",
-            f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else "",
-            cell(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid
-            else "", r.responses, r.capture.get("sampled", ""), r.stored.get("requests", ""),
-            r.capture.get("dropped", ""), "; ".join(r.problems) or ("ok" if r.capture else ""),
-        ]
-        for r in runs
-    ]  # fmt: skip
-    return markdown_table(
-        [
-            "round", "run", "req/s", "p99 ms", "worker CPU µs/req", "collector pid on cores",
-            "collector µs/captured", "responses", "sampled", "stored (DB)", "dropped", "checks",
-        ],
-        rows,
-    )  # fmt: skip
+    return table(
+        runs,
+        {
+            "round": lambda r: r.round,
+            "run": lambda r: r.key,
+            "req/s": lambda r: f"{r.main.rps:,.0f}",
+            "p99 ms": lambda r: f"{r.main.p99_ms:.2f}",
+            "worker CPU µs/req": lambda r: f"{r.worker_cpu_us:.1f}",
+            "collector pid on cores": lambda r: (
+                f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else ""
+            ),
+            "collector µs/captured": lambda r: (
+                cell(r.collector_cpu_per_capture_us, ".1f") if r.collector_pid else ""
+            ),
+            "responses": lambda r: r.responses,
+            "sampled": lambda r: r.capture.get("sampled", ""),
+            "stored (DB)": lambda r: r.stored.get("requests", ""),
+            "dropped": lambda r: r.capture.get("dropped", ""),
+            "checks": lambda r: "; ".join(r.problems) or ("ok" if r.capture else ""),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- main

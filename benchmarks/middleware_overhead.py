@@ -44,7 +44,16 @@ from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_vers
 from _lib.pinning import taskset
 from _lib.procfs import core_times, rss_mib, thread_cpu
 from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
-from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
+from _lib.report import (
+    Figure,
+    add_output_args,
+    command_line,
+    emit,
+    figures_table,
+    markdown_table,
+    table,
+    verdict,
+)
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, get_json, kill, start, stop, uvicorn_command, wait_for_port
 from _lib.servers import workdir as make_workdir
@@ -67,8 +76,9 @@ BODIES = 64  # distinct request bodies wrk cycles through
 # --------------------------------------------------------------------------- the model app
 
 
-def create_app() -> Any:
-    """The benchmark's model app in the variant BENCH_VARIANT names (uvicorn ``--factory``)."""
+def create_app(engine_here: bool = False) -> Any:
+    """The benchmark's model app in the variant BENCH_VARIANT names (uvicorn ``--factory``);
+    with ``engine_here`` a monitored variant runs its engine in this process."""
     from fastapi import FastAPI
 
     variant = os.environ.get("BENCH_VARIANT", "bare")
@@ -82,7 +92,7 @@ def create_app() -> Any:
             predictions=[churn_probability(r.__dict__) for r in request.instances]
         )
 
-    return instrument(app, variant, os.environ.get("BENCH_DB", ""), SAMPLE_RATES)
+    return instrument(app, variant, os.environ.get("BENCH_DB", ""), SAMPLE_RATES, engine_here)
 
 
 # --------------------------------------------------------------------------- in-process CPU cost
@@ -357,140 +367,74 @@ def targets(med: dict[str, dict[str, float]]) -> list[Figure]:
 
 def report(args: argparse.Namespace, runs: list[Run], command: str) -> str:
     med = medians_by(runs, lambda r: r.variant, FIGURES)
-    med = {v: med[v] for v in VARIANTS if v in med}
+    rows = [{"variant": v, **med[v]} for v in VARIANTS if v in med]
     bare = med["bare"]
-    out = [f"Command: `{command}`", ""]
-    rows = []
-    for v, m in med.items():
-        ratio = m["rps"] / bare["rps"]
-        added = m["p99"] - bare["p99"]
-        if v == "monitor-1.0":
-            target = f"≥ {TARGETS[v]:.2f} and p99 +< {P99_ADDED_TARGET_MS:g} ms"
-            met = ratio >= TARGETS[v] and added < P99_ADDED_TARGET_MS
-        elif v in TARGETS:
-            target, met = f"≥ {TARGETS[v]:.2f}", ratio >= TARGETS[v]
-        else:
-            target, met = "", None
-        rows.append(
-            [
-                v,
-                fmt(m["rps"], 0),
-                f"{ratio:.3f}",
-                fmt(m["p50"]),
-                fmt(m["p99"]),
-                "" if v == "bare" else f"{added:+.2f}",
-                fmt(m["loop_cpu"], 0),
-                fmt(m["other_cpu"], 0),
-                fmt(m["cpu_rps"], 0),
-                f"{m['cpu_rps'] / bare['cpu_rps']:.3f}",
-                f"{m['share']:.2f}",
-                target,
-                "" if met is None else ("yes" if met else "**no**"),
-            ]
-        )
-    out.append(
-        f"Median of {args.rounds} round(s), {args.duration:g} s each, wrk -t1 -c{args.connections}:"
+    added = lambda m, key, spec: "" if m["variant"] == "bare" else format(m[key] - bare[key], spec)  # noqa: E731
+    summary = table(
+        rows,
+        {
+            "variant": lambda m: m["variant"],
+            "req/s": lambda m: fmt(m["rps"], 0),
+            "vs bare": lambda m: f"{m['rps'] / bare['rps']:.3f}",
+            "p50 ms": lambda m: fmt(m["p50"]),
+            "p99 ms": lambda m: fmt(m["p99"]),
+            "p99 added ms": lambda m: added(m, "p99", "+.2f"),
+            "loop CPU µs/req": lambda m: fmt(m["loop_cpu"], 0),
+            "other threads CPU µs/req": lambda m: fmt(m["other_cpu"], 0),
+            "req per server CPU-s": lambda m: fmt(m["cpu_rps"], 0),
+            "CPU-s vs bare": lambda m: f"{m['cpu_rps'] / bare['cpu_rps']:.3f}",
+            "server's share of its core": lambda m: f"{m['share']:.2f}",
+        },
     )
-    out.append("")
-    out.append(
-        markdown_table(
-            [
-                "variant",
-                "req/s",
-                "vs bare",
-                "p50 ms",
-                "p99 ms",
-                "p99 added ms",
-                "loop CPU µs/req",
-                "other threads CPU µs/req",
-                "req per server CPU-s",
-                "CPU-s vs bare",
-                "server's share of its core",
-                "target",
-                "met",
-            ],
-            rows,
-        )
-    )
-    out += [
+    out = [
+        f"Command: `{command}`",
+        "",
+        f"Median of {args.rounds} round(s), {args.duration:g} s each, "
+        f"wrk -t1 -c{args.connections}:",
+        "",
+        summary,
         "",
         "The targets, and prometheus-fastapi-instrumentator in the same run:",
         "",
         figures_table(targets(med), peer="prometheus (peer)"),
     ]
     if args.light_duration > 0:
+        light = {
+            "variant": lambda m: m["variant"],
+            "req/s": lambda m: fmt(m["light_rps"], 0),
+            "p50 ms": lambda m: fmt(m["light_p50"], 3),
+            "p99 ms": lambda m: fmt(m["light_p99"], 3),
+            "p99 added ms": lambda m: added(m, "light_p99", "+.3f"),
+        }
         out += [
             "",
             f"Light load (wrk -t1 -c{args.light_connections}, {args.light_duration:g} s, "
             "after the main run on the same server): latency without queueing",
             "",
+            table(rows, light),
         ]
-        out.append(
-            markdown_table(
-                ["variant", "req/s", "p50 ms", "p99 ms", "p99 added ms"],
-                [
-                    [
-                        v,
-                        fmt(m["light_rps"], 0),
-                        fmt(m["light_p50"], 3),
-                        fmt(m["light_p99"], 3),
-                        "" if v == "bare" else f"{m['light_p99'] - bare['light_p99']:+.3f}",
-                    ]
-                    for v, m in med.items()
-                ],
-            )
-        )
-    out += ["", "Every run (round order rotates):", ""]
-    detail = []
-    for r in runs:
-        cap, db = r.capture, r.stored_in_db
-        detail.append(
-            [
-                r.round,
-                r.variant,
-                fmt(r.main.rps, 0),
-                fmt(r.main.p50_ms),
-                fmt(r.main.p99_ms),
-                r.main.errors + r.main.status_errors,
-                r.warm_requests + r.main.requests + (r.light.requests if r.light else 0),
-                cap.get("sampled", ""),
-                db.get("requests", ""),
-                cap.get("dropped", ""),
-                cap.get("write_errors", ""),
-                cap.get("queue_depth", ""),
-                "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
-                "" if r.rows_complete is None else ("yes" if r.rows_complete else "**NO**"),
-                f"{r.rss_start_mib:.0f} → {r.rss_end_mib:.0f}",
-                f"{r.shutdown_s:.2f}",
-                f"{r.server_core_share:.2f}",
-                f"{r.foreign_core_share:.2f}",
-            ]
-        )
-    out.append(
-        markdown_table(
-            [
-                "round",
-                "variant",
-                "req/s",
-                "p50 ms",
-                "p99 ms",
-                "wrk errors",
-                "wrk responses",
-                "sampled",
-                "stored (DB)",
-                "dropped",
-                "write errors",
-                "queue at end",
-                "stored+dropped = sampled",
-                "4 x 11 values per stored request",
-                "RSS MiB",
-                "SIGTERM→exit s",
-                "server core share",
-                "other load on that core",
-            ],
-            detail,
-        )
-    )
+    every = {
+        "round": lambda r: r.round,
+        "variant": lambda r: r.variant,
+        "req/s": lambda r: fmt(r.main.rps, 0),
+        "p50 ms": lambda r: fmt(r.main.p50_ms),
+        "p99 ms": lambda r: fmt(r.main.p99_ms),
+        "wrk errors": lambda r: r.main.failed,
+        "wrk responses": lambda r: r.warm_requests + r.main.requests
+        + (r.light.requests if r.light else 0),
+        "sampled": lambda r: r.capture.get("sampled", ""),
+        "stored (DB)": lambda r: r.stored_in_db.get("requests", ""),
+        "dropped": lambda r: r.capture.get("dropped", ""),
+        "write errors": lambda r: r.capture.get("write_errors", ""),
+        "queue at end": lambda r: r.capture.get("queue_depth", ""),
+        "stored+dropped = sampled": lambda r: verdict(r.accounted),
+        f"{BATCH} x 11 values per stored request": lambda r: verdict(r.rows_complete),
+        "RSS MiB": lambda r: f"{r.rss_start_mib:.0f} → {r.rss_end_mib:.0f}",
+        "SIGTERM→exit s": lambda r: f"{r.shutdown_s:.2f}",
+        "server core share": lambda r: f"{r.server_core_share:.2f}",
+        "other load on that core": lambda r: f"{r.foreign_core_share:.2f}",
+    }  # fmt: skip
+    out += ["", "Every run (round order rotates):", "", table(runs, every)]
     return "\n".join(out)
 
 

@@ -69,7 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib.load import write_lua
+from _lib.load import WrkResult, write_lua
 from _lib.load import wrk as run_wrk
 from _lib.machine import machine_info, machine_markdown, missing_tools
 from _lib.pinning import pin_threads, taskset
@@ -82,7 +82,8 @@ from _lib.report import (
     command_line,
     emit,
     figures_table,
-    markdown_table,
+    table,
+    verdict,
 )
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, kill, start, stop, uvicorn_command, wait_for_http
@@ -307,24 +308,10 @@ def create_candidate() -> Any:
 # --------------------------------------------------------------------------- measuring
 
 
-@dataclass
-class Load:
-    requests: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def wrk(args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int) -> Load:
-    done = run_wrk(url, lua, seconds, connections, str(args.wrk_core))
-    return Load(
-        requests=done.requests,
-        rps=done.rps,
-        p50_ms=done.p50_ms,
-        p99_ms=done.p99_ms,
-        errors=done.errors + done.status_errors,
-    )
+def wrk(
+    args: argparse.Namespace, url: str, lua: Path, seconds: float, connections: int
+) -> WrkResult:
+    return run_wrk(url, lua, seconds, connections, str(args.wrk_core))
 
 
 def round_cores(args: argparse.Namespace, rnd: int) -> argparse.Namespace:
@@ -423,9 +410,9 @@ def proxy_command(
 class Run:
     variant: str
     round: int
-    main: Load
-    light: Load | None
-    paced: Load | None
+    main: WrkResult
+    light: WrkResult | None
+    paced: WrkResult | None
     proxy_cpu_us: float  # proxy CPU per request during the measured run (all its processes)
     proxy_cores: float  # proxy CPU seconds per wall second during the measured run
     proxy_rss_mib: float
@@ -649,119 +636,68 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
         else float("nan")
         for v, pairs in against.items()
     }
-    rows = []
-    for v, m in med.items():
-        vs_nginx = median(paired[v]) if paired[v] else float("nan")
-        added = m["p50"] - direct["p50"]
-        light_added = m["light_p50"] - direct["light_p50"]
-        paced_added = m["paced_p50"] - direct["paced_p50"]
-        proxy = v != "direct"
-        rows.append(
-            [
-                v,
-                f"{m['rps']:,.0f}",
-                f"{m['rps'] / direct['rps']:.3f}",
-                cell(vs_nginx, ".3f"),
-                cell(pooled[v], ".3f"),
-                " / ".join(f"{x:.2f}" for x in paired[v]),
-                f"{m['p50']:.2f}",
-                f"{m['p99']:.2f}",
-                f"{added:+.2f}" if proxy else "",
-                cell(m["light_p50"], ".3f"),
-                cell(light_added, "+.3f") if proxy else "",
-                cell(m["paced_rps"], ",.0f"),
-                cell(m["paced_p50"], ".3f"),
-                cell(m["paced_p99"], ".3f"),
-                cell(paced_added, "+.3f") if proxy else "",
-                f"{m['cpu_us']:.0f}" if proxy else "",
-                f"{m['upstream_us']:.0f}",
-                f"{m['cores']:.2f}" if proxy else "",
-                f"{m['rss']:.0f}" if proxy else "",
-                cell(m["collector_us"], ".0f"),
-            ]
-        )
-    out = [
+    d = direct
+    proxy = lambda v, text: text if v != "direct" else ""  # noqa: E731
+    summary = table(
+        [{"variant": v, **m} for v, m in med.items()],
+        {
+            "variant": lambda m: m["variant"],
+            "req/s": lambda m: f"{m['rps']:,.0f}",
+            "vs direct": lambda m: f"{m['rps'] / d['rps']:.3f}",
+            "vs nginx (median of rounds)": lambda m: cell(median(paired[m["variant"]]), ".3f"),
+            "vs nginx (rounds pooled)": lambda m: cell(pooled[m["variant"]], ".3f"),
+            "vs nginx, each round": lambda m: " / ".join(f"{x:.2f}" for x in paired[m["variant"]]),
+            "p50 ms": lambda m: f"{m['p50']:.2f}",
+            "p99 ms": lambda m: f"{m['p99']:.2f}",
+            "p50 added ms": lambda m: proxy(m["variant"], f"{m['p50'] - d['p50']:+.2f}"),
+            "c1 p50 ms": lambda m: cell(m["light_p50"], ".3f"),
+            "c1 p50 added ms": lambda m: proxy(
+                m["variant"], cell(m["light_p50"] - d["light_p50"], "+.3f")
+            ),
+            "paced req/s": lambda m: cell(m["paced_rps"], ",.0f"),
+            "paced p50 ms": lambda m: cell(m["paced_p50"], ".3f"),
+            "paced p99 ms": lambda m: cell(m["paced_p99"], ".3f"),
+            "paced p50 added ms": lambda m: proxy(
+                m["variant"], cell(m["paced_p50"] - d["paced_p50"], "+.3f")
+            ),
+            "proxy CPU µs/req": lambda m: proxy(m["variant"], f"{m['cpu_us']:.0f}"),
+            "upstream CPU µs/req": lambda m: f"{m['upstream_us']:.0f}",
+            "proxy cores used": lambda m: proxy(m["variant"], f"{m['cores']:.2f}"),
+            "proxy RSS MiB": lambda m: proxy(m["variant"], f"{m['rss']:.0f}"),
+            "collector CPU µs/req (a process of its own)": lambda m: cell(m["collector_us"], ".0f"),
+        },
+    )
+    every = table(
+        runs,
+        {
+            "round": lambda r: r.round,
+            "variant": lambda r: r.variant,
+            "cores (upstream / proxy)": lambda r: f"{r.upstream_core} / {r.proxy_core}",
+            "req/s": lambda r: f"{r.main.rps:,.0f}",
+            "p50 ms": lambda r: f"{r.main.p50_ms:.2f}",
+            "p99 ms": lambda r: f"{r.main.p99_ms:.2f}",
+            "errors": lambda r: sum(w.failed for w in (r.main, r.light, r.paced) if w),
+            "sampled": lambda r: r.capture.get("sampled", ""),
+            "stored": lambda r: "" if r.stored is None else r.stored,
+            "dropped": lambda r: r.capture.get("dropped", ""),
+            "stored+dropped = sampled": lambda r: verdict(r.accounted),
+            "rows complete": lambda r: verdict(r.rows_complete),
+            "proxy CPU µs/req": lambda r: proxy(r.variant, f"{r.proxy_cpu_us:.0f}"),
+            "upstream CPU µs/req": lambda r: f"{r.upstream_cpu_us:.0f}",
+            "other load on the pinned cores": lambda r: f"{r.foreign_cores:.2f}",
+        },
+    )
+    head = (
         f"Median of {args.rounds} round(s); {args.duration:g} s at wrk -t1 -c{args.connections}, "
         f"then {args.light:g} s at -c1, then {args.paced:g} s paced at about "
         f"{args.paced_rate:,} req/s over {args.paced_connections} connections. "
         f"Cores: upstream {args.upstream_core}, proxy "
         f"{args.proxy_core}, wrk {args.wrk_core}"
         + (", the upstream's and the proxy's swapped in even rounds." if args.swap_cores else ".")
-        + " Pooled is the sum of a variant's req/s over the rounds against nginx's sum.",
-        "",
-        markdown_table(
-            [
-                "variant",
-                "req/s",
-                "vs direct",
-                "vs nginx (median of rounds)",
-                "vs nginx (rounds pooled)",
-                "vs nginx, each round",
-                "p50 ms",
-                "p99 ms",
-                "p50 added ms",
-                "c1 p50 ms",
-                "c1 p50 added ms",
-                "paced req/s",
-                "paced p50 ms",
-                "paced p99 ms",
-                "paced p50 added ms",
-                "proxy CPU µs/req",
-                "upstream CPU µs/req",
-                "proxy cores used",
-                "proxy RSS MiB",
-                "collector CPU µs/req (a process of its own)",
-            ],
-            rows,
-        ),
-        "",
-        targets_table(args, variants, runs, med),
-        "",
-        "Every run:",
-        "",
-        markdown_table(
-            [
-                "round",
-                "variant",
-                "cores (upstream / proxy)",
-                "req/s",
-                "p50 ms",
-                "p99 ms",
-                "errors",
-                "sampled",
-                "stored",
-                "dropped",
-                "stored+dropped = sampled",
-                "rows complete",
-                "proxy CPU µs/req",
-                "upstream CPU µs/req",
-                "other load on the pinned cores",
-            ],
-            [
-                [
-                    r.round,
-                    r.variant,
-                    f"{r.upstream_core} / {r.proxy_core}",
-                    f"{r.main.rps:,.0f}",
-                    f"{r.main.p50_ms:.2f}",
-                    f"{r.main.p99_ms:.2f}",
-                    r.main.errors
-                    + (r.light.errors if r.light else 0)
-                    + (r.paced.errors if r.paced else 0),
-                    r.capture.get("sampled", ""),
-                    "" if r.stored is None else r.stored,
-                    r.capture.get("dropped", ""),
-                    "" if r.accounted is None else ("yes" if r.accounted else "**NO**"),
-                    "" if r.rows_complete is None else ("yes" if r.rows_complete else "**NO**"),
-                    f"{r.proxy_cpu_us:.0f}" if r.variant != "direct" else "",
-                    f"{r.upstream_cpu_us:.0f}",
-                    f"{r.foreign_cores:.2f}",
-                ]
-                for r in runs
-            ],
-        ),
-    ]
-    return "\n".join(out)
+        + " Pooled is the sum of a variant's req/s over the rounds against nginx's sum."
+    )
+    tail = ["", targets_table(args, variants, runs, med), "", "Every run:", "", every]
+    return "\n".join([head, "", summary, *tail])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -882,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     payload = {"machine": info, "args": vars(args), "runs": [asdict(r) for r in runs]}
     emit(text, args.markdown, args.json_out, payload)
-    bad = [r for r in runs if r.main.errors or False in (r.accounted, r.rows_complete)]
+    bad = [r for r in runs if r.main.failed or False in (r.accounted, r.rows_complete)]
     return 1 if bad else 0
 
 

@@ -44,7 +44,16 @@ from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_vers
 from _lib.pinning import taskset
 from _lib.procfs import process_cpu
 from _lib.records import make_bodies
-from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
+from _lib.report import (
+    Figure,
+    add_output_args,
+    cell,
+    command_line,
+    emit,
+    figures_table,
+    markdown_table,
+    table,
+)
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, kill, start, stop, wait_for_port
 from _lib.servers import workdir as make_workdir
@@ -212,7 +221,8 @@ async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, An
     from middleware._metrics import build_registry
     from middleware._resources import ResourceSampler
 
-    app = create_app()
+    # The scrape and the tick run where the engine runs (the collector): here, to be timed.
+    app = create_app(engine_here=True)
 
     @app.get("/info")
     async def info() -> dict[str, str]:
@@ -345,14 +355,12 @@ def targets(runs: list[dict[str, Any]], inproc: dict | None) -> list[Figure]:
 
 
 def wrk_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str]:
-    med = {
-        v: {
-            "rps": median([r["rps"] for r in runs if r["variant"] == v]),
-            "cpu_us": median([r["cpu_us"] for r in runs if r["variant"] == v]),
-            "p99": median([r["p99_ms"] for r in runs if r["variant"] == v]),
-        }
-        for v in VARIANTS
+    figures = {
+        "rps": lambda r: r["rps"],
+        "cpu_us": lambda r: r["cpu_us"],
+        "p99": lambda r: r["p99_ms"],
     }
+    med = medians_by(runs, lambda r: r["variant"], figures)
     quiet, scraped = med["quiet"], med["scraped"]
     rps_cost = (quiet["rps"] - scraped["rps"]) / quiet["rps"] * 100
     cpu_cost = (scraped["cpu_us"] - quiet["cpu_us"]) / quiet["cpu_us"] * 100
@@ -387,38 +395,27 @@ def wrk_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
         "",
         "Every run:",
         "",
-        markdown_table(
-            [
-                "round",
-                "variant",
-                "req/s",
-                "CPU µs/req",
-                "server CPU s",
-                "requests since start",
-                "scrapes ok/failed",
-                "/metrics bytes",
-                "scrape wall p50 ms",
-                "resource rows in DuckDB",
-                "wrk errors",
-            ],
-            [
-                [
-                    r["round"],
-                    r["variant"],
-                    f"{r['rps']:,.0f}",
-                    f"{r['cpu_us']:.1f}",
-                    f"{r['cpu_s']:.2f}",
-                    f"{r['ring_at_end']:,}",
+        table(
+            runs,
+            {
+                "round": lambda r: r["round"],
+                "variant": lambda r: r["variant"],
+                "req/s": lambda r: f"{r['rps']:,.0f}",
+                "CPU µs/req": lambda r: f"{r['cpu_us']:.1f}",
+                "server CPU s": lambda r: f"{r['cpu_s']:.2f}",
+                "requests since start": lambda r: f"{r['ring_at_end']:,}",
+                "scrapes ok/failed": lambda r: (
                     f"{r['scrape'].get('ok', '')}/{r['scrape'].get('failed', '')}"
                     if r["scrape"]
-                    else "",
-                    r["scrape"].get("bytes", "") if r["scrape"] else "",
-                    f"{r['scrape']['p50_ms']:.1f}" if r["scrape"].get("p50_ms") else "",
-                    r["resource_rows"],
-                    r["errors"],
-                ]
-                for r in runs
-            ],
+                    else ""
+                ),
+                "/metrics bytes": lambda r: r["scrape"].get("bytes", ""),
+                "scrape wall p50 ms": lambda r: (
+                    cell(r["scrape"].get("p50_ms"), ".1f") if r["scrape"] else ""
+                ),
+                "resource rows in DuckDB": lambda r: r["resource_rows"],
+                "wrk errors": lambda r: r["errors"],
+            },
         ),
     ]
     return out

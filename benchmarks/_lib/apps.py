@@ -12,11 +12,14 @@ PEER = "prometheus"
 """The peer every in-worker benchmark measures beside inferwatch, in the same run."""
 
 
-def instrument(app: Any, variant: str, db: str, sample_rates: Mapping[str, float]) -> Any:
+def instrument(
+    app: Any, variant: str, db: str, sample_rates: Mapping[str, float], engine_here: bool = False
+) -> Any:
     """``app`` as ``variant``: ``MonitorMiddleware`` at ``sample_rates[variant]`` writing to
-    ``db`` (its log on stderr, kept in the server log), the peer, or bare."""
+    ``db`` (its log on stderr, kept in the server log), the peer, or bare. With ``engine_here``
+    the engine runs in this process instead of the collector the worker would start."""
     if variant in sample_rates:
-        from middleware import MonitorMiddleware
+        from middleware import Engine, MonitorMiddleware, Settings
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -24,7 +27,11 @@ def instrument(app: Any, variant: str, db: str, sample_rates: Mapping[str, float
         if not log.handlers:
             log.addHandler(handler)
         log.setLevel(logging.INFO)
-        app.add_middleware(MonitorMiddleware, db=db, sample_rate=sample_rates[variant])
+        values = {"db": db, "sample_rate": sample_rates[variant]}
+        if engine_here:
+            app.add_middleware(MonitorMiddleware, engine=Engine(Settings.load(values)))
+        else:
+            app.add_middleware(MonitorMiddleware, **values)
     elif variant == PEER:
         from prometheus_fastapi_instrumentator import Instrumentator
 

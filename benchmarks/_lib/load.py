@@ -57,6 +57,11 @@ class WrkResult:
     errors: int
     status_errors: int
 
+    @property
+    def failed(self) -> int:
+        """Requests that did not get a 2xx answer: socket errors, timeouts, other statuses."""
+        return self.errors + self.status_errors
+
 
 def wrk(
     url: str, lua: Path, seconds: float, connections: int, cores: str, threads: int = 1

@@ -7,10 +7,12 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -18,6 +20,11 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     for row in rows:
         lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
     return "\n".join(lines)
+
+
+def table(items: Iterable[T], columns: Mapping[str, Callable[[T], object]]) -> str:
+    """A markdown table with a row per item: each column's header beside how its cell is made."""
+    return markdown_table(list(columns), ([get(i) for get in columns.values()] for i in items))
 
 
 def cell(value: float | None, spec: str) -> str:
@@ -91,3 +98,8 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     """How this run was started, to print with its figures."""
     return "python " + " ".join([f"benchmarks/{script}", *(argv or sys.argv[1:])])
+
+
+def verdict(ok: bool | None) -> str:
+    """A check's cell: blank where it did not apply, loud where it failed."""
+    return "" if ok is None else ("yes" if ok else "**NO**")
