@@ -95,6 +95,7 @@ def _requests_columns(count: int, start: int) -> dict[str, np.ndarray]:
         "output_status": text,
         "input_rows": np.full(count, 4, np.int32),
         "output_rows": np.full(count, 4, np.int32),
+        "model": np.full(count, None, dtype=object),
     }
 
 

@@ -47,7 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _lib.machine import machine_info, machine_markdown
 from _lib.pinning import pin_to_core
 from _lib.records import make_bodies, make_prediction_bodies
-from _lib.report import Figure, add_output_args, command_line, emit, figures_table, markdown_table
+from _lib.report import (
+    Figure,
+    add_output_args,
+    command_line,
+    emit,
+    figures_table,
+    markdown_table,
+    met,
+    table,
+    verdict,
+)
 from _lib.rounds import median
 from _lib.servers import workdir as make_workdir
 from _lib.store import count_db
@@ -434,40 +444,30 @@ def report(
         f"stored value = {FEATURES} inputs + 1 prediction per instance):",
         "",
     ]
-    rows = []
-    for size, runs in throughput.items():
-        inst = median([r["instance_rows_per_s"] for r in runs])
-        rows.append(
-            [
-                size,
-                f"{runs[0]['captures']:,}",
-                f"{median([r['seconds'] for r in runs]):.2f}",
-                f"{median([r['requests_per_s'] for r in runs]):,.0f}",
-                f"{inst:,.0f}",
-                f"{median([r['long_rows_per_s'] for r in runs]):,.0f}",
-                f"{median([r['instance_rows_per_cpu_s'] for r in runs]):,.0f}",
-                f"{inst / TARGET_ROWS_PER_S:.2f}",
-                "yes" if inst >= TARGET_ROWS_PER_S else "**no**",
-                "yes" if all(r["complete"] for r in runs) else "**NO**",
-            ]
-        )
-    out.append(
-        markdown_table(
-            [
-                "records/request",
-                "captures",
-                "seconds",
-                "requests/s",
-                "instance rows/s",
-                "long-form rows/s",
-                "instance rows per CPU-s",
-                "vs 100k target",
-                "target met",
-                "all rows on disk",
-            ],
-            rows,
-        )
-    )
+    keys = ("seconds", "requests_per_s", "instance_rows_per_s", "long_rows_per_s")
+    keys += ("instance_rows_per_cpu_s",)
+    rows = [
+        {
+            "size": size,
+            "captures": runs[0]["captures"],
+            "complete": all(r["complete"] for r in runs),
+            **{key: median([r[key] for r in runs]) for key in keys},
+        }
+        for size, runs in throughput.items()
+    ]
+    columns = {
+        "records/request": lambda m: m["size"],
+        "captures": lambda m: f"{m['captures']:,}",
+        "seconds": lambda m: f"{m['seconds']:.2f}",
+        "requests/s": lambda m: f"{m['requests_per_s']:,.0f}",
+        "instance rows/s": lambda m: f"{m['instance_rows_per_s']:,.0f}",
+        "long-form rows/s": lambda m: f"{m['long_rows_per_s']:,.0f}",
+        "instance rows per CPU-s": lambda m: f"{m['instance_rows_per_cpu_s']:,.0f}",
+        "vs 100k target": lambda m: f"{m['instance_rows_per_s'] / TARGET_ROWS_PER_S:.2f}",
+        "target met": lambda m: met(m["instance_rows_per_s"] >= TARGET_ROWS_PER_S),
+        "all rows on disk": lambda m: verdict(m["complete"]),
+    }
+    out.append(table(rows, columns))
     if sweep:
         out += [
             "",
@@ -475,31 +475,19 @@ def report(
             "each). Under live traffic the writer takes whatever is queued, often a handful:",
             "",
         ]
-        out.append(
-            markdown_table(
-                [
-                    "captures per batch",
-                    "batches",
-                    "requests/s",
-                    "instance rows/s",
-                    "ms per batch (wall)",
-                    "ms per batch (CPU)",
-                    "CPU µs per request",
-                ],
-                [
-                    [
-                        r["batch_captures"],
-                        f"{r['batches']:,}",
-                        f"{r['requests_per_s']:,.0f}",
-                        f"{r['instance_rows_per_s']:,.0f}",
-                        f"{r['writer_busy_s'] / max(r['batches'], 1) * 1000:.2f}",
-                        f"{r['writer_busy_cpu_s'] / max(r['batches'], 1) * 1000:.2f}",
-                        f"{r['writer_busy_cpu_s'] / max(r['captures'], 1) * 1e6:.1f}",
-                    ]
-                    for r in sweep
-                ],
-            )
-        )
+        per_batch = lambda r, key: r[key] / max(r["batches"], 1) * 1000  # noqa: E731
+        columns = {
+            "captures per batch": lambda r: r["batch_captures"],
+            "batches": lambda r: f"{r['batches']:,}",
+            "requests/s": lambda r: f"{r['requests_per_s']:,.0f}",
+            "instance rows/s": lambda r: f"{r['instance_rows_per_s']:,.0f}",
+            "ms per batch (wall)": lambda r: f"{per_batch(r, 'writer_busy_s'):.2f}",
+            "ms per batch (CPU)": lambda r: f"{per_batch(r, 'writer_busy_cpu_s'):.2f}",
+            "CPU µs per request": lambda r: (
+                f"{r['writer_busy_cpu_s'] / max(r['captures'], 1) * 1e6:.1f}"
+            ),
+        }
+        out.append(table(sweep, columns))
     out += [
         "",
         "Where the writer's CPU time goes (process CPU timers around the writer's functions, "
@@ -553,37 +541,19 @@ def report(
             "```",
         ]
     out += ["", "Writer outrun (10-record requests, queue_size 256):", ""]
-    out.append(
-        markdown_table(
-            [
-                "producer",
-                "put",
-                "produced in s",
-                "sampled",
-                "stored",
-                "dropped",
-                "write errors",
-                "stored in DB",
-                "stored + dropped = sampled",
-                "DB = stored",
-            ],
-            [
-                [
-                    d["producer"],
-                    f"{d['put']:,}",
-                    f"{d['produced_s']:.2f}",
-                    f"{d['sampled']:,}",
-                    f"{d['stored']:,}",
-                    f"{d['dropped']:,}",
-                    d["write_errors"],
-                    f"{d['stored_in_db']:,}",
-                    "yes" if d["accounted"] else "**NO**",
-                    "yes" if d["db_matches"] else "**NO**",
-                ]
-                for d in drops
-            ],
-        )
-    )
+    columns = {
+        "producer": lambda d: d["producer"],
+        "put": lambda d: f"{d['put']:,}",
+        "produced in s": lambda d: f"{d['produced_s']:.2f}",
+        "sampled": lambda d: f"{d['sampled']:,}",
+        "stored": lambda d: f"{d['stored']:,}",
+        "dropped": lambda d: f"{d['dropped']:,}",
+        "write errors": lambda d: d["write_errors"],
+        "stored in DB": lambda d: f"{d['stored_in_db']:,}",
+        "stored + dropped = sampled": lambda d: verdict(d["accounted"]),
+        "DB = stored": lambda d: verdict(d["db_matches"]),
+    }
+    out.append(table(drops, columns))
     figures = [
         Figure(
             f"{FEATURES}-feature rows per CPU-second on one core, {size} records/request",
