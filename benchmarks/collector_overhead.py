@@ -68,7 +68,7 @@ from _lib.procfs import allowed_cores, process_cpu, process_tree, tree_cpu
 from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
 from _lib.report import (
     Figure,
-    add_output_args,
+    add_run_args,
     cell,
     command_line,
     emit,
@@ -654,10 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--apps", default=",".join(APPS))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="bare always runs")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections, 1 worker")
+    quick = "1 round of 1 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
+    add_run_args(parser, 5, 10.0, 16, quick=quick + "with the last app only")
     parser.add_argument("--workers", type=int, default=4, help="the multi-worker runs; 0 skips")
     parser.add_argument("--multi-connections", type=int, default=32)
     parser.add_argument("--worker-core", type=int, default=0)
@@ -679,14 +677,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-app", help=argparse.SUPPRESS)
     parser.add_argument("--child-variant", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help="DuckDB files and server logs go here (kept)")
-    add_output_args(parser)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="1 round of 1 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
-        "with the last app only",
-    )
     args = parser.parse_args(argv)
     if args.in_process_child:
         args.workdir = Path(args.workdir)

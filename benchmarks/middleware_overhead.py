@@ -46,7 +46,7 @@ from _lib.procfs import core_times, rss_mib, thread_cpu
 from _lib.records import PredictRequest, PredictResponse, churn_probability, make_bodies
 from _lib.report import (
     Figure,
-    add_output_args,
+    add_run_args,
     command_line,
     emit,
     figures_table,
@@ -441,12 +441,7 @@ def report(args: argparse.Namespace, runs: list[Run], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     global VARIANTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of each measured run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument(
-        "--warmup", type=float, default=3.0, help="seconds of load before measuring"
-    )
+    add_run_args(parser, 3, 15.0, 32, quick="smoke run: 1 round, 3 s, 1 s warm-up, 2 s light load")
     parser.add_argument(
         "--light-duration",
         type=float,
@@ -469,11 +464,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--in-process-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-process-warm", type=int, default=500, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help="where DuckDB files and server logs go (kept)")
-    add_output_args(parser)
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 round, 3 s, 1 s warm-up, 2 s light load"
-    )
     args = parser.parse_args(argv)
     if args.in_process_child:
         in_process_child(args.in_process_child, args.in_process_warm)

@@ -77,7 +77,7 @@ from _lib.procfs import busy_seconds, cpu_seconds, process_tree, rss_total_mib
 from _lib.records import PredictRequest, PredictResponse, Record, make_bodies
 from _lib.report import (
     Figure,
-    add_output_args,
+    add_run_args,
     cell,
     command_line,
     emit,
@@ -702,10 +702,7 @@ def report(args: argparse.Namespace, variants: tuple[str, ...], runs: list[Run])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    add_run_args(parser, 3, 15.0, 32, quick="1 round of 3 s, 1 s warm-up")
     parser.add_argument("--light", type=float, default=5.0, help="seconds at one connection")
     parser.add_argument("--paced", type=float, default=5.0, help="seconds of the paced run")
     parser.add_argument("--paced-rate", type=int, default=2_000, help="paced run's req/s")
@@ -735,9 +732,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants", help="comma-separated variants, e.g. lean,sidecar-0.0 (direct always runs)"
     )
-    parser.add_argument("--workdir")
-    add_output_args(parser)
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 s, 1 s warm-up")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0

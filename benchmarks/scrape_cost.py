@@ -46,7 +46,7 @@ from _lib.procfs import process_cpu
 from _lib.records import make_bodies
 from _lib.report import (
     Figure,
-    add_output_args,
+    add_run_args,
     cell,
     command_line,
     emit,
@@ -467,16 +467,9 @@ def inproc_report(args: argparse.Namespace, inproc: dict[str, Any]) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=20.0,
-        help="seconds of load before measuring; 20 s at ~5,000 req/s fills the 100,000-request "
-        "ring that each scrape summarizes, as any server above 333 req/s has it in steady state",
-    )
-    parser.add_argument("--connections", type=int, default=32)
+    # A 20 s warm-up at ~5,000 req/s fills the 100,000-request ring that each scrape
+    # summarizes, as any server above 333 req/s has it in steady state.
+    add_run_args(parser, 4, 15.0, 32, warmup=20.0, quick="1 round of 3 s, small fills")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--wrk-core", type=int, default=1)
     parser.add_argument(
@@ -489,9 +482,6 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=5000.0, help="req/s the in-process ring is spread over"
     )
     parser.add_argument("--in-process-only", action="store_true")
-    parser.add_argument("--workdir")
-    add_output_args(parser)
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 s, small fills")
     parser.add_argument("--scraper-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--in-process-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -89,6 +89,25 @@ def emit(
         Path(json_out).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
 
 
+def add_run_args(
+    parser: argparse.ArgumentParser,
+    rounds: int,
+    duration: float,
+    connections: int,
+    warmup: float = 3.0,
+    quick: str = "smoke run",
+) -> None:
+    """The flags every wrk benchmark takes: interleaved rounds of measured runs after a warm-up
+    at some connections, the folder its files are kept in, where the report goes, --quick."""
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds (median)")
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of load first")
+    parser.add_argument("--connections", type=int, default=connections, help="wrk connections")
+    parser.add_argument("--workdir", help="where DuckDB files and server logs go (kept)")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    add_output_args(parser)
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     """``--json`` and ``--markdown``: where the figures are written besides stdout."""
     parser.add_argument("--json", dest="json_out", help="write every run's figures here")
