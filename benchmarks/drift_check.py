@@ -494,7 +494,7 @@ def main() -> None:
             ),
         ]
         name = f"Evidently {theirs['version']}" if theirs else "Evidently (not run)"
-        print("\nthe targets:\n" + figures_table(figures, peer=name))
+        print("\nThe targets:\n\n" + figures_table(figures, peer=name))
         if not args.skip_build:
             build_scale(work, args.build_rows)
         print("\nmachine:\n" + machine_markdown(machine_info()))

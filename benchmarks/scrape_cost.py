@@ -57,6 +57,7 @@ from _lib.report import (
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, kill, start, stop, wait_for_port
 from _lib.servers import workdir as make_workdir
+from _lib.store import collector_done, find_collector
 from middleware_overhead import (
     BATCH,
     BODIES,
@@ -176,7 +177,9 @@ def run_variant(
             out, _ = scraper.communicate(timeout=30)
             line = next((ln for ln in out.splitlines() if ln.startswith("SCRAPE_JSON ")), None)
             scrape = json.loads(line[len("SCRAPE_JSON ") :]) if line else {"ok": 0, "failed": -1}
+        collector = find_collector(db, {proc.pid})
         stop(proc)
+        collector_done(collector)  # it writes what it holds, then lets the store go
     finally:
         kill(proc)
         if scraper is not None and scraper.poll() is None:
