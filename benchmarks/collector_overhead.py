@@ -89,7 +89,14 @@ from _lib.servers import (
     wait_for_port,
 )
 from _lib.servers import workdir as make_workdir
-from _lib.store import COLLECTOR_LINGER_S, collector_done, count_db, find_collector
+from _lib.store import (
+    COLLECTOR_LINGER_S,
+    accounted,
+    collector_done,
+    complete,
+    count_db,
+    find_collector,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -326,15 +333,9 @@ def check(run: Run, rate: float, connections: int, runs_of_wrk: int) -> None:
     """What the store holds against what was sampled; problems go to ``run.problems``."""
     cap, db = run.capture, run.stored
     sampled = cap.get("sampled", -1)
-    lost = cap.get("dropped", 0) + cap.get("write_errors", 0)
-    if db.get("requests", -1) + lost != sampled:
-        run.problems.append(
-            f"stored {db.get('requests')} + dropped/errors {lost} != sampled {sampled}"
-        )
-    if (
-        db.get("input_ok") != db.get("requests")
-        or db.get("feature_values") != db.get("requests", 0) * RECORDS * 11
-    ):
+    if not accounted(cap, db.get("requests", -1)):
+        run.problems.append(f"stored {db.get('requests')} + dropped/errors != sampled {sampled}")
+    if not complete(db, RECORDS):
         run.problems.append(f"stored requests not all {RECORDS} x 11 values: {db}")
     n = run.responses
     # wrk stops with requests in flight, which the server still answers (and captures).

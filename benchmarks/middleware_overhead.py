@@ -57,7 +57,7 @@ from _lib.report import (
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, get_json, kill, start, stop, uvicorn_command, wait_for_port
 from _lib.servers import workdir as make_workdir
-from _lib.store import COLLECTOR_ENV, collector_done, count_db, find_collector
+from _lib.store import COLLECTOR_ENV, accounted, collector_done, complete, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -223,23 +223,11 @@ class Run:
 
     @property
     def rows_complete(self) -> bool | None:
-        """Every stored request parsed into BATCH instances of 10 inputs and 1 prediction."""
-        if not self.capture:
-            return None
-        db = self.stored_in_db
-        return (
-            db.get("input_ok") == db.get("requests")
-            and db.get("input_rows") == db.get("requests", 0) * BATCH
-            and db.get("feature_values") == db.get("requests", 0) * BATCH * 11
-        )
+        return complete(self.stored_in_db, BATCH) if self.capture else None
 
     @property
     def accounted(self) -> bool | None:
-        if not self.capture:
-            return None
-        stored = self.stored_in_db.get("requests", -1)
-        lost = self.capture.get("dropped", 0) + self.capture.get("write_errors", 0)
-        return stored + lost == self.capture.get("sampled")
+        return accounted(self.capture, self.stored_in_db.get("requests", -1))
 
 
 def server_command(args: argparse.Namespace, port: int) -> list[str]:

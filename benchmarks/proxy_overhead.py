@@ -88,7 +88,7 @@ from _lib.report import (
 from _lib.rounds import interleaved, median, medians_by
 from _lib.servers import free_port, kill, start, stop, uvicorn_command, wait_for_http
 from _lib.servers import workdir as make_workdir
-from _lib.store import collector_done, count_db, find_collector
+from _lib.store import accounted, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -427,10 +427,7 @@ class Run:
 
     @property
     def accounted(self) -> bool | None:
-        if self.stored is None:
-            return None
-        lost = self.capture.get("dropped", 0) + self.capture.get("write_errors", 0)
-        return self.stored + lost == self.capture.get("sampled")
+        return accounted(self.capture, self.stored)
 
 
 def rows_complete(db: Path, rows: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -100,3 +101,23 @@ def collector_done(pid: int | None, linger: float = COLLECTOR_LINGER_S) -> bool 
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return False
+
+
+def accounted(capture: Mapping[str, int], stored: int | None) -> bool | None:
+    """Whether every sampled request was stored, dropped or counted as a write error; None
+    where nothing was monitored."""
+    if not capture or stored is None:
+        return None
+    lost = capture.get("dropped", 0) + capture.get("write_errors", 0)
+    return stored + lost == capture.get("sampled")
+
+
+def complete(counts: Mapping[str, int], records: int) -> bool:
+    """Whether every stored request parsed into ``records`` instances of 10 inputs and 1
+    prediction (``counts`` as :func:`count_db` gives them)."""
+    requests = counts.get("requests", 0)
+    return (
+        counts.get("input_ok") == requests
+        and counts.get("input_rows") == requests * records
+        and counts.get("feature_values") == requests * records * 11
+    )
