@@ -12,7 +12,7 @@ from pathlib import Path
 WRK_LUA = """\
 -- Posts one of a few pre-built JSON bodies per request; prints wrk's summary as JSON.
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+%(path)swrk.headers["Content-Type"] = "application/json"
 local bodies = {
 %(bodies)s
 }
@@ -37,12 +37,16 @@ end
 """
 
 
-def write_lua(path: Path, bodies: Sequence[bytes], pause_ms: int = 0) -> None:
-    """A wrk script posting ``bodies`` in turn; with ``pause_ms`` each connection waits after
-    each response (a paced load)."""
+def write_lua(
+    path: Path, bodies: Sequence[bytes], pause_ms: float = 0, route: str | None = None
+) -> None:
+    """A wrk script posting ``bodies`` in turn, to ``route`` where given (else the URL's path);
+    with ``pause_ms`` each connection waits that long after each response (a paced load)."""
     lines = [f"  [==[{body.decode()}]==]," for body in bodies]
-    delay = f"delay = function() return {pause_ms} end" if pause_ms else ""
-    path.write_text(WRK_LUA % {"bodies": "\n".join(lines), "delay": delay}, encoding="utf-8")
+    delay = f"delay = function() return {pause_ms:g} end" if pause_ms else ""
+    path_line = f'wrk.path = "{route}"\n' if route else ""
+    text = WRK_LUA % {"bodies": "\n".join(lines), "delay": delay, "path": path_line}
+    path.write_text(text, encoding="utf-8")
 
 
 @dataclass

@@ -36,7 +36,6 @@ import math
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +45,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._lib.load import write_lua  # the benchmarks' wrk script
 from benchmarks._lib.records import make_record  # the benchmarks' churn records
+from benchmarks._lib.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ROUTE = "/v1/models/churn:predict"
@@ -386,43 +387,14 @@ def _load_main(argv: list[str]) -> int:
     return 0
 
 
-_WRK_LUA = """\
-wrk.method = "POST"
-wrk.path = "%(route)s"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {
-%(bodies)s
-}
-local n = #bodies
-local i = 0
-request = function()
-  i = i %% n + 1
-  return wrk.format(nil, nil, nil, bodies[i])
-end
-%(delay)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRK_JSON {"requests": %%.0f, "duration_us": %%.0f, ' ..
-    '"connect": %%.0f, "read": %%.0f, "write": %%.0f, "timeout": %%.0f, "status": %%.0f, ' ..
-    '"p50_us": %%.0f, "p90_us": %%.0f, "p99_us": %%.0f, "max_us": %%.0f}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
-
-
 def wrk_script(path: Path, bodies: list[bytes], connections: int, rate: float | None) -> None:
     """A wrk Lua script that posts ``bodies`` in turn.
 
     With ``rate`` each connection waits ``connections / rate`` seconds before its next request,
     on top of the answer's latency, so the rate reached is somewhat below ``rate``.
     """
-    quoted = ",\n".join("  " + json.dumps(b.decode()) for b in bodies)
-    delay = ""
-    if rate:
-        # wrk has no rate option: each connection waits this long before its next request.
-        delay = f"delay = function() return {1000.0 * connections / rate:.3f} end"
-    path.write_text(_WRK_LUA % {"route": ROUTE, "bodies": quoted, "delay": delay})
+    # wrk has no rate option: each connection waits this long before its next request.
+    write_lua(path, bodies, round(1000.0 * connections / rate, 3) if rate else 0, ROUTE)
 
 
 def parse_wrk(stdout: str, connections: int, rate: float | None) -> LoadStats:
@@ -431,11 +403,13 @@ def parse_wrk(stdout: str, connections: int, rate: float | None) -> LoadStats:
     if line is None:
         raise RuntimeError(f"wrk printed no totals:\n{stdout}")
     data = json.loads(line[len("WRK_JSON ") :])
-    errors = {k: int(data[k]) for k in ("connect", "read", "write", "timeout") if data[k]}
+    names = {"connect": "connect_errors", "read": "read_errors", "write": "write_errors"}
+    names["timeout"] = "timeouts"
+    errors = {name: int(data[key]) for name, key in names.items() if data[key]}
     answered = int(data["requests"])
-    by_status = {"2xx": answered - int(data["status"])}
-    if data["status"]:
-        by_status["non-2xx"] = int(data["status"])
+    by_status = {"2xx": answered - int(data["status_errors"])}
+    if data["status_errors"]:
+        by_status["non-2xx"] = int(data["status_errors"])
     return LoadStats(
         sent=answered,
         answered=answered,
@@ -453,12 +427,6 @@ def parse_wrk(stdout: str, connections: int, rate: float | None) -> LoadStats:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _http_json(url: str, timeout: float = 10.0) -> Any:
