@@ -123,7 +123,7 @@ def get_json(port: int, path: str, timeout: float = 30) -> dict[str, Any]:
     """One GET on a new connection, so that with several workers any of them may answer."""
     import httpx
 
-    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout, trust_env=False)
     response.raise_for_status()
     return response.json()
 
@@ -144,7 +144,8 @@ def wait_for_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before answering")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code < ok:
+            answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, trust_env=False)
+            if answer.status_code < ok:
                 return
         except httpx.TransportError:
             pass
