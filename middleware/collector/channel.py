@@ -225,10 +225,13 @@ class CollectorChannel:
         records = pending[:count]
         del pending[:count]  # appends made meanwhile land after ``count``: none is lost
         counts = (self.dropped_requests, self.dropped_captures, self.in_flight)
-        if not records and (
-            counts == self._reported
-            # The in-flight gauge alone is worth a frame only now and then.
-            or (counts[:2] == self._reported[:2] and time.monotonic() < self._gauge_due)
+        if (
+            not records
+            and (
+                counts == self._reported
+                # The in-flight gauge alone is worth a frame only now and then.
+                or (counts[:2] == self._reported[:2] and time.monotonic() < self._gauge_due)
+            )
         ):
             return
         self._gauge_due = time.monotonic() + _GAUGE_EVERY_S
