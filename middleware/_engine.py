@@ -25,6 +25,7 @@ from ._columns import ColumnHints
 from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
+from ._fleet import FleetShipper
 from ._metrics import evaluation_metrics
 from ._model_scope import baseline_files
 from ._models import ModelMetadata
@@ -80,6 +81,9 @@ class Engine:
             record=lambda row: self._record_row("alerts", row),
             record_delivery=lambda row: self._record_row("alert_deliveries", row),
         )
+        # its own thread: a slow object store must delay neither the checks nor the samples
+        self.shipping = Periodic("inferwatch-fleet")
+        self.fleet = FleetShipper(settings, self._reader) if settings.fleet_url else None
         self._lifecycle = threading.Lock()
         self.running = False
         self._stopped = False
@@ -99,6 +103,10 @@ class Engine:
             self.checking.add("checks", interval, self.run_checks, first_in=interval)
             self.sampling.start()
             self.checking.start()
+            if self.fleet is not None:
+                every = self.settings.fleet_interval
+                self.shipping.add("fleet", every, self.fleet.ship, first_in=every)
+                self.shipping.start()
             self.running = True
             # Processes that never send lifespan shutdown still get their captures written.
             atexit.register(self.stop)
@@ -118,6 +126,8 @@ class Engine:
         if self.sampler is not None:
             self.sampler.close()
         self.series.submit()
+        self.shipping.stop()
+        self._last_shipment(timeout)
         self.writer.stop(timeout)
         self.checking.stop(timeout=5.0)
         atexit.unregister(self.stop)
@@ -133,6 +143,22 @@ class Engine:
         """Wait until everything captured so far is in the store."""
         self.series.submit()
         return self.writer.flush(timeout)
+
+    def _reader(self) -> Any:
+        store = self.writer.store
+        if store is None:
+            raise MonitorError(f"The log store is unavailable: {self.writer.last_error}")
+        return store.cursor()
+
+    def _last_shipment(self, timeout: float) -> None:
+        """Ship every minute written, the open one too: this process adds no more rows."""
+        if self.fleet is None:
+            return
+        try:
+            self.writer.flush(timeout)
+            self.fleet.ship(final=True)
+        except MonitorError as exc:
+            logger.warning("inferwatch: the last shipment to the fleet failed: %s", exc)
 
     def readiness_problems(self) -> list[str]:
         """Why the engine cannot do its job yet; empty when it can."""
@@ -296,6 +322,7 @@ class Engine:
             "models": sorted(self.models),
             "resources": resources,
             "capture": self.capture_health(),
+            "fleet": None if self.fleet is None else self.fleet.health(),
         }
 
     def health_status(self) -> str:
@@ -331,6 +358,8 @@ class Engine:
         yield from drift_metrics([self.drift, *self.models.values()])
         yield from evaluation_metrics(self.latest_evaluation, self.model_evaluations)
         yield from self.alerts.metrics()
+        if self.fleet is not None:
+            yield from self.fleet.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:
         """Append one alert or delivery row through the writer thread (alerts are rare)."""
