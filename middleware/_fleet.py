@@ -42,22 +42,31 @@ class FleetTable:
     name: str
     rows_sql: str  # $model, $start, $end (and $share): the file's rows, in a fixed order
     growth_sql: str  # $start, $end: (model, hour, measure that grows with the rows) per hour
+    closed_sql: str | None = None  # the rows of a closed hour, when they differ from rows_sql
 
 
-SUMMARIES = FleetTable(
-    "summaries",
-    # rows alike in minute, step and what they count merge (docs/summaries.md)
-    """
-    SELECT minute, step_s, baseline, role, name, what, key, sum(n)::BIGINT AS n,
-           sum(total) AS total, sum(squares) AS squares, min(low) AS low, max(high) AS high
+# A closed hour ships as hour totals (step_s 3600): a fleet check reads one row per replica,
+# hour and counted thing, not sixty; the open hour's closed minutes ship as they are.
+# Rows alike in minute, step and what they count merge (docs/summaries.md).
+_SUMMARY_ROWS = """
+    SELECT {minute} AS minute, {step} AS step_s, baseline, role, name, what, key,
+           sum(n)::BIGINT AS n, sum(total) AS total, sum(squares) AS squares, min(low) AS low,
+           max(high) AS high
     FROM summaries
     WHERE model = $model AND minute >= $start AND minute < $end
     GROUP BY ALL ORDER BY ALL
-    """,
+"""
+SUMMARIES = FleetTable(
+    "summaries",
+    _SUMMARY_ROWS.format(minute="minute", step="step_s"),
     """
     SELECT model, date_trunc('hour', minute) AS hour, sum(n)::BIGINT
     FROM summaries WHERE minute >= $start AND minute < $end GROUP BY ALL
     """,
+    _SUMMARY_ROWS.format(
+        minute="CASE WHEN step_s <= 3600 THEN date_trunc('hour', minute) ELSE minute END",
+        step="greatest(step_s, 3600)",
+    ),
 )
 RAW = FleetTable(
     "raw",
@@ -82,15 +91,24 @@ def fleet_tables(settings: Settings) -> tuple[FleetTable, ...]:
 
 
 def hour_file(
-    cursor: Any, table: FleetTable, model: str, start: datetime, end: datetime, share: float
+    cursor: Any,
+    table: FleetTable,
+    model: str,
+    start: datetime,
+    end: datetime,
+    share: float,
+    *,
+    closed: bool = False,
 ) -> bytes | None:
-    """The Parquet bytes of ``table``'s rows of ``model`` in [start, end); None when none."""
+    """The Parquet bytes of ``table``'s rows of ``model`` in [start, end); None when none.
+    ``closed``: [start, end) is a whole hour that gets no more rows."""
     import pyarrow.parquet as pq
 
+    sql = table.closed_sql if closed and table.closed_sql else table.rows_sql
     params: dict[str, Any] = {"model": model, "start": start, "end": end}
-    if "$share" in table.rows_sql:
+    if "$share" in sql:
         params["share"] = int(share * 1_000_000)
-    relation = cursor.sql(table.rows_sql, params=params)
+    relation = cursor.sql(sql, params=params)
     rows = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
     if rows.num_rows == 0:
         return None
@@ -111,8 +129,15 @@ def table_files(
     rows in [start, end): what ``inferwatch export --to`` writes."""
     grown = cursor.execute(table.growth_sql, {"start": start, "end": end}).fetchall()
     for model, hour, _ in sorted(grown):
+        whole = start <= hour and hour + timedelta(hours=1) <= end
         data = hour_file(
-            cursor, table, model, max(hour, start), min(hour + timedelta(hours=1), end), share
+            cursor,
+            table,
+            model,
+            max(hour, start),
+            min(hour + timedelta(hours=1), end),
+            share,
+            closed=whole,
         )
         if data is not None:
             yield file_path(table.name, model, hour, replica), data
@@ -130,7 +155,8 @@ class FleetShipper:
         self._cursors = cursors
         self._storage: FleetStorage | None = None
         self._tables = fleet_tables(settings)
-        self._shipped: dict[tuple[str, str, datetime], int] = {}  # growth measure shipped
+        # what each file shipped holds: its rows' growth measure, and whether its hour was closed
+        self._shipped: dict[tuple[str, str, datetime], tuple[int, bool]] = {}
         self._lock = threading.Lock()  # one shipment at a time (the periodic one, the last one)
         self.shipments = 0
         self.failures = 0
@@ -179,12 +205,14 @@ class FleetShipper:
         grown = cursor.execute(table.growth_sql, {"start": since, "end": closed}).fetchall()
         for model, hour, measure in sorted(grown):
             key = (table.name, model, hour)
+            end = min(hour + timedelta(hours=1), closed)
+            whole = end == hour + timedelta(hours=1)
             # Rows only ever arrive; a smaller measure means retention took some, and the file
             # shipped before is the better account of that hour.
-            if measure <= self._shipped.get(key, -1):
+            before, was_whole = self._shipped.get(key, (-1, False))
+            if measure < before or (measure == before and whole == was_whole):
                 continue
-            end = min(hour + timedelta(hours=1), closed)
-            data = hour_file(cursor, table, model, hour, end, self.settings.fleet_raw)
+            data = hour_file(cursor, table, model, hour, end, self.settings.fleet_raw, closed=whole)
             if data is None:
                 continue
             path = file_path(table.name, model, hour, self.replica)
@@ -192,7 +220,7 @@ class FleetShipper:
                 logger.info("inferwatch: shipping %d bytes to %s", len(data), path)
             assert self._storage is not None
             self._storage.write(path, data)
-            self._shipped[key] = measure
+            self._shipped[key] = (measure, whole)
             self.files += 1
             self.bytes += len(data)
             written += 1
