@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from ._alerts import AlertManager
+from ._baseline_file import Baseline
 from ._capture import CaptureCounters, CaptureQueue
 from ._checks import DriftChecks, drift_metrics
 from ._columns import ColumnHints
@@ -57,6 +58,7 @@ class Engine:
             hints=self.column_hints,
             seen=self.metadata.note_path,
             outliers=self.outliers,
+            baselines=self.summary_baselines,
         )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
@@ -181,6 +183,14 @@ class Engine:
             own = checks.baseline.baseline
             if own is not None and own.outliers is not None:
                 found[model] = own.outliers
+        return found
+
+    def summary_baselines(self) -> dict[str | None, Baseline | None]:
+        """The baselines whose bins the writer folds rows on: the ``baseline`` (under None,
+        for every request) and each model's own from the ``baselines`` setting."""
+        found: dict[str | None, Baseline | None] = {None: self.drift.baseline.baseline}
+        for model, checks in self.models.items():
+            found[model] = checks.baseline.baseline
         return found
 
     def column_hints(self) -> ColumnHints:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from ._baseline_file import Baseline
 from ._capture import CaptureCounters, CaptureQueue
 from ._columns import ColumnHints, Columnizer
 from ._errors import MonitorError
@@ -33,6 +34,7 @@ from ._payload import ParseLimits
 from ._row_scores import RowScorer
 from ._settings import Settings
 from ._store import Store
+from ._summary_fold import SummaryFolder
 
 __all__ = ["StoreWriter"]
 
@@ -72,10 +74,12 @@ class StoreWriter:
         outliers: Callable[[], Mapping[str | None, OutlierModel] | OutlierModel | None] = (
             lambda: None
         ),
+        baselines: Callable[[], Mapping[str | None, Baseline | None]] = dict,
     ) -> None:
         self._settings = settings
         self._outliers = outliers
         self._scorer = RowScorer()
+        self._folder = SummaryFolder(baselines)
         self._queue = queue
         self._counters = counters
         self._columnizer = Columnizer(
@@ -258,7 +262,7 @@ class StoreWriter:
         try:
             batch = self._columnizer.columns(captures)
             scores = self._score(batch.features)
-            store.insert(*batch, scores=scores)
+            store.insert(*batch, scores=scores, fold=self._folder.fold)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
             self._failed(store, exc, "Writing to the log store")
