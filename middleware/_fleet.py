@@ -33,6 +33,7 @@ __all__ = ["FleetShipper", "FleetTable", "fleet_tables", "hour_file", "table_fil
 logger = logging.getLogger("inferwatch")
 
 _SETTLE_S = 5.0  # beyond flush_interval: a minute's rows are written this long after it ends
+_LOGGED_BYTES = 2**22  # a file this large takes a while to upload: the log says when it starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class FleetShipper:
             if data is None:
                 continue
             path = file_path(table.name, model, hour, self.replica)
-            if len(data) >= 2**24:
+            if len(data) >= _LOGGED_BYTES:
                 logger.info("inferwatch: shipping %d bytes to %s", len(data), path)
             assert self._storage is not None
             self._storage.write(path, data)

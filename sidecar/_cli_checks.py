@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -112,7 +113,13 @@ def build(
 
 
 @click.command(cls=Group.command_class)
-@setting_options("baseline", "baselines", "db", "window", "min_rows", "attributions_field")
+@setting_options(
+    "baseline", "baselines", "db", "window", "min_rows", "attributions_field",
+    "fleet_storage_options",
+)  # fmt: skip
+@option("--fleet", default=None, metavar="URL",
+        help="Check every replica's summaries shipped under URL (a folder or s3://bucket/prefix; "
+        "docs/fleet.md) instead of --db.")  # fmt: skip
 @option("--model", default=None, metavar="NAME",
         help="Check only the requests whose path named model NAME, against its baseline in "
              "--baselines when given.")  # fmt: skip
@@ -120,7 +127,13 @@ def build(
         help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
 @option("--format", "output", type=click.Choice(["text", "json"]), default="text",
         help="text for people, json (the /drift report) for scripts. [default: text]")  # fmt: skip
-def check(until: datetime | None, output: str, model: str | None, **values: str | None) -> None:
+def check(
+    until: datetime | None,
+    output: str,
+    model: str | None,
+    fleet: str | None,
+    **values: str | None,
+) -> None:
     """Check the logged traffic against a baseline once.
 
     Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
@@ -128,9 +141,6 @@ def check(until: datetime | None, output: str, model: str | None, **values: str 
     consistent copy of it is checked.
     """
     from middleware._baseline import load_baseline
-    from middleware._drift import run_check
-    from middleware._model_scope import scoped_cursors
-    from middleware.collector.client import running_collector, snapshot
 
     settings = load_settings(values)
     baseline_path = _baseline_of(settings, model)
@@ -138,6 +148,43 @@ def check(until: datetime | None, output: str, model: str | None, **values: str 
         loaded = load_baseline(baseline_path)
     except MonitorError as exc:
         raise click.UsageError(f"Bad value for --baseline: {exc}.") from exc
+    if fleet is not None:
+        from ._cli_fleet import check_fleet
+
+        report = check_fleet(fleet, settings, loaded, baseline_path, model=model, until=until)
+    else:
+        report = _store_report(settings, loaded, baseline_path, model, until)
+    if model is not None:
+        report["model"] = model
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_text(report))
+        if fleet is not None:
+            from ._cli_fleet import render_fleet
+
+            click.echo(render_fleet(report))
+    if report["drift_detected"] or report["skew_detected"]:
+        sys.exit(1)
+    if report["status"] == "insufficient_data":
+        click.echo(
+            f"Nothing to check: {report['window']['rows']} rows in the window, "
+            f"{settings.min_rows} needed (--window, --min-rows).",
+            err=True,
+        )
+        sys.exit(NOTHING_CHECKED)
+    sys.exit(0)
+
+
+def _store_report(
+    settings: Settings, loaded: Any, baseline_path: str, model: str | None, until: datetime | None
+) -> dict[str, Any]:
+    """The drift report of the store at ``settings.db`` (a consistent copy while a collector
+    holds it)."""
+    from middleware._drift import run_check
+    from middleware._model_scope import scoped_cursors
+    from middleware.collector.client import running_collector, snapshot
+
     with contextlib.ExitStack() as stack:
         db = settings.db
         collector = running_collector(db) if os.path.isfile(db) else None
@@ -159,22 +206,7 @@ def check(until: datetime | None, output: str, model: str | None, **values: str 
             )
         finally:
             store.close()
-    if model is not None:
-        report["model"] = model
-    if output == "json":
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(render_text(report))
-    if report["drift_detected"] or report["skew_detected"]:
-        sys.exit(1)
-    if report["status"] == "insufficient_data":
-        click.echo(
-            f"Nothing to check: {report['window']['rows']} rows in the window, "
-            f"{settings.min_rows} needed (--window, --min-rows).",
-            err=True,
-        )
-        sys.exit(NOTHING_CHECKED)
-    sys.exit(0)
+    return report
 
 
 def _baseline_of(settings: Settings, model: str | None) -> str:
