@@ -13,6 +13,7 @@ merged by :data:`MERGE_ROWS`; rows of another baseline are counted, not merged.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 import duckdb
 
 from ._errors import MonitorError
-from ._fleet_layout import FleetStorage, encode_value
+from ._fleet_layout import FleetStorage, decode_value, encode_value
 
 __all__ = ["FleetWindow", "fleet_files", "fleet_window", "window_hours"]
 
@@ -61,34 +62,29 @@ def fleet_files(
     files: list[str] = []
     for hour in window_hours(start, end):
         prefix = f"{table}/model={encode_value(model)}/date={hour:%Y-%m-%d}/hour={hour:%H}"
-        files.extend(_listed(storage, prefix))
+        files.extend(_listed(storage, prefix, f"{table}-{hour:%Y%m%dT%H}.parquet"))
     return files
 
 
-def _listed(storage: FleetStorage, prefix: str) -> Iterator[str]:
+def _listed(storage: FleetStorage, prefix: str, name: str) -> Iterator[str]:
+    """The hour's files: in a folder, each replica's one file of that name (one listing of the
+    hour, not one per replica); in an object store, one listing of the hour's prefix."""
     if storage.local:
         folder = storage.path(prefix)
         try:
-            replicas = os.listdir(folder)
+            replicas = sorted(os.listdir(folder))
         except FileNotFoundError:
             return
-        for replica in sorted(replicas):
-            if not replica.startswith("replica="):
-                continue
-            inner = os.path.join(folder, replica)
-            with os.scandir(inner) as entries:
-                yield from sorted(
-                    e.path for e in entries if e.name.endswith(".parquet") and e.name[0] not in "._"
-                )
+        for replica in replicas:
+            path = os.path.join(folder, replica, name)
+            if replica.startswith("replica=") and os.path.isfile(path):
+                yield path
         return
     try:
         found = storage.fs.find(storage.path(prefix))
     except FileNotFoundError:
         return
-    for path in sorted(found):
-        name = path.rsplit("/", 1)[-1]
-        if name.endswith(".parquet") and name[0] not in "._":
-            yield path
+    yield from sorted(path for path in found if path.rsplit("/", 1)[-1] == name)
 
 
 def fleet_window(
@@ -104,33 +100,46 @@ def fleet_window(
 
     A row counts when its whole step lies in the window: closed hours ship as hour totals, so
     the window starts on the hour that holds ``start`` (:func:`window_hours`) and rows are
-    whole minutes up to ``end``. ``reader``: ``duckdb`` or ``arrow`` (default: DuckDB for
-    local files, pyarrow for object stores).
+    whole minutes up to ``end``. ``reader``: ``duckdb`` (DuckDB's Parquet reader, through
+    fsspec for object stores), ``download`` (the files copied to a temporary folder at once,
+    then DuckDB) or ``arrow`` (a pyarrow dataset); by default ``duckdb`` for local folders and
+    ``download`` for object stores, the fastest measured (docs/fleet.md).
     """
     start = start.replace(minute=0, second=0, microsecond=0)
     files = fleet_files(storage, model, start, end)
     if not files:
         return FleetWindow(start, end, [])
-    reader = reader or ("duckdb" if storage.local else "arrow")
+    reader = reader or ("duckdb" if storage.local else "download")
     cursor = duckdb.connect()
     try:
-        if reader == "duckdb":
-            if not storage.local:
+        with tempfile.TemporaryDirectory(prefix="inferwatch-fleet-") as copies:
+            params: dict[str, Any] = {"digest": digest, "start": start, "end": end}
+            if reader == "arrow":
+                cursor.register("fleet_files", _arrow_dataset(storage, files))
+                return _merge(cursor, "fleet_files", params, start, end, files)
+            read = files
+            if reader == "download":
+                read = _downloaded(storage, files, copies)
+            elif not storage.local:  # DuckDB through the fsspec filesystem
                 cursor.register_filesystem(storage.fs)
-                files = [storage.uri(f[len(storage.root) + 1 :]) for f in files]
-            source = (
-                f"read_parquet($files, hive_partitioning = true, hive_types = {_HIVE_TYPES})"
-            )
-            params: dict[str, Any] = {"files": files}
-        else:
-            cursor.register("fleet_files", _arrow_dataset(storage, files))
-            source, params = "fleet_files", {}
-        params |= {"digest": digest, "start": start, "end": end}
-        return _merge(cursor, source, params, start, end, len(files))
+                read = [storage.uri(f[len(storage.root) + 1 :]) for f in files]
+            params["files"] = read
+            source = f"read_parquet($files, hive_partitioning = true, hive_types = {_HIVE_TYPES})"
+            return _merge(cursor, source, params, start, end, files)
     except (duckdb.Error, OSError) as exc:
         raise MonitorError(f"Cannot read the fleet at {storage.url!r}: {exc}") from exc
     finally:
         cursor.close()
+
+
+def _downloaded(storage: FleetStorage, files: list[str], folder: str) -> list[str]:
+    """Local copies of ``files`` under ``folder`` in the same layout, fetched at once (s3fs
+    runs the GETs concurrently)."""
+    copies = [os.path.join(folder, path[len(storage.root) + 1 :]) for path in files]
+    for directory in {os.path.dirname(copy) for copy in copies}:
+        os.makedirs(directory, exist_ok=True)
+    storage.fs.get(files, copies)
+    return copies
 
 
 def _merge(
@@ -139,30 +148,34 @@ def _merge(
     params: dict[str, Any],
     start: datetime,
     end: datetime,
-    files: int,
+    files: list[str],
 ) -> FleetWindow:
+    window = "minute >= $start AND minute + to_seconds(step_s) <= $end"
     cursor.execute(
         f"""CREATE TEMP TABLE fleet_window AS
-            SELECT replica, baseline = $digest AS ours, role, name, what, key, {_MERGE}
-            FROM {source}
-            WHERE minute >= $start AND minute + to_seconds(step_s) <= $end
-            GROUP BY ALL""",
+            SELECT baseline = $digest AS ours, role, name, what, key, {_MERGE}
+            FROM {source} WHERE {window} GROUP BY ALL""",
         params,
     )
     merged = cursor.execute(
-        f"SELECT role, name, what, key, {_MERGE} FROM fleet_window WHERE ours GROUP BY ALL"
+        "SELECT role, name, what, key, n, total, squares, low, high FROM fleet_window WHERE ours"
     ).fetchall()
-    replicas = cursor.execute(
-        "SELECT replica, bool_or(ours) FROM fleet_window GROUP BY replica ORDER BY replica"
-    ).fetchall()
-    return FleetWindow(
-        start,
-        end,
-        merged,
-        replicas=[r for r, ours in replicas if ours],
-        other_baselines=[r for r, ours in replicas if not ours],
-        files=files,
-    )
+    replicas = sorted({_replica(path) for path in files})
+    others: list[str] = []
+    if cursor.execute("SELECT count(*) FROM fleet_window WHERE NOT ours").fetchall()[0][0]:
+        # a fleet amid a change of baseline: one more pass says which replicas are whose
+        found = cursor.execute(
+            f"SELECT replica, bool_or(baseline = $digest) FROM {source} WHERE {window} GROUP BY 1",
+            params,
+        ).fetchall()
+        ours = {decode_value(r) or "" for r, mine in found if mine}
+        others = sorted({decode_value(r) or "" for r, _ in found} - ours)
+        replicas = sorted(ours)
+    return FleetWindow(start, end, merged, replicas, others, len(files))
+
+
+def _replica(path: str) -> str:
+    return decode_value(path.replace("\\", "/").rsplit("/", 2)[-2].split("=", 1)[1]) or ""
 
 
 def _arrow_dataset(storage: FleetStorage, files: list[str]) -> Any:
