@@ -231,14 +231,15 @@ def _categories(
             WHERE f.role = '{role}' AND {of_type}
             GROUP BY ALL),
         ranked AS (
-            SELECT a.*, d.key IS NOT NULL OR a.key IN (SELECT unnest(${prefix}_nf::VARCHAR[]))
-                        OR row_number() OVER (PARTITION BY a.minute, a.name, d.key IS NULL
-                                              ORDER BY a.n DESC, a.key) <= {MAX_CATEGORIES}
-                   AS kept
+            SELECT a.*, d.key IS NOT NULL AS listed,
+                   d.key IS NOT NULL OR a.key IN (SELECT unnest(${prefix}_nf::VARCHAR[]))
+                   OR row_number() OVER (PARTITION BY a.minute, a.name, d.key IS NULL
+                                         ORDER BY a.n DESC, a.key) <= {MAX_CATEGORIES} AS kept
             FROM agg a LEFT JOIN domain d ON d.id = a.id AND d.key = a.key)
-        SELECT minute, step_s, model, baseline, '{role}', name, 'category',
+        SELECT minute, step_s, model, baseline, '{role}', name,
+               CASE WHEN listed THEN 'category' ELSE 'other' END,
                CASE WHEN kept THEN key END, sum(n)::BIGINT,
                CASE WHEN NOT kept THEN count(*)::DOUBLE END, NULL::DOUBLE, NULL::DOUBLE,
                NULL::DOUBLE
-        FROM ranked GROUP BY minute, step_s, model, baseline, name, kept,
+        FROM ranked GROUP BY minute, step_s, model, baseline, name, listed, kept,
                              CASE WHEN kept THEN key END"""

@@ -34,7 +34,7 @@ def merge_summaries(
     cursor: duckdb.DuckDBPyConnection, source: str, params: dict[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
     """Merged (role, name, what, key, n, total, squares, low, high) of the summary rows that
-    the SELECT or relation ``source`` gives (already filtered to one model, baseline and span)."""
+    the SELECT ``source`` gives (already filtered to one model, baseline and span)."""
     return cursor.execute(
         f"SELECT role, name, what, key, {MERGE_SQL} FROM ({source}) GROUP BY ALL",
         params or {},
@@ -121,12 +121,12 @@ class SummaryFigures:
             numbers = f.dtype == "number"
             others: list[tuple[str, int]] = []
             dropped = dropped_distinct = 0
-            for key, n, total, *_ in self.by.get(("category", role, f.name), ()):
+            for key, n, *_ in self.by.get(("category", role, f.name), ()):
+                w.counts[index[key]] += int(n)
+            for key, n, total, *_ in self.by.get(("other", role, f.name), ()):
                 if key is None:  # values beyond the cap, by count only
                     dropped += int(n)
                     dropped_distinct += int(total or 0)
-                elif key in index:
-                    w.counts[index[key]] += int(n)
                 else:
                     others.append((key, int(n)))
             non_finite = [o for o in others if numbers and o[0] in NON_FINITE_KEYS]
@@ -167,9 +167,13 @@ def plan_window(
 ) -> tuple[datetime, datetime] | None:
     """The whole steps [a, b) of [start, end) that summaries of (model, baseline) cover, or None
     when they cover no whole minute of it (the check then reads the store's rows)."""
-    found = cursor.execute(
-        "SELECT since FROM summary_baselines WHERE model = ? AND baseline = ?", [model, digest]
-    ).fetchone()
+    try:
+        found = cursor.execute(
+            "SELECT since FROM summary_baselines WHERE model = ? AND baseline = ?",
+            [model, digest],
+        ).fetchone()
+    except duckdb.CatalogException:  # a store from before summaries, opened read-only
+        return None
     if found is None:
         return None
     a = max(_ceil_minute(start), found[0])
