@@ -119,9 +119,9 @@ def fold_sql(
     finite = "f.type = 'number' AND isfinite(f.num)"
     parts = [
         # rows per role: a (request, row) counted once, as the raw check does
-        f"""SELECT {head}, f.role, '' AS name, 'rows' AS what, '' AS key,
-               count(DISTINCT hash(f.request_id, f.row_index)) AS n,
-               NULL::DOUBLE, NULL::DOUBLE, NULL::DOUBLE, NULL::DOUBLE
+        f"""SELECT {head}, f.role AS role, '' AS name, 'rows' AS what, '' AS key,
+               count(DISTINCT hash(f.request_id, f.row_index)) AS n, NULL::DOUBLE AS total,
+               NULL::DOUBLE AS squares, NULL::DOUBLE AS low, NULL::DOUBLE AS high
             FROM {features} f GROUP BY ALL""",
         f"""SELECT {head}, f.role, f.name, 'type', f.type, count(*),
                sum(f.num) FILTER ({finite}), sum(f.num * f.num) FILTER ({finite}),

@@ -86,17 +86,30 @@ def check_window(
     window_s: float,
     now: datetime | None = None,
     against: Against | None = None,
+    align: bool = True,
     **kw: Any,
 ) -> dict[str, Any]:
     """The /drift report of the last ``window_s`` seconds before ``now`` from summaries where
     they cover it (``window.source`` says which), compared with ``baseline`` or, with
-    ``against``, with the earlier window (``against`` in the report says which)."""
+    ``against``, with the earlier window (``against`` in the report says which).
+
+    With ``align``, a window that summaries cover starts at a whole minute (up to 59 s
+    earlier), so that no raw rows are read for its first minute.
+    """
     spec = summary_spec(baseline)
 
     def figures(cursor: Any, start: datetime, end: datetime) -> SummaryFigures | None:
         return store_figures(cursor, spec, model or "", start, end)
 
     end = _naive(now)
+    if align:
+        cursor = connection_factory()
+        try:
+            if covered(cursor, model, baseline, window_s, end):
+                start = end - timedelta(seconds=window_s)
+                window_s = (end - start.replace(second=0, microsecond=0)).total_seconds()
+        finally:
+            cursor.close()
     reference = baseline
     earlier: dict[str, Any] | None = None
     if against is not None:

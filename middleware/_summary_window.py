@@ -209,14 +209,29 @@ def store_figures(
     if plan is None:
         return None
     a, b = plan
-    edges, params = fold_span(spec, [(start, a), (b, end)])
+    # The minute being written holds, in summaries, every row stored so far: when none of them
+    # is at or after the window's end (a check of the traffic until now), it is read from them.
+    tail = b < end and b == end.replace(second=0, microsecond=0) and _nothing_after(cursor, b, end)
+    edges, params = fold_span(spec, [(start, a)] if tail else [(start, a), (b, end)])
+    last = "minute = $b AND step_s = 60" if tail else "false"
     source = f"""
         SELECT * FROM summaries
         WHERE model = $model AND baseline = $digest AND minute >= $a
-          AND minute + to_seconds(step_s) <= $b
+          AND (minute + to_seconds(step_s) <= $b OR {last})
         UNION ALL ({edges})"""
     params |= {"model": model, "digest": spec.digest, "a": a, "b": b}
     return SummaryFigures(merge_summaries(cursor, source, params))
+
+
+def _nothing_after(cursor: duckdb.DuckDBPyConnection, b: datetime, end: datetime) -> bool:
+    """True when the store holds no request, and no feature row, in [end, b + 1 minute)."""
+    params = {"end": end, "next": b + _MINUTE}
+    row = cursor.execute(
+        """SELECT (SELECT count(*) FROM requests WHERE ts >= $end AND ts < $next)
+                + (SELECT count(*) FROM features WHERE ts >= $end AND ts < $next)""",
+        params,
+    ).fetchone()
+    return not row or not row[0]
 
 
 def _ceil_minute(moment: datetime) -> datetime:

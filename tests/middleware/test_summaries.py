@@ -9,16 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import numpy as np
 import pytest
 
-from middleware._baseline import Baseline
+from middleware._baseline import Baseline, build_baseline, load_baseline
 from middleware._drift import run_check
 from middleware._summaries import MAX_CATEGORIES, summary_spec
 from middleware._summary_check import check_merged, check_window, parse_against
 from middleware._summary_fold import fold_span
 from middleware._summary_retention import maintain_summaries
 from middleware._summary_window import SummaryFigures, merge_summaries, store_figures
+from tests.apps.model_app import build_app
+from tests.conftest import in_process
+from tests.middleware.test_checks import instances, post_all, write_training
 from tests.middleware.test_drift import (
     DEFECTS,
     T0,
@@ -45,7 +49,7 @@ def both(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw-row check and the summary check of the same window."""
     raw = run_check(con.cursor, baseline, window_s=window_s, now=now)
-    summed = check_window(con.cursor, baseline, model=None, window_s=window_s, now=now)
+    summed = check_window(con.cursor, baseline, model=None, window_s=window_s, now=now, align=False)
     assert summed["window"].pop("source") == "summaries"
     return raw, summed
 
@@ -274,3 +278,61 @@ def test_store_figures_need_whole_minutes(tmp_path: Path, small: Baseline) -> No
     assert store_figures(con.cursor(), spec, "", T0, T0 + timedelta(seconds=50)) is None
     assert store_figures(con.cursor(), spec, "other", T0, T0 + timedelta(minutes=5)) is None
     assert store_figures(con.cursor(), spec, "", T0, T0 + timedelta(minutes=5)) is not None
+
+
+# ---------------------------------------------------------------- the writer folds every batch
+
+
+def _by_what(rows: list) -> list:
+    return sorted(([*r[:4], r[4], r[5]] for r in rows), key=lambda r: repr(r[:4]))
+
+
+@pytest.mark.anyio
+async def test_the_writer_folds_what_it_stores_across_restarts(
+    db_path: str, tmp_path: Path
+) -> None:
+    """Summaries the writer appended, batch by batch and across a restart, merge into what
+    folding the stored rows at once gives."""
+    write_training(tmp_path / "train.csv", 3_000)
+    build_baseline(str(tmp_path / "train.csv"), out=str(tmp_path / "b.json"))
+    baseline = load_baseline(str(tmp_path / "b.json"))
+    spec = summary_spec(baseline)
+    for seed in (1, 2):  # the second engine opens the store the first wrote
+        app = in_process(build_app(monitor=False), db=db_path, baseline=str(tmp_path / "b.json"))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m") as c:
+            rows = instances(600, seed=seed, age_shift=10 * seed)
+            for half in (rows[:300], rows[300:]):  # two batches at least
+                await post_all(c, half)
+                assert app.engine.flush()
+            await c.post(
+                "/echo", content=b"{not json", headers={"content-type": "application/json"}
+            )
+            assert app.engine.flush()
+        cursor = app.engine.writer.store.cursor()
+        stored = merge_summaries(
+            cursor, "SELECT * FROM summaries WHERE baseline = $d", {"d": spec.digest}
+        )
+        sql, params = fold_span(spec, [(datetime(2000, 1, 1), datetime(2100, 1, 1))])
+        assert_same(_by_what(stored), _by_what(merge_summaries(cursor, sql, params)))
+        partial = cursor.execute("SELECT count(*) FROM summaries").fetchone()[0]
+        assert partial > len(stored)  # each batch appended its own rows
+        cursor.close()
+        app.engine.stop()
+    figures = SummaryFigures(stored)
+    assert figures.window_rows()["input"] == 1_200
+    assert figures.parse_failures() == (26, 2)
+
+
+def test_an_aligned_window_starts_at_a_whole_minute(tmp_path: Path, small: Baseline) -> None:
+    """A covered window starts at the minute before its start and reads no raw rows; the report
+    equals the raw check of that window."""
+    con = open_store(tmp_path / "s.duckdb")
+    end = log_rows(con, clean(3_000, seed=13), start=T0 + timedelta(seconds=7), step_ms=100)
+    fold_all(con, small, T0)
+    summed = check_window(con.cursor, small, model=None, window_s=200.5, now=end)
+    assert summed["window"].pop("source") == "summaries"
+    start = datetime.fromisoformat(summed["window"]["start"].rstrip("Z"))
+    assert start == (end - timedelta(seconds=200.5)).replace(second=0, microsecond=0)
+    raw = run_check(con.cursor, small, window_s=(end - start).total_seconds(), now=end)
+    assert_same(raw, summed)
