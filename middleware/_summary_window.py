@@ -212,7 +212,8 @@ def store_figures(
     # The minute being written holds, in summaries, every row stored so far: when none of them
     # is at or after the window's end (a check of the traffic until now), it is read from them.
     tail = b < end and b == end.replace(second=0, microsecond=0) and _nothing_after(cursor, b, end)
-    edges, params = fold_span(spec, [(start, a)] if tail else [(start, a), (b, end)])
+    spans = [(start, a)] if tail else [(start, a), (b, end)]
+    edges, params = fold_span(spec, spans, model=model)
     last = "minute = $b AND step_s = 60" if tail else "false"
     source = f"""
         SELECT * FROM summaries
