@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from ._baseline_file import Baseline, FeatureBaseline
 from ._drift import run_check
@@ -155,9 +156,24 @@ def check_merged(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReferenceFeature(FeatureBaseline):
+    """A baseline feature whose reference counts are an earlier window's, bin for bin as the
+    report's histogram has them (below and above the range, unseen categories included)."""
+
+    histogram: tuple[float, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return int(sum(self.histogram))
+
+    def bin_counts(self) -> np.ndarray:
+        return np.asarray(self.histogram, dtype=float)
+
+
 def reference_baseline(baseline: Baseline, earlier: dict[str, Any]) -> Baseline:
     """``baseline`` with its counts replaced by those of an earlier window's report, on the same
-    bins. Values below or above the baseline's range count in its outer bins."""
+    bins; what the baseline says of types and categories (its list, complete or not) stays."""
     features = {
         name: _from_histogram(fb, earlier["features"].get(name))
         for name, fb in baseline.features.items()
@@ -167,27 +183,15 @@ def reference_baseline(baseline: Baseline, earlier: dict[str, Any]) -> Baseline:
         for name, fb in baseline.predictions.items()
     }
     return replace(
-        baseline,
-        rows=int(earlier["window"]["rows"]),
-        features=features,
-        predictions=predictions,
-        path=baseline.path,
+        baseline, rows=int(earlier["window"]["rows"]), features=features, predictions=predictions
     )
 
 
 def _from_histogram(fb: FeatureBaseline, entry: dict[str, Any] | None) -> FeatureBaseline:
-    if not entry or "histogram" not in entry:
-        return replace(fb, counts=tuple(0 for _ in fb.counts), other=0, missing=0)
-    current = [int(v) for v in entry["histogram"]["current"]]
     k = len(fb.counts)
-    counts = current[:k]
-    missing, invalid = current[k + 2], current[k + 3]
-    if fb.kind == "numeric":
-        if k:
-            counts[0] += current[k]
-            counts[-1] += current[k + 1]
-        return replace(fb, counts=tuple(counts), missing=missing, non_finite=0, invalid=invalid)
-    other = current[k] + current[k + 1]
-    return replace(
-        fb, counts=tuple(counts), other=other, missing=missing, non_finite=0, invalid=invalid
-    )
+    found = entry.get("histogram") if entry else None
+    current = [float(v) for v in found["current"]] if found else [0.0] * (k + 4)
+    values = {f.name: getattr(fb, f.name) for f in fields(FeatureBaseline)}
+    values |= {"counts": tuple(int(v) for v in current[:k]), "missing": int(current[k + 2])}
+    values |= {"non_finite": 0, "invalid": int(current[k + 3])}
+    return ReferenceFeature(**values, histogram=tuple(current))
