@@ -108,6 +108,8 @@ def run_check(
                 "metadata": metadata,
             },
         }
+        if figures is not None:  # which the counts came from: summaries or the store's rows
+            report["window"]["source"] = "rows" if found is None else "summaries"
         if baseline is None:
             return report
         argmax: dict[str, tuple[list[str], list[str]]] = {}  # vector's fields, slots' classes

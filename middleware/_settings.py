@@ -274,6 +274,17 @@ class Settings:
         "Size of stored data above which the oldest rows are deleted.",
         common=True,
     )
+    summary_retention: float = _setting(
+        30 * 86400.0,
+        "duration",
+        "Age after which summaries (the per-minute counts that checks over long windows add up) "
+        "are deleted; they are kept apart from raw rows and their retention.",
+    )
+    summary_rollup_after: float = _setting(
+        2 * 86400.0,
+        "duration",
+        "Age after which per-minute summaries are merged into per-hour ones.",
+    )
     admin_token: str | None = _setting(
         None,
         "text",

@@ -20,16 +20,17 @@ import duckdb
 from ._baseline_file import Baseline
 from ._summaries import SummarySpec, fold_sql, summary_spec
 
-__all__ = ["BATCH_FEATURES", "SummaryFolder", "fold_span"]
+__all__ = ["BATCH_VALUES", "SummaryFolder", "fold_span"]
 
-# The batch as rows of the ``features`` view: NumPy floats carry no NULL, so a number (type
-# code 0) that reads NULL was NaN, as in the insert itself.
-BATCH_FEATURES = """(
-    SELECT v.ts, v.request_id, v.row_index, c.role, c.name, c.type,
-           CASE WHEN v.column_id // 2 % 4 = 0 AND v.num IS NULL THEN 'nan'::DOUBLE
-                ELSE v.num END AS num, v.str, c.model
-    FROM feature_batch v JOIN feature_columns c ON c.id = v.column_id{where})"""
-_NO_FEATURES = "(SELECT * FROM features WHERE false)"
+# The batch's values: ``row`` numbers its rows, and ``request_id`` is not read (scanning a NumPy
+# array of Python strings costs most). NumPy floats carry no NULL, so a number (type code 0)
+# that reads NULL was NaN, as in the insert itself.
+BATCH_VALUES = """(
+    SELECT ts, "row", column_id,
+           CASE WHEN column_id // 2 % 4 = 0 AND num IS NULL THEN 'nan'::DOUBLE ELSE num END
+               AS num, str
+    FROM feature_batch{where})"""
+_NO_VALUES = "(SELECT ts, 0 AS row, column_id, num, str FROM feature_values WHERE false)"
 
 
 class SummaryFolder:
@@ -58,19 +59,17 @@ class SummaryFolder:
         for model, baseline in scopes.items():
             spec = self._spec(baseline)
             label = model or ""
-            if has_features:
-                where = "" if model is None else " WHERE c.model = $model_scope"
-                features = BATCH_FEATURES.format(where=where)
+            if model is None:
+                values = BATCH_VALUES.format(where="") if has_features else _NO_VALUES
+                columns, requests = "feature_columns", "request_batch"
             else:
-                features = _NO_FEATURES
-            requests = (
-                "request_batch"
-                if model is None
-                else "(SELECT * FROM request_batch WHERE model = $model_scope)"
-            )
-            sql, params = fold_sql(spec, features, requests, model=label)
+                mine = " WHERE column_id IN (SELECT id FROM feature_columns WHERE model = $scope)"
+                values = BATCH_VALUES.format(where=mine) if has_features else _NO_VALUES
+                columns = "(SELECT * FROM feature_columns WHERE model = $scope)"
+                requests = "(SELECT * FROM request_batch WHERE model = $scope)"
+            sql, params = fold_sql(spec, values, columns, requests, model=label, row_key="v.row")
             if model is not None:
-                params["model_scope"] = model
+                params["scope"] = model
             cursor.execute(f"INSERT INTO summaries {sql}", params)
             if (label, spec.digest) not in self._known:
                 self._begin(cursor, label, spec.digest)
@@ -89,19 +88,28 @@ def fold_span(
     spec: SummarySpec,
     spans: list[tuple[datetime, datetime]],
     *,
+    model: str = "",
     prefix: str = "e",
 ) -> tuple[str, dict[str, Any]]:
     """A SELECT of summary rows of the store's own rows in ``spans`` (the edges of a window
-    that whole minutes of summaries do not cover), with its parameters."""
+    that whole minutes of summaries do not cover) of ``model`` (``''``: every request), with
+    its parameters. ``requests`` must be the scope's (``scoped_cursors`` makes it so)."""
     params: dict[str, Any] = {}
     tests = []
     for i, (lo, hi) in enumerate(spans):
         params[f"{prefix}_lo{i}"], params[f"{prefix}_hi{i}"] = lo, hi
         tests.append(f"(ts >= ${prefix}_lo{i} AND ts < ${prefix}_hi{i})")
     within = " OR ".join(tests) or "false"
+    columns = "feature_columns"
+    if model:
+        params[f"{prefix}_scope"] = model
+        columns = f"(SELECT * FROM feature_columns WHERE model = ${prefix}_scope)"
+    if model:
+        within = f"({within}) AND column_id IN (SELECT id FROM {columns})"
     sql, more = fold_sql(
         spec,
-        f"(SELECT * FROM features WHERE {within})",
+        f"(SELECT * FROM feature_values WHERE {within})",
+        columns,
         f"(SELECT * FROM requests WHERE {within})",
         prefix=prefix,
     )

@@ -34,7 +34,7 @@ def merge_summaries(
     cursor: duckdb.DuckDBPyConnection, source: str, params: dict[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
     """Merged (role, name, what, key, n, total, squares, low, high) of the summary rows that
-    the SELECT or relation ``source`` gives (already filtered to one model, baseline and span)."""
+    the SELECT ``source`` gives (already filtered to one model, baseline and span)."""
     return cursor.execute(
         f"SELECT role, name, what, key, {MERGE_SQL} FROM ({source}) GROUP BY ALL",
         params or {},
@@ -121,12 +121,12 @@ class SummaryFigures:
             numbers = f.dtype == "number"
             others: list[tuple[str, int]] = []
             dropped = dropped_distinct = 0
-            for key, n, total, *_ in self.by.get(("category", role, f.name), ()):
+            for key, n, *_ in self.by.get(("category", role, f.name), ()):
+                w.counts[index[key]] += int(n)
+            for key, n, total, *_ in self.by.get(("other", role, f.name), ()):
                 if key is None:  # values beyond the cap, by count only
                     dropped += int(n)
                     dropped_distinct += int(total or 0)
-                elif key in index:
-                    w.counts[index[key]] += int(n)
                 else:
                     others.append((key, int(n)))
             non_finite = [o for o in others if numbers and o[0] in NON_FINITE_KEYS]
@@ -167,9 +167,13 @@ def plan_window(
 ) -> tuple[datetime, datetime] | None:
     """The whole steps [a, b) of [start, end) that summaries of (model, baseline) cover, or None
     when they cover no whole minute of it (the check then reads the store's rows)."""
-    found = cursor.execute(
-        "SELECT since FROM summary_baselines WHERE model = ? AND baseline = ?", [model, digest]
-    ).fetchone()
+    try:
+        found = cursor.execute(
+            "SELECT since FROM summary_baselines WHERE model = ? AND baseline = ?",
+            [model, digest],
+        ).fetchone()
+    except duckdb.CatalogException:  # a store from before summaries, opened read-only
+        return None
     if found is None:
         return None
     a = max(_ceil_minute(start), found[0])
@@ -205,14 +209,30 @@ def store_figures(
     if plan is None:
         return None
     a, b = plan
-    edges, params = fold_span(spec, [(start, a), (b, end)])
+    # The minute being written holds, in summaries, every row stored so far: when none of them
+    # is at or after the window's end (a check of the traffic until now), it is read from them.
+    tail = b < end and b == end.replace(second=0, microsecond=0) and _nothing_after(cursor, b, end)
+    spans = [(start, a)] if tail else [(start, a), (b, end)]
+    edges, params = fold_span(spec, spans, model=model)
+    last = "minute = $b AND step_s = 60" if tail else "false"
     source = f"""
         SELECT * FROM summaries
         WHERE model = $model AND baseline = $digest AND minute >= $a
-          AND minute + to_seconds(step_s) <= $b
+          AND (minute + to_seconds(step_s) <= $b OR {last})
         UNION ALL ({edges})"""
     params |= {"model": model, "digest": spec.digest, "a": a, "b": b}
     return SummaryFigures(merge_summaries(cursor, source, params))
+
+
+def _nothing_after(cursor: duckdb.DuckDBPyConnection, b: datetime, end: datetime) -> bool:
+    """True when the store holds no request, and no feature row, in [end, b + 1 minute)."""
+    params = {"end": end, "next": b + _MINUTE}
+    row = cursor.execute(
+        """SELECT (SELECT count(*) FROM requests WHERE ts >= $end AND ts < $next)
+                + (SELECT count(*) FROM features WHERE ts >= $end AND ts < $next)""",
+        params,
+    ).fetchone()
+    return not row or not row[0]
 
 
 def _ceil_minute(moment: datetime) -> datetime:

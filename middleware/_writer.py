@@ -35,6 +35,7 @@ from ._row_scores import RowScorer
 from ._settings import Settings
 from ._store import Store
 from ._summary_fold import SummaryFolder
+from ._summary_retention import maintain_summaries
 
 __all__ = ["StoreWriter"]
 
@@ -335,6 +336,12 @@ class StoreWriter:
             if store.data_bytes() > settings.max_db_bytes:
                 counters.rows_evicted += store.evict_oldest(_EVICT_SHARE)
                 store.checkpoint()
+            maintain_summaries(
+                store.writer,
+                datetime.now(UTC).replace(tzinfo=None),
+                retention_s=settings.summary_retention,
+                rollup_after_s=settings.summary_rollup_after,
+            )
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
             self._failed(store, exc, "Log store maintenance")

@@ -125,6 +125,9 @@ def build(
              "--baselines when given.")  # fmt: skip
 @option("--until", type=IsoTime(), default=None,
         help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
+@option("--against", default=None, metavar="EARLIER",
+        help="Compare with an earlier window instead of the baseline's counts, on its bins: "
+             "7d-ago (as long as --window, 7 days earlier) or 30d@7d-ago.")  # fmt: skip
 @option("--format", "output", type=click.Choice(["text", "json"]), default="text",
         help="text for people, json (the /drift report) for scripts. [default: text]")  # fmt: skip
 def check(
@@ -132,17 +135,26 @@ def check(
     output: str,
     model: str | None,
     fleet: str | None,
+    against: str | None,
     **values: str | None,
 ) -> None:
     """Check the logged traffic against a baseline once.
 
     Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
     rows in the window than --min-rows, none included). While a collector holds the store, a
-    consistent copy of it is checked.
+    consistent copy of it is checked. Windows of whole minutes are added up from the store's
+    summaries (docs/summaries.md), so --window 7d costs what its minutes cost.
     """
     from middleware._baseline import load_baseline
+    from middleware._summary_check import parse_against
 
     settings = load_settings(values)
+    try:
+        earlier = parse_against(against)
+    except ValueError as exc:
+        raise click.UsageError(f"Bad value for --against: {exc}.") from exc
+    if fleet is not None and earlier is not None:
+        raise click.UsageError("Bad value for --against: not available with --fleet.")
     baseline_path = _baseline_of(settings, model)
     try:
         loaded = load_baseline(baseline_path)
@@ -153,7 +165,7 @@ def check(
 
         report = check_fleet(fleet, settings, loaded, baseline_path, model=model, until=until)
     else:
-        report = _store_report(settings, loaded, baseline_path, model, until)
+        report = _store_report(settings, loaded, baseline_path, model, until, earlier)
     if model is not None:
         report["model"] = model
     if output == "json":
@@ -177,12 +189,17 @@ def check(
 
 
 def _store_report(
-    settings: Settings, loaded: Any, baseline_path: str, model: str | None, until: datetime | None
+    settings: Settings,
+    loaded: Any,
+    baseline_path: str,
+    model: str | None,
+    until: datetime | None,
+    earlier: Any,
 ) -> dict[str, Any]:
     """The drift report of the store at ``settings.db`` (a consistent copy while a collector
     holds it)."""
-    from middleware._drift import run_check
     from middleware._model_scope import scoped_cursors
+    from middleware._summary_check import check_window
     from middleware.collector.client import running_collector, snapshot
 
     with contextlib.ExitStack() as stack:
@@ -195,11 +212,13 @@ def _store_report(
                 raise click.UsageError(f"Bad value for --db: {exc}") from exc
         store = open_store(db)
         try:
-            report = run_check(
+            report = check_window(
                 scoped_cursors(store.cursor, model),
                 loaded,
+                model=model,
                 window_s=settings.window,
                 now=until,
+                against=earlier,
                 min_rows=settings.min_rows,
                 baseline_path=baseline_path,
                 attributions_field=settings.attributions_field,
@@ -235,6 +254,12 @@ def render_text(report: dict) -> str:
     window = report["window"]
     span = f"{window['rows']} rows, {window['start']} .. {window['end']}"
     lines = [f"status: {report['status']}  ({span})"]
+    earlier = report.get("against")
+    if earlier:
+        how = "" if earlier.get("compared") else "; too few rows, compared with the baseline"
+        lines.append(
+            f"  against {earlier['rows']} rows, {earlier['start']} .. {earlier['end']}{how}"
+        )
     for section in ("features", "prediction"):
         entries = sorted(
             report.get(section, {}).items(), key=lambda item: -(item[1].get("score") or 0)
