@@ -1,10 +1,10 @@
 """Reading the fleet: every replica's summaries of a window, merged into one window's rows.
 
-The window's files are found by partition (model, date, hour), listed per hour, and read by
-DuckDB with ``hive_partitioning``: local files with DuckDB's own reader, object stores through
-pyarrow (which measured faster than DuckDB over a registered fsspec filesystem; see
-docs/fleet.md). Summary rows of the baseline's digest whose whole step lies in the window are
-merged by :data:`MERGE_ROWS`; rows of another baseline are counted, not merged.
+The window's files are found by partition (model, date, hour), one listing per hour, and read
+by DuckDB's Parquet reader: local files where they are, files of an object store after fetching
+them all at once into a temporary folder (every reader measured makes one GET per file; this
+one sends them all together, docs/fleet.md). Summary rows of the baseline's digest whose whole
+step lies in the window are merged; replicas whose rows are of another baseline are named.
 """
 
 # Every SQL text below is built from this module's constants; values are bound parameters.
