@@ -33,6 +33,7 @@ __all__ = ["FleetShipper", "FleetTable", "fleet_tables", "hour_file", "table_fil
 logger = logging.getLogger("inferwatch")
 
 _SETTLE_S = 5.0  # beyond flush_interval: a minute's rows are written this long after it ends
+_FINAL_WAIT_S = 30.0
 _LOGGED_BYTES = 2**22  # a file this large takes a while to upload: the log says when it starts
 
 
@@ -171,7 +172,10 @@ class FleetShipper:
         """Write the files whose rows grew; the number written. ``final``: the open minute too
         (this process is stopping and adds no more rows). Failures are counted, logged and
         raised as :class:`MonitorError` for the periodic runner."""
-        with self._lock:
+        # a stopping process waits a while for a shipment still uploading, not for ever
+        if not self._lock.acquire(timeout=_FINAL_WAIT_S if final else -1):
+            raise MonitorError("Shipping to the fleet failed: a shipment still runs.")
+        try:
             try:
                 written = self._ship(final, now)
             except Exception as exc:
@@ -182,6 +186,8 @@ class FleetShipper:
             self.last_success = time.time()
             self.last_error = None
             return written
+        finally:
+            self._lock.release()
 
     def _ship(self, final: bool, now: datetime | None) -> int:
         now = now or datetime.now(UTC).replace(tzinfo=None)
