@@ -27,6 +27,8 @@ from ._fleet_layout import FleetStorage, decode_value, encode_value
 __all__ = ["FleetWindow", "fleet_files", "fleet_window", "window_hours"]
 
 _HIVE_TYPES = "{'model': VARCHAR, 'date': DATE, 'hour': INTEGER, 'replica': VARCHAR}"
+_HOUR = timedelta(hours=1)
+_WINDOW = "minute >= $start AND minute + to_seconds(step_s) <= $end"
 _MERGE = (
     "sum(n)::BIGINT AS n, sum(total) AS total, sum(squares) AS squares, "
     "min(low) AS low, max(high) AS high"
@@ -116,16 +118,27 @@ def fleet_window(
             params: dict[str, Any] = {"digest": digest, "start": start, "end": end}
             if reader == "arrow":
                 cursor.register("fleet_files", _arrow_dataset(storage, files))
-                return _merge(cursor, "fleet_files", params, start, end, files)
+                source = f"SELECT * FROM fleet_files WHERE {_WINDOW}"
+                return _merge(cursor, source, params, start, end, files)
             read = files
             if reader == "download":
                 read = _downloaded(storage, files, copies)
             elif not storage.local:  # DuckDB through the fsspec filesystem
                 cursor.register_filesystem(storage.fs)
                 read = [storage.uri(f[len(storage.root) + 1 :]) for f in files]
-            params["files"] = read
-            source = f"read_parquet($files, hive_partitioning = true, hive_types = {_HIVE_TYPES})"
-            return _merge(cursor, source, params, start, end, files)
+            # Rows of an hour inside the window are inside it: only the edge hours' rows are
+            # compared with its ends, which saves about a sixth of the scan.
+            inner = {f"{h:%Y%m%dT%H}" for h in window_hours(start, end) if h + _HOUR <= end}
+            whole = [copy for path, copy in zip(files, read, strict=True) if _hour(path) in inner]
+            edge = [
+                copy for path, copy in zip(files, read, strict=True) if _hour(path) not in inner
+            ]
+            parts = []
+            for name, chosen, where in (("whole", whole, ""), ("edge", edge, f" WHERE {_WINDOW}")):
+                if chosen:
+                    params[name] = chosen
+                    parts.append(f"SELECT * FROM {_read(name)}{where}")
+            return _merge(cursor, " UNION ALL ".join(parts), params, start, end, files)
     except (duckdb.Error, OSError) as exc:
         raise MonitorError(f"Cannot read the fleet at {storage.url!r}: {exc}") from exc
     finally:
@@ -150,11 +163,12 @@ def _merge(
     end: datetime,
     files: list[str],
 ) -> FleetWindow:
-    window = "minute >= $start AND minute + to_seconds(step_s) <= $end"
+    """Merge the rows of ``source`` (a SELECT of the window's rows)."""
+    params = {k: v for k, v in params.items() if k == "digest" or f"${k}" in source}
     cursor.execute(
         f"""CREATE TEMP TABLE fleet_window AS
             SELECT baseline = $digest AS ours, role, name, what, key, {_MERGE}
-            FROM {source} WHERE {window} GROUP BY ALL""",
+            FROM ({source}) GROUP BY ALL""",
         params,
     )
     merged = cursor.execute(
@@ -165,13 +179,22 @@ def _merge(
     if cursor.execute("SELECT count(*) FROM fleet_window WHERE NOT ours").fetchall()[0][0]:
         # a fleet amid a change of baseline: one more pass says which replicas are whose
         found = cursor.execute(
-            f"SELECT replica, bool_or(baseline = $digest) FROM {source} WHERE {window} GROUP BY 1",
+            f"SELECT replica, bool_or(baseline = $digest) FROM ({source}) GROUP BY 1",
             params,
         ).fetchall()
         ours = {decode_value(r) or "" for r, mine in found if mine}
         others = sorted({decode_value(r) or "" for r, _ in found} - ours)
         replicas = sorted(ours)
     return FleetWindow(start, end, merged, replicas, others, len(files))
+
+
+def _read(name: str) -> str:
+    return f"read_parquet(${name}, hive_partitioning = true, hive_types = {_HIVE_TYPES})"
+
+
+def _hour(path: str) -> str:
+    """The hour of a file, from its name (``summaries-YYYYMMDDTHH.parquet``)."""
+    return path[-len("YYYYMMDDTHH.parquet") : -len(".parquet")]
 
 
 def _replica(path: str) -> str:

@@ -204,3 +204,29 @@ def test_a_temporary_file_left_by_a_killed_shipper_is_never_read_and_goes(
     assert replica.fleet.ship() == 1
     assert list(files(root)) == [shipped]
     replica.stop()
+
+
+def test_a_window_ending_within_an_hour_counts_its_minutes_only(
+    tmp_path: Path, baseline_path: str
+) -> None:
+    root = tmp_path / "fleet"
+    replica = engine(tmp_path, "r0", baseline_path, fleet_url=str(root))
+    feed(replica, captures("r0", hours_ago(2), 5400, 540, seed=3, age_shift=8.0))
+    assert replica.fleet is not None
+    # as shipped at 30 minutes past the later hour: that hour is open, its minutes ship apart
+    assert replica.fleet.ship(now=hours_ago(1) + timedelta(minutes=30, seconds=10)) == 2
+    replica.fleet = None  # as if it died then: no last shipment makes the hour whole
+    replica.stop()
+    steps = duckdb.sql(
+        f"""SELECT hour, min(step_s), max(step_s)
+            FROM read_parquet('{root}/summaries/*/*/*/*/*.parquet', hive_partitioning = true)
+            GROUP BY hour ORDER BY hour"""
+    ).fetchall()
+    assert [s[1:] for s in steps] == [(3600, 3600), (60, 60)]
+    until = (hours_ago(1) + timedelta(minutes=20)).isoformat()
+    common = ["--baseline", baseline_path, "--window", "80m", "--until", until]
+    _, merged = check("--fleet", str(root), *common)
+    _, single = check("--db", str(tmp_path / "r0.duckdb"), *common)
+    assert merged["window"]["rows"] == single["window"]["rows"] == 80 * 6 * 5  # 6 a minute
+    for name, entry in single["features"].items():
+        assert merged["features"][name]["score"] == pytest.approx(entry["score"], abs=1e-9)
