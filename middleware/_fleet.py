@@ -182,9 +182,9 @@ class FleetShipper:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 raise MonitorError(f"Shipping to the fleet failed: {self.last_error}") from exc
-            self.shipments += 1
+            self.last_error = None  # before the count: who sees it grow sees the error gone
             self.last_success = time.time()
-            self.last_error = None
+            self.shipments += 1
             return written
         finally:
             self._lock.release()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,9 @@ from ._fleet_layout import FleetStorage, decode_value, encode_value
 __all__ = ["FleetWindow", "fleet_files", "fleet_window", "window_hours"]
 
 _HIVE_TYPES = "{'model': VARCHAR, 'date': DATE, 'hour': INTEGER, 'replica': VARCHAR}"
+# the partition columns (the replica's name) are read only when a second pass needs them
+_HIVE = f", hive_partitioning = true, hive_types = {_HIVE_TYPES}"
+_NO_HIVE = ", hive_partitioning = false"
 _HOUR = timedelta(hours=1)
 _WINDOW = "minute >= $start AND minute + to_seconds(step_s) <= $end"
 _MERGE = (
@@ -118,8 +121,8 @@ def fleet_window(
             params: dict[str, Any] = {"digest": digest, "start": start, "end": end}
             if reader == "arrow":
                 cursor.register("fleet_files", _arrow_dataset(storage, files))
-                source = f"SELECT * FROM fleet_files WHERE {_WINDOW}"
-                return _merge(cursor, source, params, start, end, files)
+                rows = f"SELECT * FROM fleet_files WHERE {_WINDOW}"
+                return _merge(cursor, lambda hive: rows, params, start, end, files)
             read = files
             if reader == "download":
                 read = _downloaded(storage, files, copies)
@@ -137,8 +140,10 @@ def fleet_window(
             for name, chosen, where in (("whole", whole, ""), ("edge", edge, f" WHERE {_WINDOW}")):
                 if chosen:
                     params[name] = chosen
-                    parts.append(f"SELECT * FROM {_read(name)}{where}")
-            return _merge(cursor, " UNION ALL ".join(parts), params, start, end, files)
+                    parts.append(f"SELECT * FROM read_parquet(${name}{{hive}}){where}")
+            sql = " UNION ALL ".join(parts)
+            return _merge(cursor, lambda hive: sql.format(hive=_HIVE if hive else _NO_HIVE),
+                          params, start, end, files)  # fmt: skip
     except (duckdb.Error, OSError) as exc:
         raise MonitorError(f"Cannot read the fleet at {storage.url!r}: {exc}") from exc
     finally:
@@ -157,18 +162,19 @@ def _downloaded(storage: FleetStorage, files: list[str], folder: str) -> list[st
 
 def _merge(
     cursor: duckdb.DuckDBPyConnection,
-    source: str,
+    source: Callable[[bool], str],
     params: dict[str, Any],
     start: datetime,
     end: datetime,
     files: list[str],
 ) -> FleetWindow:
-    """Merge the rows of ``source`` (a SELECT of the window's rows)."""
-    params = {k: v for k, v in params.items() if k == "digest" or f"${k}" in source}
+    """Merge the rows of ``source(hive)`` (a SELECT of the window's rows, with the partition
+    columns when ``hive``)."""
+    params = {k: v for k, v in params.items() if k == "digest" or f"${k}" in source(False)}
     cursor.execute(
         f"""CREATE TEMP TABLE fleet_window AS
             SELECT baseline = $digest AS ours, role, name, what, key, {_MERGE}
-            FROM ({source}) GROUP BY ALL""",
+            FROM ({source(False)}) GROUP BY ALL""",
         params,
     )
     merged = cursor.execute(
@@ -179,17 +185,13 @@ def _merge(
     if cursor.execute("SELECT count(*) FROM fleet_window WHERE NOT ours").fetchall()[0][0]:
         # a fleet amid a change of baseline: one more pass says which replicas are whose
         found = cursor.execute(
-            f"SELECT replica, bool_or(baseline = $digest) FROM ({source}) GROUP BY 1",
+            f"SELECT replica, bool_or(baseline = $digest) FROM ({source(True)}) GROUP BY 1",
             params,
         ).fetchall()
         ours = {decode_value(r) or "" for r, mine in found if mine}
         others = sorted({decode_value(r) or "" for r, _ in found} - ours)
         replicas = sorted(ours)
     return FleetWindow(start, end, merged, replicas, others, len(files))
-
-
-def _read(name: str) -> str:
-    return f"read_parquet(${name}, hive_partitioning = true, hive_types = {_HIVE_TYPES})"
 
 
 def _hour(path: str) -> str:

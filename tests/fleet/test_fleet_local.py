@@ -230,3 +230,25 @@ def test_a_window_ending_within_an_hour_counts_its_minutes_only(
     assert merged["window"]["rows"] == single["window"]["rows"] == 80 * 6 * 5  # 6 a minute
     for name, entry in single["features"].items():
         assert merged["features"][name]["score"] == pytest.approx(entry["score"], abs=1e-9)
+
+
+def test_replicas_summarizing_another_baseline_are_named_and_left_out(
+    tmp_path: Path, baseline_path: str
+) -> None:
+    from middleware._baseline import build_baseline
+    from tests.middleware.test_checks import write_training
+
+    write_training(tmp_path / "other.csv", 2_000, seed=5)
+    other = str(tmp_path / "other.json")
+    build_baseline(str(tmp_path / "other.csv"), out=other, bins=10)
+    root = tmp_path / "fleet"
+    for name, baseline in (("r0", baseline_path), ("r1", other)):
+        replica = engine(tmp_path, name, baseline, fleet_url=str(root))
+        feed(replica, captures(name, hours_ago(2), 3600, 200, seed=1))
+        replica.stop()
+    until = hours_ago(1).isoformat()
+    _, report = check("--fleet", str(root), "--baseline", baseline_path, "--window", "1h",
+                      "--until", until)  # fmt: skip
+    assert report["fleet"]["replica_names"] == ["r0"]
+    assert report["fleet"]["other_baselines"] == ["r1"]
+    assert report["window"]["rows"] == 200 * 5
