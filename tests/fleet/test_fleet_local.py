@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from sidecar._cli import main
+from tests.conftest import wait_until
 from tests.fleet.conftest import captures, engine, feed, hours_ago
 
 
@@ -166,11 +167,8 @@ def test_a_failing_storage_is_reported_and_retried_never_raised(
     )
     feed(replica, captures("r0", hours_ago(2), 3600, 50, seed=1))
     assert replica.fleet is not None
-    wait = replica.shipping
-    deadline = 600
-    while replica.fleet.failures < 2 and deadline:
-        wait._stopping.wait(0.05)
-        deadline -= 1
+    fleet = replica.fleet
+    wait_until(lambda: fleet.failures >= 2, 60)
     health = replica.health()["fleet"]
     assert health["failures"] >= 2
     assert health["last_error"].startswith(("NotADirectoryError", "FileExistsError"))
@@ -178,9 +176,7 @@ def test_a_failing_storage_is_reported_and_retried_never_raised(
     metrics = "".join(str(m) for m in replica.extra_metrics())
     assert "inferwatch_fleet_failures" in metrics
     blocker.unlink()  # the storage is back: the next interval ships
-    while replica.fleet.shipments == 0 and deadline:
-        wait._stopping.wait(0.05)
-        deadline -= 1
+    wait_until(lambda: fleet.shipments > 0, 60)
     assert replica.health()["fleet"]["last_error"] is None
     assert len(files(blocker)) == 1
     replica.stop()
