@@ -19,6 +19,7 @@ import duckdb
 
 from ._baseline_file import Baseline
 from ._summaries import SummarySpec, fold_sql, summary_spec
+from ._summary_batch import fold_batch
 
 __all__ = ["BATCH_VALUES", "SummaryFolder", "fold_span"]
 
@@ -67,10 +68,8 @@ class SummaryFolder:
                 values = BATCH_VALUES.format(where=mine) if has_features else _NO_VALUES
                 columns = "(SELECT * FROM feature_columns WHERE model = $scope)"
                 requests = "(SELECT * FROM request_batch WHERE model = $scope)"
-            sql, params = fold_sql(spec, values, columns, requests, model=label, row_key="v.row")
-            if model is not None:
-                params["scope"] = model
-            cursor.execute(f"INSERT INTO summaries {sql}", params)
+            params = {} if model is None else {"scope": model}
+            fold_batch(cursor, spec, values, columns, requests, model=label, params=params)
             if (label, spec.digest) not in self._known:
                 self._begin(cursor, label, spec.digest)
 
