@@ -382,3 +382,25 @@ def test_the_batch_fold_equals_the_sql_fold(tmp_path: Path, prediction: str) -> 
     assert_same(_by_what(stored), _by_what(merge_summaries(con, sql, params)))
     whats = {r[2] for r in stored}
     assert {"bin", "category", "other", "type", "non_finite", "rows", "requests"} <= whats
+
+
+def test_a_fold_that_fails_costs_the_summary_not_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from middleware import Engine, Settings, _summary_fold
+    from tests.conftest import make_capture
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise duckdb.BinderException("no such column")
+
+    monkeypatch.setattr(_summary_fold, "fold_batch", broken)
+    engine = Engine(Settings.load({"db": str(tmp_path / "s.duckdb")}))
+    engine.start()
+    for i in range(20):
+        engine.queue.put(make_capture(f"r{i}", b'{"x": 1}'))
+    assert engine.writer.flush()
+    assert "Summarizing captured rows failed" in (engine.writer.last_error or "")
+    engine.stop()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == 20
+    assert con.execute("SELECT count(*) FROM summaries").fetchone()[0] == 0
