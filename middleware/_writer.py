@@ -265,8 +265,8 @@ class StoreWriter:
             scores = self._score(batch.features)
             try:
                 store.insert(*batch, scores=scores, fold=self._folder.fold)
-            except duckdb.Error as exc:
-                if _store_failed(exc):
+            except Exception as exc:
+                if isinstance(exc, duckdb.Error) and _store_failed(exc):
                     raise
                 # a summary that cannot be made must not cost the rows: they go in without it
                 self._report(f"Summarizing captured rows failed: {_first_line(exc)}")
