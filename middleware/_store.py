@@ -161,11 +161,11 @@ class Store:
         column_batch: dict[str, Any] | None = None,
         *,
         scores: dict[str, Any] | None = None,
-        fold: Callable[[duckdb.DuckDBPyConnection, bool], None] | None = None,
+        fold: Callable[[duckdb.DuckDBPyConnection, dict, dict | None], None] | None = None,
     ) -> None:
         """Write one batch of request rows, feature values, new feature columns and the input
-        rows' outlier scores at once; ``fold(cursor, has_features)`` then summarizes the
-        registered batch in the same transaction (``_summary_fold``).
+        rows' outlier scores at once; ``fold(cursor, request_batch, feature_batch)`` then
+        summarizes the batch in the same transaction (``_summary_fold``).
 
         Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
         them in place, which measured as fast as Arrow and needs no pyarrow.
@@ -185,7 +185,7 @@ class Store:
                 cursor.register("score_batch", scores)
                 cursor.execute("INSERT INTO row_scores SELECT * FROM score_batch")
             if fold is not None:
-                fold(cursor, feature_batch is not None)
+                fold(cursor, request_batch, feature_batch)
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):

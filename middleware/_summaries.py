@@ -204,7 +204,8 @@ def _bins(
         ids AS (SELECT c.id, s.* EXCLUDE (name) FROM spec s JOIN {columns} c
                 ON {named}c.role = '{role}' AND c.type = 'number'),
         agg AS (SELECT date_trunc('minute', v.ts) AS minute, s.id, {tree} AS code,
-                       count(*) AS n, sum(v.num) AS total
+                       count(*) AS n,
+                       sum(CASE WHEN isfinite(v.num) THEN v.num END) AS total
                 FROM {values} v JOIN ids s ON s.id = v.column_id GROUP BY ALL)
         SELECT a.minute, {scope}, '{role}', c.name, 'bin', a.code::VARCHAR, a.n, a.total,
                NULL, NULL, NULL

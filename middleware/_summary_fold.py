@@ -1,9 +1,10 @@
 """The writer's fold: each batch it inserts is summarized into ``summaries`` in the same
-transaction, from the registered batch itself, by one INSERT per scope (docs/summaries.md).
+transaction, from the batch's own arrays (``_summary_arrays``), for each scope (docs/summaries.md).
 
 A scope is the check over every request (model ``''``) or one model of the ``baselines``
 setting; each is folded with the bins of the baseline in force for it. The rows of a batch are
 appended as partial minute rows; readers merge them, and maintenance compacts closed minutes.
+:func:`fold_span` is the same fold as SQL over the store's rows, for the edges of a window.
 """
 
 # Every SQL text below is built from this module's constants.
@@ -16,21 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from ._baseline_file import Baseline
-from ._summaries import SummarySpec, fold_sql, summary_spec
+from ._summaries import SUMMARY_COLUMNS, SummarySpec, fold_sql, summary_spec
+from ._summary_arrays import Column, fold_arrays
 
-__all__ = ["BATCH_VALUES", "SummaryFolder", "fold_span"]
-
-# The batch's values: ``row`` numbers its rows, and ``request_id`` is not read (scanning a NumPy
-# array of Python strings costs most). NumPy floats carry no NULL, so a number (type code 0)
-# that reads NULL was NaN, as in the insert itself.
-BATCH_VALUES = """(
-    SELECT ts, "row", column_id,
-           CASE WHEN column_id // 2 % 4 = 0 AND num IS NULL THEN 'nan'::DOUBLE ELSE num END
-               AS num, str
-    FROM feature_batch{where})"""
-_NO_VALUES = "(SELECT ts, 0 AS row, column_id, num, str FROM feature_values WHERE false)"
+__all__ = ["SummaryFolder", "fold_span"]
 
 
 class SummaryFolder:
@@ -41,6 +34,7 @@ class SummaryFolder:
         self._baselines = baselines
         self._specs: dict[int, tuple[Baseline, SummarySpec]] = {}
         self._known: set[tuple[str, str]] = set()
+        self._columns: dict[int, Column] = {}
 
     def _spec(self, baseline: Baseline | None) -> SummarySpec:
         if baseline is None:
@@ -48,29 +42,33 @@ class SummaryFolder:
         cached = self._specs.get(id(baseline))
         if cached is None or cached[0] is not baseline:
             cached = (baseline, summary_spec(baseline))
-            self._specs = {k: v for k, v in self._specs.items() if k != id(baseline)}
             self._specs[id(baseline)] = cached
         return cached[1]
 
-    def fold(self, cursor: duckdb.DuckDBPyConnection, has_features: bool) -> None:
-        """Append the summaries of the registered ``feature_batch`` and ``request_batch``."""
+    def fold(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        requests: Mapping[str, np.ndarray],
+        values: Mapping[str, np.ndarray] | None,
+    ) -> None:
+        """Append the summaries of a batch of ``requests`` and their feature ``values`` (the
+        writer's arrays, as just inserted)."""
+        if values is not None and len(values["column_id"]):
+            ids = np.unique(values["column_id"]).tolist()
+            if any(i not in self._columns for i in ids):  # new names: read what they are
+                self._columns = {
+                    int(i): (role, name, kind, model)
+                    for i, role, name, kind, model in cursor.execute(
+                        "SELECT id, role, name, type, model FROM feature_columns"
+                    ).fetchall()
+                }
         scopes = dict(self._baselines())
         scopes.setdefault(None, None)
         for model, baseline in scopes.items():
             spec = self._spec(baseline)
             label = model or ""
-            if model is None:
-                values = BATCH_VALUES.format(where="") if has_features else _NO_VALUES
-                columns, requests = "feature_columns", "request_batch"
-            else:
-                mine = " WHERE column_id IN (SELECT id FROM feature_columns WHERE model = $scope)"
-                values = BATCH_VALUES.format(where=mine) if has_features else _NO_VALUES
-                columns = "(SELECT * FROM feature_columns WHERE model = $scope)"
-                requests = "(SELECT * FROM request_batch WHERE model = $scope)"
-            sql, params = fold_sql(spec, values, columns, requests, model=label, row_key="v.row")
-            if model is not None:
-                params["scope"] = model
-            cursor.execute(f"INSERT INTO summaries {sql}", params)
+            rows = fold_arrays(cursor, spec, values, requests, self._columns, model)
+            _insert(cursor, rows, label, spec.digest)
             if (label, spec.digest) not in self._known:
                 self._begin(cursor, label, spec.digest)
 
@@ -114,3 +112,34 @@ def fold_span(
         prefix=prefix,
     )
     return sql, params | more
+
+
+def _insert(cursor: duckdb.DuckDBPyConnection, rows: list[tuple], model: str, digest: str) -> int:
+    if not rows:
+        return 0
+    # minute, role, name, what, key, n, then the four doubles: rows without them end early
+    padded = [(*r, *([None] * (len(SUMMARY_COLUMNS) - 3 - len(r)))) for r in rows]
+    cols = list(zip(*padded, strict=True))
+    batch = {
+        "minute": np.array(cols[0], dtype="datetime64[us]"),
+        "step_s": np.full(len(rows), 60, dtype=np.int32),
+        "model": np.full(len(rows), model, dtype=object),
+        "baseline": np.full(len(rows), digest, dtype=object),
+        "role": np.array(cols[1], dtype=object),
+        "name": np.array(cols[2], dtype=object),
+        "what": np.array(cols[3], dtype=object),
+        "key": np.array(cols[4], dtype=object),
+        "n": np.array(cols[5], dtype=np.int64),
+    }
+    for i, column in enumerate(("total", "squares", "low", "high")):
+        batch[column] = np.array(cols[6 + i], dtype=object)
+    cursor.register("iw_summary_batch", batch)
+    try:
+        cursor.execute(
+            "INSERT INTO summaries SELECT minute, step_s, model, baseline, role, name, what, "
+            "key, n, total::DOUBLE, squares::DOUBLE, low::DOUBLE, high::DOUBLE "
+            "FROM iw_summary_batch"
+        )
+    finally:
+        cursor.unregister("iw_summary_batch")
+    return len(rows)

@@ -263,7 +263,14 @@ class StoreWriter:
         try:
             batch = self._columnizer.columns(captures)
             scores = self._score(batch.features)
-            store.insert(*batch, scores=scores, fold=self._folder.fold)
+            try:
+                store.insert(*batch, scores=scores, fold=self._folder.fold)
+            except Exception as exc:
+                if isinstance(exc, duckdb.Error) and _store_failed(exc):
+                    raise
+                # a summary that cannot be made must not cost the rows: they go in without it
+                self._report(f"Summarizing captured rows failed: {_first_line(exc)}")
+                store.insert(*batch, scores=scores)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
             self._failed(store, exc, "Writing to the log store")

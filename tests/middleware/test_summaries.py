@@ -336,3 +336,71 @@ def test_an_aligned_window_starts_at_a_whole_minute(tmp_path: Path, small: Basel
     assert start == (end - timedelta(seconds=200.5)).replace(second=0, microsecond=0)
     raw = run_check(con.cursor, small, window_s=(end - start).total_seconds(), now=end)
     assert_same(raw, summed)
+
+
+@pytest.mark.parametrize("prediction", ["label", "score"])
+def test_the_batch_fold_equals_the_sql_fold(tmp_path: Path, prediction: str) -> None:
+    """Categorical and numeric features and predictions, values of other types, NaN, infinity
+    and more strangers than the cap: the writer's fold and ``fold_sql`` give the same rows."""
+    import json
+
+    from middleware import Engine, Settings
+    from tests.conftest import make_capture
+
+    rng = np.random.default_rng(14)
+    train = {
+        "x": rng.normal(0, 1, 3_000),
+        "code": rng.integers(0, 4, 3_000),
+        "kind": np.array(["p", "q", "r"])[rng.integers(0, 3, 3_000)],
+        "label": np.array(["yes", "no"])[rng.integers(0, 2, 3_000)],
+        "score": rng.random(3_000),
+    }
+    baseline = baseline_of(tmp_path, train, prediction_column=prediction)
+    engine = Engine(Settings.load({"db": str(tmp_path / "s.duckdb"), "baseline": baseline.path}))
+    engine.start()
+    for i in range(300):
+        records = [
+            {
+                "x": [float(rng.normal(0, 2)), "nan", 1e9, -3.5][i % 4] if i % 7 else None,
+                "code": int(rng.integers(0, 6)),
+                "kind": f"stranger{i}" if i % 2 else "p",
+                "flag": bool(i % 3),
+            }
+            for _ in range(3)
+        ]
+        answer = (["yes", "no", 5] if prediction == "label" else [0.2, 0.7, "x"])[i % 3]
+        body = json.dumps({"instances": records}).encode().replace(b'"nan"', b"NaN")
+        response = json.dumps({"predictions": [answer] * 3}).encode()
+        engine.queue.put(make_capture(f"r{i}", body, response, ts=T0.timestamp() + i))
+        if i % 50 == 49:
+            assert engine.writer.flush()
+    engine.stop()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    spec = summary_spec(baseline)
+    stored = merge_summaries(con, "SELECT * FROM summaries WHERE baseline = $d", {"d": spec.digest})
+    sql, params = fold_span(spec, [(datetime(2000, 1, 1), datetime(2100, 1, 1))])
+    assert_same(_by_what(stored), _by_what(merge_summaries(con, sql, params)))
+    whats = {r[2] for r in stored}
+    assert {"bin", "category", "other", "type", "non_finite", "rows", "requests"} <= whats
+
+
+def test_a_fold_that_fails_costs_the_summary_not_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from middleware import Engine, Settings, _summary_fold
+    from tests.conftest import make_capture
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(_summary_fold, "fold_arrays", broken)
+    engine = Engine(Settings.load({"db": str(tmp_path / "s.duckdb")}))
+    engine.start()
+    for i in range(20):
+        engine.queue.put(make_capture(f"r{i}", b'{"x": 1}'))
+    assert engine.writer.flush()
+    assert "Summarizing captured rows failed" in (engine.writer.last_error or "")
+    engine.stop()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == 20
+    assert con.execute("SELECT count(*) FROM summaries").fetchone()[0] == 0
