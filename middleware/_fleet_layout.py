@@ -106,6 +106,7 @@ class FleetStorage:
         """Open ``url`` (a folder, ``file://``, ``s3://bucket/prefix``, any fsspec URL)."""
         try:
             import fsspec
+            import pyarrow  # noqa: F401 - the files are written with it
         except ImportError as exc:
             raise MonitorError(
                 "Shipping to a fleet needs fsspec and pyarrow: pip install 'inferwatch[fleet]'."
