@@ -149,3 +149,24 @@ def test_kill_9_mid_ship_leaves_no_partial_file_visible(
     with fs.open(raw, "rb") as handle:
         table = pq.read_table(handle, columns=["request_id"])
     assert len(set(table.column("request_id").to_pylist())) == requests
+
+
+def test_export_to_s3_writes_the_bytes_export_to_a_folder_writes(
+    s3: S3Server, tmp_path: Path, baseline_path: str
+) -> None:
+    writer = engine(tmp_path, "r9", baseline_path)
+    feed(writer, captures("r9", hours_ago(3), 7200, 200, seed=9))
+    writer.stop()
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(ROOT)}
+    until = hours_ago(1).isoformat()
+    for target in ("s3://fleet/exported", str(tmp_path / "exported")):
+        command = [sys.executable, "-m", "sidecar", "export", "--db", str(tmp_path / "r9.duckdb"),
+                   "--to", target, "--replica", "r9", "--until", until]  # fmt: skip
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+    fs = s3.fs()
+    local = sorted((tmp_path / "exported").rglob("*.parquet"))
+    assert len(local) == 2
+    for path in local:
+        relative = path.relative_to(tmp_path / "exported").as_posix()
+        assert fs.cat_file(f"fleet/exported/{relative}") == path.read_bytes()
