@@ -48,6 +48,8 @@ class FleetWindow:
     replicas: list[str] = field(default_factory=list)  # replicas whose rows were merged
     other_baselines: list[str] = field(default_factory=list)  # replicas summarizing others
     files: int = 0
+    # each replica's own merged rows, when asked for
+    by_replica: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
 
 def window_hours(start: datetime, end: datetime) -> list[datetime]:
@@ -100,6 +102,7 @@ def fleet_window(
     *,
     model: str = "",
     reader: str | None = None,
+    by_replica: bool = False,
 ) -> FleetWindow:
     """The fleet's summary rows of ``model`` and baseline ``digest`` in [start, end), merged.
 
@@ -108,7 +111,8 @@ def fleet_window(
     whole minutes up to ``end``. ``reader``: ``duckdb`` (DuckDB's Parquet reader, through
     fsspec for object stores), ``download`` (the files copied to a temporary folder at once,
     then DuckDB) or ``arrow`` (a pyarrow dataset); by default ``duckdb`` for local folders and
-    ``download`` for object stores, the fastest measured (docs/fleet.md).
+    ``download`` for object stores, the fastest measured (docs/fleet.md). ``by_replica``: each
+    replica's rows merged apart too (:attr:`FleetWindow.by_replica`).
     """
     start = start.replace(minute=0, second=0, microsecond=0)
     files = fleet_files(storage, model, start, end)
@@ -122,7 +126,7 @@ def fleet_window(
             if reader == "arrow":
                 cursor.register("fleet_files", _arrow_dataset(storage, files))
                 rows = f"SELECT * FROM fleet_files WHERE {_WINDOW}"
-                return _merge(cursor, lambda hive: rows, params, start, end, files)
+                return _merge(cursor, lambda hive: rows, params, start, end, files, by_replica)
             read = files
             if reader == "download":
                 read = _downloaded(storage, files, copies)
@@ -143,7 +147,7 @@ def fleet_window(
                     parts.append(f"SELECT * FROM read_parquet(${name}{{hive}}){where}")
             sql = " UNION ALL ".join(parts)
             return _merge(cursor, lambda hive: sql.format(hive=_HIVE if hive else _NO_HIVE),
-                          params, start, end, files)  # fmt: skip
+                          params, start, end, files, by_replica)  # fmt: skip
     except (duckdb.Error, OSError) as exc:
         raise MonitorError(f"Cannot read the fleet at {storage.url!r}: {exc}") from exc
     finally:
@@ -167,6 +171,7 @@ def _merge(
     start: datetime,
     end: datetime,
     files: list[str],
+    by_replica: bool = False,
 ) -> FleetWindow:
     """Merge the rows of ``source(hive)`` (a SELECT of the window's rows, with the partition
     columns when ``hive``)."""
@@ -191,7 +196,16 @@ def _merge(
         ours = {decode_value(r) or "" for r, mine in found if mine}
         others = sorted({decode_value(r) or "" for r, _ in found} - ours)
         replicas = sorted(ours)
-    return FleetWindow(start, end, merged, replicas, others, len(files))
+    window = FleetWindow(start, end, merged, replicas, others, len(files))
+    if by_replica:
+        rows = cursor.execute(
+            f"""SELECT replica, role, name, what, key, {_MERGE} FROM ({source(True)})
+                WHERE baseline = $digest GROUP BY ALL""",
+            params,
+        ).fetchall()
+        for replica, *row in rows:
+            window.by_replica.setdefault(decode_value(replica) or "", []).append(tuple(row))
+    return window
 
 
 def _hour(path: str) -> str:

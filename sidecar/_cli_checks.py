@@ -120,6 +120,8 @@ def build(
 @option("--fleet", default=None, metavar="URL",
         help="Check every replica's summaries shipped under URL (a folder or s3://bucket/prefix; "
         "docs/fleet.md) instead of --db.")  # fmt: skip
+@option("--by-replica", is_flag=True,
+        help="With --fleet: each replica's verdict too, beside the merged one.")  # fmt: skip
 @option("--model", default=None, metavar="NAME",
         help="Check only the requests whose path named model NAME, against its baseline in "
              "--baselines when given.")  # fmt: skip
@@ -135,6 +137,7 @@ def check(
     output: str,
     model: str | None,
     fleet: str | None,
+    by_replica: bool,
     against: str | None,
     **values: str | None,
 ) -> None:
@@ -163,7 +166,9 @@ def check(
     if fleet is not None:
         from ._cli_fleet import check_fleet
 
-        report = check_fleet(fleet, settings, loaded, baseline_path, model=model, until=until)
+        report = check_fleet(
+            fleet, settings, loaded, baseline_path, model=model, until=until, by_replica=by_replica
+        )
     else:
         report = _store_report(settings, loaded, baseline_path, model, until, earlier)
     if model is not None:

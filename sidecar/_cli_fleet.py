@@ -23,8 +23,10 @@ def check_fleet(
     *,
     model: str | None,
     until: datetime | None,
+    by_replica: bool = False,
 ) -> dict[str, Any]:
-    """The drift report of every replica's summaries under ``url`` for the window.
+    """The drift report of every replica's summaries under ``url`` for the window; with
+    ``by_replica``, each replica's verdict too (``fleet.by_replica``).
 
     Closed hours are shipped as hour totals, so the window starts on the hour that holds its
     start. Sections that need raw rows (outliers, multivariate, attributions, a prediction
@@ -42,23 +44,36 @@ def check_fleet(
     started = time.perf_counter()
     try:
         storage = FleetStorage.open(url, storage_options(settings.fleet_storage_options))
-        window = fleet_window(storage, summary_spec(loaded).digest, start, end, model=model or "")
+        digest = summary_spec(loaded).digest
+        window = fleet_window(storage, digest, start, end, model=model or "", by_replica=by_replica)
     except MonitorError as exc:
         raise click.UsageError(f"Bad value for --fleet: {exc}") from exc
     read_s = time.perf_counter() - started
     empty = duckdb.connect()  # the raw-row sections read an empty store: the fleet has no rows
     for statement in STATEMENTS:
         empty.execute(statement)
-    try:
-        report = run_check(
+
+    def scored(merged: list[tuple[Any, ...]]) -> dict[str, Any]:
+        return run_check(
             empty.cursor,
             loaded,
             window_s=(end - start).total_seconds(),
             now=end,
             min_rows=settings.min_rows,
             baseline_path=baseline_path,
-            figures=lambda cursor, a, b: SummaryFigures(window.merged),
+            figures=lambda cursor, a, b: SummaryFigures(merged),
         )
+
+    try:
+        report = scored(window.merged)
+        replicas = {}
+        for name, merged in sorted(window.by_replica.items()):
+            own = scored(merged)
+            replicas[name] = {
+                "status": own["status"],
+                "rows": own["window"]["rows"],
+                "drifted_features": own["drifted_features"],
+            }
     finally:
         empty.close()
     report["fleet"] = {
@@ -69,6 +84,8 @@ def check_fleet(
         "files": window.files,
         "read_s": round(read_s, 3),
     }
+    if by_replica:
+        report["fleet"]["by_replica"] = replicas
     return report
 
 
@@ -81,6 +98,9 @@ def render_fleet(report: dict[str, Any]) -> str:
             f"; {len(fleet['other_baselines'])} replicas summarized another baseline and are "
             f"left out: {', '.join(fleet['other_baselines'][:5])}"
         )
+    for name, own in (fleet.get("by_replica") or {}).items():
+        drifted = ", ".join(own["drifted_features"]) or "none drifted"
+        line += f"\n  replica {name}: {own['status']} ({own['rows']} rows; {drifted})"
     return line
 
 

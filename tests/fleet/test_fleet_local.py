@@ -97,10 +97,11 @@ def test_check_fleet_without_the_drifted_replica_is_ok(fleet: Path, baseline_pat
     result = CliRunner().invoke(
         main,
         ["check", "--fleet", str(fleet), "--baseline", baseline_path, "--window", "2h",
-         "--until", until],
+         "--until", until, "--by-replica"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "fleet: 2 replicas, 4 files" in result.output
+    assert "  replica r1: ok (2000 rows; none drifted)" in result.output
     assert "DRIFT" not in result.output
 
 

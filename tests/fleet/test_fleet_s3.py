@@ -54,7 +54,7 @@ def shipped_after_writes(collector: Collector, stored: int) -> None:
 
 def check_fleet(s3: S3Server, url: str, baseline: str, until: str) -> tuple[int, dict]:
     command = [sys.executable, "-m", "sidecar", "check", "--fleet", url, "--baseline", baseline,
-               "--window", "2h", "--until", until, "--format", "json"]  # fmt: skip
+               "--window", "2h", "--until", until, "--format", "json", "--by-replica"]  # fmt: skip
     env = {**os.environ, **s3.env(), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert done.returncode in (0, 1), done.stderr.decode()
@@ -93,12 +93,18 @@ def test_check_fleet_finds_the_drift_of_two_replicas_of_eight(
     assert calm["fleet"]["replicas"] == REPLICAS
     assert calm["window"]["rows"] == REPLICAS * REQUESTS * 5
     assert calm["drifted_features"] == []
+    assert [own["status"] for own in calm["fleet"]["by_replica"].values()] == ["ok"] * REPLICAS
     status, moved = check_fleet(s3, url, baseline_path, hours_ago(1).isoformat())
     assert status == 1
     assert moved["fleet"]["replicas"] == REPLICAS
     assert moved["window"]["rows"] == REPLICAS * REQUESTS * 5
     assert moved["drifted_features"] == ["age"]
     assert not moved["features"]["income"]["drifted"]
+    by_replica = moved["fleet"]["by_replica"]
+    assert sorted(by_replica) == [f"r{i}" for i in range(REPLICAS)]
+    assert {name for name, own in by_replica.items() if own["drifted_features"]} == {"r2", "r5"}
+    assert by_replica["r2"]["drifted_features"] == ["age"]
+    assert all(own["rows"] == REQUESTS * 5 for own in by_replica.values())
 
 
 def big_store(folder: Path, baseline: str) -> tuple[str, int]:
