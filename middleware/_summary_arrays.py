@@ -58,6 +58,8 @@ def fold_arrays(
         mine = np.fromiter((i for i, c in columns.items() if c[3] == model), np.int64)
         keep = np.isin(col, mine)
         col = col[keep]
+        if not len(col):
+            return out
     pick = (lambda a: a) if keep is None else (lambda a: a[keep])
     num, row = pick(values["num"]), pick(values["row"])
     minutes, index = _minutes(pick(values["ts"]))
