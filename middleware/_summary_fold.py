@@ -102,11 +102,10 @@ def fold_span(
     if model:
         params[f"{prefix}_scope"] = model
         columns = f"(SELECT * FROM feature_columns WHERE model = ${prefix}_scope)"
-    if model:
-        within = f"({within}) AND column_id IN (SELECT id FROM {columns})"
+    mine = f"({within}) AND column_id IN (SELECT id FROM {columns})" if model else within
     sql, more = fold_sql(
         spec,
-        f"(SELECT * FROM feature_values WHERE {within})",
+        f"(SELECT * FROM feature_values WHERE {mine})",
         columns,
         f"(SELECT * FROM requests WHERE {within})",
         prefix=prefix,

@@ -404,3 +404,43 @@ def test_a_fold_that_fails_costs_the_summary_not_the_rows(
     con = duckdb.connect(str(tmp_path / "s.duckdb"))
     assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == 20
     assert con.execute("SELECT count(*) FROM summaries").fetchone()[0] == 0
+
+
+def test_each_model_is_folded_with_its_own_baseline(tmp_path: Path) -> None:
+    """With a baseline per model, each model's summaries are its rows' only, on its bins, and
+    equal the SQL fold of its rows; the scope of every request folds them all."""
+    import json
+    import random
+
+    from middleware import Engine, Settings
+    from middleware._model_scope import scoped_cursors
+    from tests.conftest import make_capture
+
+    calm = baseline_of(tmp_path, {"x": np.random.default_rng(1).normal(0, 1, 2_000)}, "calm")
+    wide = baseline_of(tmp_path, {"x": np.random.default_rng(2).normal(0, 9, 2_000)}, "wide")
+    pairs = f"calm={calm.path},wide={wide.path}"
+    engine = Engine(Settings.load({"db": str(tmp_path / "s.duckdb"), "baselines": pairs}))
+    engine.start()
+    rng = random.Random(3)
+    for model, shift in (("calm", 0.0), ("wide", 3.0)):
+        for i in range(40):
+            body = json.dumps({"instances": [{"x": rng.gauss(shift, 1)} for _ in range(5)]})
+            capture = make_capture(f"{model}-{i}", body.encode())
+            engine.queue.put(capture._replace(path=f"/v1/models/{model}:predict"))
+    engine.stop()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    for model, baseline in (("calm", calm), ("wide", wide)):
+        spec = summary_spec(baseline)
+        stored = merge_summaries(
+            con,
+            "SELECT * FROM summaries WHERE model = $m AND baseline = $d",
+            {"m": model, "d": spec.digest},
+        )
+        sql, params = fold_span(spec, [(datetime(2000, 1, 1), datetime(2100, 1, 1))], model=model)
+        scoped = scoped_cursors(con.cursor, model)()  # its requests only, as checks see them
+        assert_same(_by_what(stored), _by_what(merge_summaries(scoped, sql, params)))
+        assert SummaryFigures(stored).window_rows()["input"] == 200
+    everything = SummaryFigures(
+        merge_summaries(con, "SELECT * FROM summaries WHERE model = ''", {})
+    )
+    assert everything.window_rows()["input"] == 400
