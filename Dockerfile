@@ -7,9 +7,9 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY . .
-# Wheels only: uvloop, httptools, duckdb, numpy and scipy all ship manylinux wheels, so the
-# final image needs no compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# Wheels only: uvloop, httptools, duckdb, numpy, scipy and the fleet extra (pyarrow and s3fs, for
+# shipping summaries to S3) all ship manylinux wheels, so the final image needs no compiler.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fleet]"
 
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,7 +20,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/inferwatch --c
         --shell /usr/sbin/nologin inferwatch
 # Mounted, not copied: the wheels never become a layer of the final image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels inferwatch
+    pip install --no-cache-dir --no-index --find-links=/wheels "inferwatch[fleet]"
 USER 10001:10001
 WORKDIR /var/lib/inferwatch
 # 8000: the proxy in front of the model; 8001: the monitor API (probes, /metrics, dashboard).

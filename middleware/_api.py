@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from ._labels import MAX_BODY_BYTES, LabelError, parse_labels, write_labels
 from ._metrics import build_registry
 from ._openapi import openapi_endpoint
 from ._settings import parse_duration
+from ._summary_check import Against, parse_against
 
 __all__ = ["JSONResponse", "build_api"]
 
@@ -81,6 +82,26 @@ def _history_query(request: Request, *, default_limit: int) -> tuple[datetime | 
     except ValueError as exc:
         raise ValueError(f"limit: {raw!r} is not a whole number") from exc
     return _query_time(request, "since"), max(1, min(limit, 1000))
+
+
+def _asks_window(request: Request) -> bool:
+    return any(request.query_params.get(k) for k in ("window", "against"))
+
+
+def _window_query(request: Request) -> tuple[float | None, Against | None]:
+    """``?window=`` (``24h``, ``7d``) and ``?against=`` (``7d-ago``, ``30d@7d-ago``) of a check."""
+    raw = request.query_params.get("window")
+    try:
+        window_s = parse_duration(raw) if raw else None
+    except ValueError as exc:
+        raise ValueError(f"window: {exc}") from exc
+    if window_s is not None and window_s <= 0:
+        raise ValueError("window: it must be above zero")
+    try:
+        against = parse_against(request.query_params.get("against"))
+    except ValueError as exc:
+        raise ValueError(f"against: {exc}") from exc
+    return window_s, against
 
 
 def build_api(engine: Engine) -> Starlette:
@@ -175,7 +196,7 @@ def build_api(engine: Engine) -> Starlette:
         if isinstance(checks, Response):
             return checks
         report = checks.latest
-        if report is None:
+        if report is None or _asks_window(request):
             return await drift_check(request)
         return JSONResponse(report)
 
@@ -183,9 +204,15 @@ def build_api(engine: Engine) -> Starlette:
         checks = model_checks(request)
         if isinstance(checks, Response):
             return checks
+        try:
+            window_s, against = _window_query(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         await settled()
         try:
-            if checks.model is None:
+            if window_s is not None or against is not None:
+                report = await run_in_threadpool(checks.run, window_s, against)
+            elif checks.model is None:
                 report = await run_in_threadpool(engine.run_checks)
             else:
                 report = await run_in_threadpool(checks.run)
@@ -199,8 +226,11 @@ def build_api(engine: Engine) -> Starlette:
             return checks
         try:
             since, limit = _history_query(request, default_limit=50)
+            window_s, _ = _window_query(request)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        if since is None and window_s is not None:  # ?window=7d: the reports of the last 7 days
+            since = datetime.now(UTC) - timedelta(seconds=window_s)
         reports = await run_in_threadpool(checks.history, since, limit)
         return JSONResponse({"reports": reports})
 

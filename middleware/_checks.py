@@ -19,9 +19,9 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ._baseline import Baseline, load_baseline
-from ._drift import run_check
 from ._errors import MonitorError
 from ._model_scope import scoped_cursors
+from ._summary_check import Against, check_window, covered
 from ._window_cap import capped_window
 
 if TYPE_CHECKING:
@@ -126,8 +126,12 @@ class DriftChecks:
         self.checks = 0
         self.failures = 0
 
-    def run(self) -> dict[str, Any]:
-        """Check the latest ``window`` of traffic now; the report is also kept and stored."""
+    def run(self, window_s: float | None = None, against: Against | None = None) -> dict[str, Any]:
+        """Check the latest ``window`` of traffic now; the report is also kept and stored.
+
+        A check asked for another window (``window_s``) or against an earlier one (``against``)
+        is only returned: the periodic check's report stays the latest.
+        """
         engine = self._engine
         store = engine.writer.store
         if store is None:
@@ -139,16 +143,23 @@ class DriftChecks:
         try:
             cursor = cursors()
             try:
-                window_s, capped = capped_window(
-                    cursor, now.replace(tzinfo=None), settings.window, settings.max_window_rows
-                )
+                # summaries cost the same at any traffic; rows are read newest first, up to a cap
+                asked = window_s is not None or against is not None
+                requested = window_s = window_s or settings.window
+                capped = False
+                if not covered(cursor, self.model, baseline, window_s, now):
+                    window_s, capped = capped_window(
+                        cursor, now.replace(tzinfo=None), window_s, settings.max_window_rows
+                    )
             finally:
                 cursor.close()
-            report = run_check(
+            report = check_window(
                 cursors,
                 baseline,
+                model=self.model,
                 window_s=window_s,
                 now=now,
+                against=against,
                 min_rows=settings.min_rows,
                 baseline_path=self.baseline.path,
                 prediction_output=settings.prediction_output,
@@ -166,7 +177,9 @@ class DriftChecks:
         # A window cut to its newest max_window_rows says so, and how long it was meant to be.
         report["window"]["capped"] = capped
         if capped:
-            report["window"]["requested_s"] = settings.window
+            report["window"]["requested_s"] = requested
+        if asked:
+            return report
         self.latest = report
         self.checks += 1
         document = orjson.dumps(_without_histograms(report), option=orjson.OPT_SERIALIZE_NUMPY)

@@ -59,6 +59,7 @@ def run_check(
     naming: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     attributions_field: str | None = None,
+    figures: Callable[[Any, datetime, datetime], Any] | None = None,
 ) -> dict[str, Any]:
     """Compare the last ``window_s`` seconds of the log store with ``baseline``.
 
@@ -71,15 +72,19 @@ def run_check(
     ``metadata`` is the model server's account of the model (names, datatypes, shapes). With
     ``attributions_field`` and a baseline that holds training attributions, the attributions in
     that output field are compared too; without it, those of explainer answers, when the window
-    holds any (``_explanations``).
+    holds any (``_explanations``). ``figures(cursor, start, end)`` gives the window's counts
+    from elsewhere (``_summary_check``: summaries); by default, and when it gives None, they are
+    read from the store's rows.
     """
     checked = now or datetime.now(UTC)
     end = checked.astimezone(UTC).replace(tzinfo=None) if checked.tzinfo else checked
     start = end - timedelta(seconds=window_s)
     cursor = connection_factory()
     try:
-        rows = window_rows(cursor, start, end)
-        total_requests, failed = parse_failures(cursor, start, end)
+        found = figures(cursor, start, end) if figures is not None else None
+        source = found if found is not None else _RawFigures(cursor, start, end)
+        rows = source.window_rows()
+        total_requests, failed = source.parse_failures()
         anomalies = parse_anomaly(total_requests, failed)
         inputs = rows.get("input", 0)
         counted = inputs if baseline is None or baseline.features else rows.get("output", 0)
@@ -103,12 +108,12 @@ def run_check(
                 "metadata": metadata,
             },
         }
+        if figures is not None:  # which the counts came from: summaries or the store's rows
+            report["window"]["source"] = "rows" if found is None else "summaries"
         if baseline is None:
             return report
         argmax: dict[str, tuple[list[str], list[str]]] = {}  # vector's fields, slots' classes
-        outputs = _outputs(
-            cursor, baseline, start, end, prediction_output, report["mapping"], argmax
-        )
+        outputs = _outputs(source, baseline, prediction_output, report["mapping"], argmax)
         if counted < min_rows:
             report["status"] = "alert" if anomalies else "insufficient_data"
             return report
@@ -117,12 +122,12 @@ def run_check(
             section = _section(baseline, role, outputs)
             numeric = [f for f in section.values() if f.kind == "numeric"]
             categorical = [f for f in section.values() if f.kind == "categorical"]
-            windows[role] = numeric_counts(cursor, role, numeric, start, end)
-            windows[role] |= categorical_counts(cursor, role, categorical, start, end)
+            windows[role] = source.numeric_counts(role, numeric)
+            windows[role] |= source.categorical_counts(role, categorical)
         for served, (names, classes) in argmax.items():
             expected = outputs[served]
             windows["output"][served] = argmax_window(cursor, names, classes, expected, start, end)
-        types = _types(cursor, baseline, outputs, windows, start, end)
+        types = _types(source, baseline, outputs, windows)
         for served in argmax:  # each row with probabilities has a most likely class
             types["output", served] = {outputs[served].dtype: windows["output"][served].values}
         if baseline.outliers is not None:
@@ -155,11 +160,37 @@ def run_check(
     return report
 
 
+class _RawFigures:
+    """The window's counts read from the store's rows (``_drift_window``)."""
+
+    def __init__(self, cursor: Any, start: datetime, end: datetime) -> None:
+        self.cursor, self.start, self.end = cursor, start, end
+
+    def window_rows(self) -> dict[str, int]:
+        return window_rows(self.cursor, self.start, self.end)
+
+    def parse_failures(self) -> tuple[int, int]:
+        return parse_failures(self.cursor, self.start, self.end)
+
+    def numeric_counts(self, role: str, features: list[FeatureBaseline]) -> dict:
+        return numeric_counts(self.cursor, role, features, self.start, self.end)
+
+    def categorical_counts(self, role: str, features: list[FeatureBaseline]) -> dict:
+        return categorical_counts(self.cursor, role, features, self.start, self.end)
+
+    def values_per_role(self) -> dict[str, int]:
+        return values_per_role(self.cursor, self.start, self.end)
+
+    def type_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        return type_counts(self.cursor, self.start, self.end)
+
+    def output_fields(self) -> dict[str, dict]:
+        return output_fields(self.cursor, {"start": self.start, "end": self.end}, 1)
+
+
 def _outputs(
-    cursor: Any,
+    source: Any,
     baseline: Baseline,
-    start: datetime,
-    end: datetime,
     override: str | None,
     mapping: dict[str, Any],
     argmax: dict[str, tuple[list[str], list[str]]],
@@ -170,7 +201,7 @@ def _outputs(
     expected = baseline.prediction
     if expected is None:
         return {}
-    fields = output_fields(cursor, {"start": start, "end": end}, 1)
+    fields = source.output_fields()
     declared = {o["name"]: o["datatype"] for o in (mapping["metadata"] or {}).get("outputs", [])}
     choice = choose_fields(fields, override, None, expected.name, expected.dtype, declared)
     served = choice.prediction
@@ -192,12 +223,10 @@ def _outputs(
 
 
 def _types(
-    cursor: Any,
+    source: Any,
     baseline: Baseline,
     outputs: dict[str, FeatureBaseline],
     windows: dict[str, dict[str, NumericWindow | CategoricalWindow]],
-    start: datetime,
-    end: datetime,
 ) -> dict[tuple[str, str], dict[str, int]]:
     """Values per (role, name) and type, for the roles the report looks at.
 
@@ -206,9 +235,9 @@ def _types(
     from them; otherwise one more query counts every (role, name, type).
     """
     roles = [role for role, _ in _ROLES if role == "input" or outputs]
-    stored = values_per_role(cursor, start, end)
+    stored = source.values_per_role()
     if any(stored[role] != sum(w.values for w in windows[role].values()) for role in roles):
-        return type_counts(cursor, start, end)
+        return source.type_counts()
     types = {}
     for role in roles:
         section = _section(baseline, role, outputs)

@@ -19,12 +19,14 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from ._alerts import AlertManager
+from ._baseline_file import Baseline
 from ._capture import CaptureCounters, CaptureQueue
 from ._checks import DriftChecks, drift_metrics
 from ._columns import ColumnHints
 from ._efficiency import EfficiencyTracker, WindowFigures, summarize
 from ._errors import MonitorError
 from ._evaluation import evaluate
+from ._fleet import FleetShipper
 from ._metrics import evaluation_metrics
 from ._model_scope import baseline_files
 from ._models import ModelMetadata
@@ -56,6 +58,7 @@ class Engine:
             hints=self.column_hints,
             seen=self.metadata.note_path,
             outliers=self.outliers,
+            baselines=self.summary_baselines,
         )
         self.efficiency = EfficiencyTracker()
         # Two threads: a check that takes longer than its interval must not delay the samples.
@@ -80,6 +83,9 @@ class Engine:
             record=lambda row: self._record_row("alerts", row),
             record_delivery=lambda row: self._record_row("alert_deliveries", row),
         )
+        # its own thread: a slow object store must delay neither the checks nor the samples
+        self.shipping = Periodic("inferwatch-fleet")
+        self.fleet = FleetShipper(settings, self._reader) if settings.fleet_url else None
         self._lifecycle = threading.Lock()
         self.running = False
         self._stopped = False
@@ -99,6 +105,10 @@ class Engine:
             self.checking.add("checks", interval, self.run_checks, first_in=interval)
             self.sampling.start()
             self.checking.start()
+            if self.fleet is not None:
+                every = self.settings.fleet_interval
+                self.shipping.add("fleet", every, self.fleet.ship, first_in=every)
+                self.shipping.start()
             self.running = True
             # Processes that never send lifespan shutdown still get their captures written.
             atexit.register(self.stop)
@@ -118,6 +128,8 @@ class Engine:
         if self.sampler is not None:
             self.sampler.close()
         self.series.submit()
+        self.shipping.stop()
+        self._last_shipment(timeout)
         self.writer.stop(timeout)
         self.checking.stop(timeout=5.0)
         atexit.unregister(self.stop)
@@ -133,6 +145,22 @@ class Engine:
         """Wait until everything captured so far is in the store."""
         self.series.submit()
         return self.writer.flush(timeout)
+
+    def _reader(self) -> Any:
+        store = self.writer.store
+        if store is None:
+            raise MonitorError(f"The log store is unavailable: {self.writer.last_error}")
+        return store.cursor()
+
+    def _last_shipment(self, timeout: float) -> None:
+        """Ship every minute written, the open one too: this process adds no more rows."""
+        if self.fleet is None:
+            return
+        try:
+            self.writer.flush(timeout)
+            self.fleet.ship(final=True)
+        except MonitorError as exc:
+            logger.warning("inferwatch: the last shipment to the fleet failed: %s", exc)
 
     def readiness_problems(self) -> list[str]:
         """Why the engine cannot do its job yet; empty when it can."""
@@ -155,6 +183,14 @@ class Engine:
             own = checks.baseline.baseline
             if own is not None and own.outliers is not None:
                 found[model] = own.outliers
+        return found
+
+    def summary_baselines(self) -> dict[str | None, Baseline | None]:
+        """The baselines whose bins the writer folds rows on: the ``baseline`` (under None,
+        for every request) and each model's own from the ``baselines`` setting."""
+        found: dict[str | None, Baseline | None] = {None: self.drift.baseline.baseline}
+        for model, checks in self.models.items():
+            found[model] = checks.baseline.baseline
         return found
 
     def column_hints(self) -> ColumnHints:
@@ -296,6 +332,7 @@ class Engine:
             "models": sorted(self.models),
             "resources": resources,
             "capture": self.capture_health(),
+            "fleet": None if self.fleet is None else self.fleet.health(),
         }
 
     def health_status(self) -> str:
@@ -331,6 +368,8 @@ class Engine:
         yield from drift_metrics([self.drift, *self.models.values()])
         yield from evaluation_metrics(self.latest_evaluation, self.model_evaluations)
         yield from self.alerts.metrics()
+        if self.fleet is not None:
+            yield from self.fleet.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:
         """Append one alert or delivery row through the writer thread (alerts are rare)."""

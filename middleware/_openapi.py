@@ -267,6 +267,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _WINDOW = _query("window", _TEXT, "a duration: 90s, 5m, 1h, 7d or plain seconds")
 _SINCE = _query("since", {"type": "string", "format": "date-time"}, "ISO-8601 time")
 _LIMIT = _query("limit", {"type": "integer"}, "how many at most (kept to 1..1000)")
+_WINDOW = _query("window", _TEXT, "a window to check instead of the setting's: 24h, 7d")
+_AGAINST = _query(
+    "against", _TEXT, "compare with an earlier window instead of the baseline: 7d-ago, 30d@7d-ago"
+)
+_HISTORY_WINDOW = _query("window", _TEXT, "the reports of the last 24h, 7d (when no since)")
 _MODEL = _query("model", _TEXT, "a model of the baselines setting (default: every request's)")
 
 # ------------------------------------------------------------------ the document
@@ -357,9 +362,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "The latest skew check (one is run if none has been)",
                 "operationId": "drift",
                 **guarded,
-                "parameters": [_MODEL],
+                "parameters": [_MODEL, _WINDOW, _AGAINST],
                 "responses": {
                     "200": _json(_ref("DriftReport"), "the latest report"),
+                    "400": _error("a bad window or against"),
                     **unauthorized,
                     "404": no_model,
                     "503": unavailable,
@@ -371,9 +377,10 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "Run a skew check now",
                 "operationId": "driftCheck",
                 **guarded,
-                "parameters": [_MODEL],
+                "parameters": [_MODEL, _WINDOW, _AGAINST],
                 "responses": {
                     "200": _json(_ref("DriftReport"), "the new report"),
+                    "400": _error("a bad window or against"),
                     **unauthorized,
                     "404": no_model,
                     "503": unavailable,
@@ -385,7 +392,7 @@ def openapi_document(*, token_required: bool = False, server: str = "") -> dict[
                 "summary": "Earlier skew checks, newest first",
                 "operationId": "driftHistory",
                 **guarded,
-                "parameters": [_SINCE, _LIMIT, _MODEL],
+                "parameters": [_SINCE, _LIMIT, _MODEL, _HISTORY_WINDOW],
                 "responses": {
                     **unauthorized,
                     "200": _json(

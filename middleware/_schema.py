@@ -180,5 +180,36 @@ TABLES: tuple[str, ...] = (
     )
     """,
 )
+# Per-minute (later per-hour) summaries of captured rows, which checks add up instead of reading
+# rows: docs/summaries.md says what each row holds and how rows merge.
+SUMMARY_TABLES: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS summaries (
+        minute TIMESTAMP NOT NULL,
+        step_s INTEGER NOT NULL,
+        model VARCHAR NOT NULL,
+        baseline VARCHAR NOT NULL,
+        role VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        what VARCHAR NOT NULL,
+        key VARCHAR,
+        n BIGINT NOT NULL,
+        total DOUBLE,
+        squares DOUBLE,
+        low DOUBLE,
+        high DOUBLE
+    )
+    """,
+    # when the writer began to fold rows for a (model, baseline): earlier minutes are not whole
+    """
+    CREATE TABLE IF NOT EXISTS summary_baselines (
+        model VARCHAR NOT NULL,
+        baseline VARCHAR NOT NULL,
+        since TIMESTAMP NOT NULL,
+        PRIMARY KEY (model, baseline)
+    )
+    """,
+)
+TABLES = (*TABLES, *SUMMARY_TABLES)
 STATEMENTS: tuple[str, ...] = (*TABLES, FEATURES_VIEW)
 """What a new store is made of: the tables, then the ``features`` view over them."""

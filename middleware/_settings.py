@@ -274,6 +274,17 @@ class Settings:
         "Size of stored data above which the oldest rows are deleted.",
         common=True,
     )
+    summary_retention: float = _setting(
+        30 * 86400.0,
+        "duration",
+        "Age after which summaries (the per-minute counts that checks over long windows add up) "
+        "are deleted; they are kept apart from raw rows and their retention.",
+    )
+    summary_rollup_after: float = _setting(
+        2 * 86400.0,
+        "duration",
+        "Age after which per-minute summaries are merged into per-hour ones.",
+    )
     admin_token: str | None = _setting(
         None,
         "text",
@@ -391,6 +402,36 @@ class Settings:
     )
     alert_backoff: float = _setting(
         2.0, "duration", "Wait before the first retry; it doubles each retry, up to 5 minutes."
+    )
+    fleet_url: str | None = _setting(
+        None,
+        "text",
+        "Shared storage this replica ships its summaries to, as Hive-partitioned Parquet: a "
+        "folder or s3://bucket/prefix (docs/fleet.md); none = no shipping.",
+        metavar="URL",
+    )
+    replica: str | None = _setting(
+        None, "text", "This replica's name in the fleet's layout (default: the host name)."
+    )
+    fleet_interval: float = _setting(60.0, "duration", "Time between shipments to fleet_url.")
+    fleet_raw: float = _setting(
+        0.0,
+        "fraction",
+        "Share of requests whose raw feature rows are shipped beside the summaries (picked by "
+        "request id, so that shipping again picks the same).",
+    )
+    fleet_lookback: float = _setting(
+        3600.0,
+        "duration",
+        "How far back each shipment looks for rows that arrived late, shipping their hours again.",
+    )
+    fleet_storage_options: str | None = _setting(
+        None,
+        "text",
+        'fsspec storage options of fleet_url as a JSON object ({"endpoint_url": ...}); '
+        "default: the standard AWS_* environment variables; file:PATH reads it.",
+        secret=True,
+        metavar="JSON",
     )
     health_window: float = _setting(300.0, "duration", "Window of the serving health status.")
     error_rate_degraded: float = _setting(
@@ -543,6 +584,8 @@ class Settings:
             raise MonitorError("Bad value for setting check_interval: it must be above zero.")
         if self.window <= 0:
             raise MonitorError("Bad value for setting window: it must be above zero.")
+        if self.fleet_interval <= 0:
+            raise MonitorError("Bad value for setting fleet_interval: it must be above zero.")
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready values, with secrets masked."""

@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -160,9 +161,11 @@ class Store:
         column_batch: dict[str, Any] | None = None,
         *,
         scores: dict[str, Any] | None = None,
+        fold: Callable[[duckdb.DuckDBPyConnection, dict, dict | None], None] | None = None,
     ) -> None:
         """Write one batch of request rows, feature values, new feature columns and the input
-        rows' outlier scores at once.
+        rows' outlier scores at once; ``fold(cursor, request_batch, feature_batch)`` then
+        summarizes the batch in the same transaction (``_summary_fold``).
 
         Each batch is a dict of equal-length NumPy arrays in table column order; DuckDB scans
         them in place, which measured as fast as Arrow and needs no pyarrow.
@@ -181,6 +184,8 @@ class Store:
             if scores is not None:
                 cursor.register("score_batch", scores)
                 cursor.execute("INSERT INTO row_scores SELECT * FROM score_batch")
+            if fold is not None:
+                fold(cursor, request_batch, feature_batch)
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from ._baseline_file import Baseline
 from ._capture import CaptureCounters, CaptureQueue
 from ._columns import ColumnHints, Columnizer
 from ._errors import MonitorError
@@ -33,6 +34,8 @@ from ._payload import ParseLimits
 from ._row_scores import RowScorer
 from ._settings import Settings
 from ._store import Store
+from ._summary_fold import SummaryFolder
+from ._summary_retention import maintain_summaries
 
 __all__ = ["StoreWriter"]
 
@@ -72,10 +75,12 @@ class StoreWriter:
         outliers: Callable[[], Mapping[str | None, OutlierModel] | OutlierModel | None] = (
             lambda: None
         ),
+        baselines: Callable[[], Mapping[str | None, Baseline | None]] = dict,
     ) -> None:
         self._settings = settings
         self._outliers = outliers
         self._scorer = RowScorer()
+        self._folder = SummaryFolder(baselines)
         self._queue = queue
         self._counters = counters
         self._columnizer = Columnizer(
@@ -258,7 +263,14 @@ class StoreWriter:
         try:
             batch = self._columnizer.columns(captures)
             scores = self._score(batch.features)
-            store.insert(*batch, scores=scores)
+            try:
+                store.insert(*batch, scores=scores, fold=self._folder.fold)
+            except Exception as exc:
+                if isinstance(exc, duckdb.Error) and _store_failed(exc):
+                    raise
+                # a summary that cannot be made must not cost the rows: they go in without it
+                self._report(f"Summarizing captured rows failed: {_first_line(exc)}")
+                store.insert(*batch, scores=scores)
         except duckdb.Error as exc:
             # Failed first: once the count shows, readiness already says why.
             self._failed(store, exc, "Writing to the log store")
@@ -331,6 +343,12 @@ class StoreWriter:
             if store.data_bytes() > settings.max_db_bytes:
                 counters.rows_evicted += store.evict_oldest(_EVICT_SHARE)
                 store.checkpoint()
+            maintain_summaries(
+                store.writer,
+                datetime.now(UTC).replace(tzinfo=None),
+                retention_s=settings.summary_retention,
+                rollup_after_s=settings.summary_rollup_after,
+            )
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
             self._failed(store, exc, "Log store maintenance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import datetime
@@ -42,22 +43,34 @@ def main() -> None:
 
 
 @main.command()
-@setting_options("db")
-@option("--out", "out", required=True, type=click.Path(file_okay=False), level="required",
+@setting_options("db", "replica", "fleet_raw", "fleet_storage_options")
+@option("--out", "out", default=None, type=click.Path(file_okay=False), level="required",
         help="Folder the Parquet files are written into.")  # fmt: skip
+@option("--to", "to", default=None, metavar="URL", level="required",
+        help="Instead of --out: write the summaries (and, with --fleet-raw, sampled raw rows) "
+        "to URL in the fleet's Hive layout, as collectors ship them (docs/fleet.md).")  # fmt: skip
 @option("--since", type=IsoTime(), default=None, help="Start time, ISO-8601 (UTC).")
 @option("--until", type=IsoTime(), default=None, help="End time, ISO-8601 (UTC).")
 @option("--tables", default=None, metavar="A,B",
         help="Tables to write, comma-separated. [default: all of them]")  # fmt: skip
 def export(
-    db: str | None, out: str, since: datetime | None, until: datetime | None, tables: str | None
+    out: str | None,
+    to: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    tables: str | None,
+    **values: Any,
 ) -> None:
-    """Write the log store's tables as Parquet files into OUT, one file per table.
+    """Write the log store's tables as Parquet files into OUT, one file per table, or its
+    summaries to a fleet URL (--to).
 
     While a collector holds the store, a consistent copy of it is exported.
     """
     from middleware._store import EXPORT_TABLES
     from middleware.collector.client import running_collector, snapshot
+
+    if (out is None) == (to is None):
+        raise click.UsageError("Pass one of --out FOLDER or --to URL.")
 
     chosen = list(EXPORT_TABLES) if tables is None else [t.strip() for t in tables.split(",")]
     unknown = [t for t in chosen if t not in EXPORT_TABLES]
@@ -66,14 +79,19 @@ def export(
             f"Bad value for --tables: no table {(unknown or [''])[0]!r}; "
             f"choose from {', '.join(EXPORT_TABLES)}."
         )
-    settings = load_settings({"db": db})
+    settings = load_settings(values)
     collector = running_collector(settings.db) if os.path.isfile(settings.db) else None
     try:
-        if collector is None:
-            _export(settings.db, out, since, until, chosen)
-        else:  # the collector holds the file: export a consistent copy of it
-            with snapshot(collector) as copy:
-                _export(copy, out, since, until, chosen)
+        with contextlib.ExitStack() as stack:
+            db = settings.db
+            if collector is not None:  # the collector holds the file: export a copy of it
+                db = stack.enter_context(snapshot(collector))
+            if to is not None:
+                from ._cli_fleet import export_to
+
+                export_to(to, db, since, until, settings)
+            else:
+                _export(db, out or "", since, until, chosen)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from exc
 

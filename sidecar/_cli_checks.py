@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -112,59 +113,74 @@ def build(
 
 
 @click.command(cls=Group.command_class)
-@setting_options("baseline", "baselines", "db", "window", "min_rows", "attributions_field")
+@setting_options(
+    "baseline", "baselines", "db", "window", "min_rows", "attributions_field",
+    "fleet_storage_options",
+)  # fmt: skip
+@option("--fleet", default=None, metavar="URL",
+        help="Check every replica's summaries shipped under URL (a folder or s3://bucket/prefix; "
+        "docs/fleet.md) instead of --db.")  # fmt: skip
+@option("--by-replica", is_flag=True,
+        help="With --fleet: each replica's verdict too, beside the merged one.")  # fmt: skip
 @option("--model", default=None, metavar="NAME",
         help="Check only the requests whose path named model NAME, against its baseline in "
              "--baselines when given.")  # fmt: skip
 @option("--until", type=IsoTime(), default=None,
         help="End of the window, ISO-8601 (UTC). [default: now]")  # fmt: skip
+@option("--against", default=None, metavar="EARLIER",
+        help="Compare with an earlier window instead of the baseline's counts, on its bins: "
+             "7d-ago (as long as --window, 7 days earlier) or 30d@7d-ago.")  # fmt: skip
 @option("--format", "output", type=click.Choice(["text", "json"]), default="text",
         help="text for people, json (the /drift report) for scripts. [default: text]")  # fmt: skip
-def check(until: datetime | None, output: str, model: str | None, **values: str | None) -> None:
+def check(
+    until: datetime | None,
+    output: str,
+    model: str | None,
+    fleet: str | None,
+    by_replica: bool,
+    against: str | None,
+    **values: str | None,
+) -> None:
     """Check the logged traffic against a baseline once.
 
     Exit status: 0 all is well, 1 drift or skew found, 2 bad input, 3 nothing to check (fewer
     rows in the window than --min-rows, none included). While a collector holds the store, a
-    consistent copy of it is checked.
+    consistent copy of it is checked. Windows of whole minutes are added up from the store's
+    summaries (docs/summaries.md), so --window 7d costs what its minutes cost.
     """
     from middleware._baseline import load_baseline
-    from middleware._drift import run_check
-    from middleware._model_scope import scoped_cursors
-    from middleware.collector.client import running_collector, snapshot
+    from middleware._summary_check import parse_against
 
     settings = load_settings(values)
+    try:
+        earlier = parse_against(against)
+    except ValueError as exc:
+        raise click.UsageError(f"Bad value for --against: {exc}.") from exc
+    if fleet is not None and earlier is not None:
+        raise click.UsageError("Bad value for --against: not available with --fleet.")
     baseline_path = _baseline_of(settings, model)
     try:
         loaded = load_baseline(baseline_path)
     except MonitorError as exc:
         raise click.UsageError(f"Bad value for --baseline: {exc}.") from exc
-    with contextlib.ExitStack() as stack:
-        db = settings.db
-        collector = running_collector(db) if os.path.isfile(db) else None
-        if collector is not None:  # it holds the file: check a consistent copy of it
-            try:
-                db = stack.enter_context(snapshot(collector))
-            except MonitorError as exc:
-                raise click.UsageError(f"Bad value for --db: {exc}") from exc
-        store = open_store(db)
-        try:
-            report = run_check(
-                scoped_cursors(store.cursor, model),
-                loaded,
-                window_s=settings.window,
-                now=until,
-                min_rows=settings.min_rows,
-                baseline_path=baseline_path,
-                attributions_field=settings.attributions_field,
-            )
-        finally:
-            store.close()
+    if fleet is not None:
+        from ._cli_fleet import check_fleet
+
+        report = check_fleet(
+            fleet, settings, loaded, baseline_path, model=model, until=until, by_replica=by_replica
+        )
+    else:
+        report = _store_report(settings, loaded, baseline_path, model, until, earlier)
     if model is not None:
         report["model"] = model
     if output == "json":
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_text(report))
+        if fleet is not None:
+            from ._cli_fleet import render_fleet
+
+            click.echo(render_fleet(report))
     if report["drift_detected"] or report["skew_detected"]:
         sys.exit(1)
     if report["status"] == "insufficient_data":
@@ -175,6 +191,46 @@ def check(until: datetime | None, output: str, model: str | None, **values: str 
         )
         sys.exit(NOTHING_CHECKED)
     sys.exit(0)
+
+
+def _store_report(
+    settings: Settings,
+    loaded: Any,
+    baseline_path: str,
+    model: str | None,
+    until: datetime | None,
+    earlier: Any,
+) -> dict[str, Any]:
+    """The drift report of the store at ``settings.db`` (a consistent copy while a collector
+    holds it)."""
+    from middleware._model_scope import scoped_cursors
+    from middleware._summary_check import check_window
+    from middleware.collector.client import running_collector, snapshot
+
+    with contextlib.ExitStack() as stack:
+        db = settings.db
+        collector = running_collector(db) if os.path.isfile(db) else None
+        if collector is not None:  # it holds the file: check a consistent copy of it
+            try:
+                db = stack.enter_context(snapshot(collector))
+            except MonitorError as exc:
+                raise click.UsageError(f"Bad value for --db: {exc}") from exc
+        store = open_store(db)
+        try:
+            report = check_window(
+                scoped_cursors(store.cursor, model),
+                loaded,
+                model=model,
+                window_s=settings.window,
+                now=until,
+                against=earlier,
+                min_rows=settings.min_rows,
+                baseline_path=baseline_path,
+                attributions_field=settings.attributions_field,
+            )
+        finally:
+            store.close()
+    return report
 
 
 def _baseline_of(settings: Settings, model: str | None) -> str:
@@ -203,6 +259,12 @@ def render_text(report: dict) -> str:
     window = report["window"]
     span = f"{window['rows']} rows, {window['start']} .. {window['end']}"
     lines = [f"status: {report['status']}  ({span})"]
+    earlier = report.get("against")
+    if earlier:
+        how = "" if earlier.get("compared") else "; too few rows, compared with the baseline"
+        lines.append(
+            f"  against {earlier['rows']} rows, {earlier['start']} .. {earlier['end']}{how}"
+        )
     for section in ("features", "prediction"):
         entries = sorted(
             report.get(section, {}).items(), key=lambda item: -(item[1].get("score") or 0)

@@ -301,6 +301,14 @@
     return m ? path + (path.indexOf("?") < 0 ? "?" : "&") + "model=" + encodeURIComponent(m) : path;
   }
 
+  // The drift card's window and comparison: a check of that window now, from summaries
+  function driftPath() {
+    var q = [], w = $("drift-window").value, a = $("drift-against").value;
+    if (w) q.push("window=" + encodeURIComponent(w));
+    if (a) q.push("against=" + encodeURIComponent(a));
+    return scoped("/drift" + (q.length ? "?" + q.join("&") : ""));
+  }
+
   function renderModels(health) {
     var names = health.data && Array.isArray(health.data.models) ? health.data.models.filter(function (n) { return typeof n === "string"; }) : [];
     var select = $("model"), current = select.value, known = [""].concat(names);
@@ -515,6 +523,10 @@
     summary.appendChild(el("p", { className: "small muted", text: "Checked " + stamp(drift.checked_at) + " (" + ago(drift.checked_at) + ") over "
       + num(w.rows) + " rows; " + (b.path ? "baseline " + b.path + (isNum(b.rows) ? " (" + num(b.rows) + " rows)" : "") : "no baseline file") + "." }));
     if (b.error) summary.appendChild(el("p", { className: "warn-text small", text: "Baseline problem: " + b.error }));
+    var ag = drift.against;
+    if (ag) summary.appendChild(el("p", { className: "small muted", text: ag.compared
+      ? "Compared with " + num(ag.rows) + " rows from " + stamp(ag.start) + " to " + stamp(ag.end) + "."
+      : "The earlier window (" + stamp(ag.start) + " to " + stamp(ag.end) + ") has too few rows: compared with the baseline." }));
     var entries = featureEntries(drift), filter = $("feature-filter").value.trim().toLowerCase();
     if (!entries.some(function (f) { return f.name === state.selected; })) state.selected = entries.length ? entries[0].name : null;
     var shown = entries.filter(function (f) { return !filter || f.name.toLowerCase().indexOf(filter) >= 0; });
@@ -754,7 +766,7 @@
     var range = Number($("range").value);
     try {
       var got = await Promise.all([
-        get("/health"), get("/health/history?window=" + range + "s&points=240"), get(scoped("/drift")),
+        get("/health"), get("/health/history?window=" + range + "s&points=240"), get(driftPath()),
         get(scoped("/evaluation")), get("/alerts?limit=50"),
       ]);
       if (renderModels(got[0])) {  // the chosen model has no baseline any more
@@ -781,6 +793,8 @@
   $("refresh").addEventListener("click", refresh);
   $("range").addEventListener("change", refresh);
   $("model").addEventListener("change", function () { state.selected = null; refresh(); });
+  $("drift-window").addEventListener("change", refresh);
+  $("drift-against").addEventListener("change", refresh);
   $("auto").addEventListener("change", schedule);
   $("feature-filter").addEventListener("input", function () { if (state.data) safely("drift-summary", function () { renderDrift(state.data); }); });
   document.addEventListener("visibilitychange", function () { if (!document.hidden && $("auto").checked) refresh(); else schedule(); });
