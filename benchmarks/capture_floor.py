@@ -57,7 +57,7 @@ from _lib.rounds import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from middleware._schema import STATEMENTS  # noqa: E402
+from inferwatch.middleware.store.schema import STATEMENTS  # noqa: E402
 
 FEATURES = 10
 TARGETS = {1.0: 0.95, 0.1: 0.98}
@@ -131,7 +131,7 @@ class TeeMiddleware:
 async def _path_rounds(blocks: int, requests: int, workdir: Path) -> dict[str, list[float]]:
     """Per block: CPU µs per request that each layer adds to an echo app, against the app alone
     in the blocks on either side of it."""
-    from middleware import MonitorMiddleware
+    from inferwatch import MonitorMiddleware
 
     request = make_bodies(1, 4)[0]
     answer = make_prediction_bodies(1, 4)[0]

@@ -103,7 +103,7 @@ def prepare(workdir: Path, rows: int) -> dict[str, str]:
     import duckdb
 
     sys.path.insert(0, str(ROOT))
-    from middleware._store import Store, append_features
+    from inferwatch.middleware.store.database import Store, append_features
 
     paths = {
         "reference": str(workdir / "reference.parquet"),
@@ -214,10 +214,10 @@ def child_check(store: str, baseline_path: str, memory: str, repeats: str) -> di
     ``repeats`` times; the figures of every run, of every kind of query and the peak RSS."""
     import duckdb
 
-    import middleware
-    from middleware._baseline import load_baseline
-    from middleware._drift import run_check
-    from middleware._store import Store
+    import inferwatch.middleware as middleware
+    from inferwatch.middleware.baseline.build import load_baseline
+    from inferwatch.middleware.drift.report import run_check
+    from inferwatch.middleware.store.database import Store
 
     started = time.perf_counter()
     if memory == "unlimited":
@@ -294,7 +294,7 @@ def child_evidently(reference: str, current: str) -> dict:
 
 
 def child_build(source: str, out: str) -> dict:
-    from middleware._baseline import build_baseline
+    from inferwatch.middleware.baseline.build import build_baseline
 
     started, cpu = time.perf_counter(), time.process_time()
     doc = build_baseline(source, out=out)
@@ -314,7 +314,7 @@ def _mb(n: float) -> str:
 def _memory_options(spec: str) -> dict[str, str]:
     """``--db-memory`` entries by label: the bytes of ``db_memory``, or ``unlimited``."""
     sys.path.insert(0, str(ROOT))
-    from middleware._settings import Settings, parse_size
+    from inferwatch.middleware.settings import Settings, parse_size
 
     default = {f.name: f.default for f in dataclasses.fields(Settings)}["db_memory"]
     options = {}

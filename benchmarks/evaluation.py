@@ -3,8 +3,9 @@
 A log store is filled the way the writer fills it (long form, one row per value): one request
 per prediction over the last hour, each with 10 input features and its outputs. Labels arrive
 as a Parquet file through ``inferwatch labels import`` (``import_label_file``). Then
-``middleware._evaluation.evaluate`` runs in a fresh process, as GET /evaluation would: the
-join inside DuckDB, every metric for the window and its 12 buckets, and the change detector.
+``inferwatch.middleware.evaluation.quality.evaluate`` runs in a fresh process, as GET /evaluation
+would: the join inside DuckDB, every metric for the window and its 12 buckets, and the change
+detector.
 
 Scenarios: a binary classifier with a probability (log loss and ROC AUC included), a
 three-class classifier with string classes (the class dictionary path) and a regressor.
@@ -45,11 +46,11 @@ from _lib.report import Figure, command_line, figures_table, markdown_table
 from _lib.rounds import median
 from _lib.servers import workdir as make_workdir
 
-from middleware._evaluation import evaluate
-from middleware._label_files import import_label_file
-from middleware._labels import Label, write_labels
-from middleware._schema import ROLE_CODES, TYPE_CODES
-from middleware._store import Store
+from inferwatch.middleware.evaluation.label_files import import_label_file
+from inferwatch.middleware.evaluation.labels import Label, write_labels
+from inferwatch.middleware.evaluation.quality import evaluate
+from inferwatch.middleware.store.database import Store
+from inferwatch.middleware.store.schema import ROLE_CODES, TYPE_CODES
 
 TARGET_S = 3.0
 INPUTS = 10

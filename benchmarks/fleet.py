@@ -7,7 +7,7 @@ It writes what 1,000 collectors ship in a day (docs/fleet.md): per replica and c
 Parquet file of hour totals, for a baseline of 20 numeric and 5 categorical features, with
 counts drawn from the baseline's own shares at ``--rate`` rows per second (``--drifted``
 replicas get their numeric features shifted). The files are generated once and kept in
-``--folder`` (delete it to draw them again). Then it runs the real command, ``python -m sidecar
+``--folder`` (delete it to draw them again). Then it runs the real command, ``python -m inferwatch
 check --fleet FOLDER --window 24h``, in a child process ``--repeats`` times and prints its wall
 time (interpreter start and imports included) and CPU time beside the target of 10 s; on a
 shared machine the CPU time is the steadier figure.
@@ -36,7 +36,7 @@ TARGET_S = 10.0
 
 def build_baseline(folder: Path) -> Path:
     """A baseline of 20 numeric and 5 categorical features, built from generated training rows."""
-    from middleware._baseline import build_baseline as build
+    from inferwatch.middleware.baseline.build import build_baseline as build
 
     rng = np.random.default_rng(0)
     lines = [",".join([f"n{i}" for i in range(20)] + [f"c{i}" for i in range(5)])]
@@ -55,9 +55,9 @@ def write_fleet(folder: Path, baseline_path: Path, args: argparse.Namespace, end
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from middleware._baseline import load_baseline
-    from middleware._fleet_layout import file_path
-    from middleware._summaries import summary_spec
+    from inferwatch.middleware.baseline.build import load_baseline
+    from inferwatch.middleware.fleet.layout import file_path
+    from inferwatch.middleware.summaries.spec import summary_spec
 
     baseline = load_baseline(str(baseline_path))
     digest = summary_spec(baseline).digest
@@ -135,7 +135,7 @@ def main() -> None:
         print(f"wrote {count:,} files in {time.perf_counter() - started:.1f} s")
         marker.write_text(json.dumps({"args": wanted, "end": end.isoformat()}))
     command = [
-        sys.executable, "-m", "sidecar", "check", "--fleet", str(args.folder / "fleet"),
+        sys.executable, "-m", "inferwatch", "check", "--fleet", str(args.folder / "fleet"),
         "--baseline", str(baseline_path), "--window", f"{args.hours}h", "--until",
         end.isoformat(), "--format", "json", "--min-rows", "1",
     ]  # fmt: skip

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lib.servers import free_port
 
-from middleware import MonitorMiddleware
+from inferwatch import MonitorMiddleware
 
 GPU_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 

@@ -1,9 +1,9 @@
 """How many feature rows per second the writer thread lands in DuckDB, on one core.
 
-Captured exchanges (``middleware._capture.Capture``, bodies as chunk lists, as the middleware
-hands them over) of ``{"instances": [...]}`` requests with 10-feature records and their
-``{"predictions": [...]}`` responses are put into a real ``middleware.Engine``'s queue, and the
-writer thread parses, columnizes and inserts them into a DuckDB file. The whole process is
+Captured exchanges (``inferwatch.middleware.payload.exchange.Capture``, bodies as chunk lists, as
+the middleware hands them over) of ``{"instances": [...]}`` requests with 10-feature records and
+their ``{"predictions": [...]}`` responses are put into a real ``middleware.Engine``'s queue, and
+the writer thread parses, columnizes and inserts them into a DuckDB file. The whole process is
 pinned to one core, so the writer, DuckDB's own threads and the producer share it.
 
 Figures:
@@ -62,11 +62,11 @@ from _lib.rounds import median
 from _lib.servers import workdir as make_workdir
 from _lib.store import count_db
 
-import middleware._columns as columns_module
-import middleware._store as store_module
-import middleware._writer as writer_module
-from middleware import Engine, Settings
-from middleware._capture import Capture
+import inferwatch.middleware.store.columns as columns_module
+import inferwatch.middleware.store.database as store_module
+import inferwatch.middleware.store.writer as writer_module
+from inferwatch import Engine, Settings
+from inferwatch.middleware.payload.exchange import Capture
 
 FEATURES = 10
 TARGET_ROWS_PER_S = 100_000

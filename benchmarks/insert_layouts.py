@@ -1,7 +1,7 @@
 """What each column of ``feature_values`` costs the writer's insert, layout against layout.
 
-The writer's real columns (``middleware._columns.Columnizer`` over captures of the middleware
-benchmark's bodies: 4 records of 10 features and 4 predictions, 44 values a capture) are
+The writer's real columns (``inferwatch.middleware.store.columns.Columnizer`` over captures of the
+middleware benchmark's bodies: 4 records of 10 features and 4 predictions, 44 values a capture) are
 inserted, batch by batch, into tables that differ only in their columns:
 
 - ``narrow``: ``ts, row_index, column_id, num``, the least a long-form value needs;
@@ -37,9 +37,9 @@ from _lib.records import make_bodies, make_prediction_bodies
 from _lib.report import command_line, markdown_table
 from _lib.rounds import median
 
-from middleware._capture import CaptureCounters
-from middleware._columns import Columnizer
-from middleware._payload import ParseLimits
+from inferwatch.middleware.payload.exchange import CaptureCounters
+from inferwatch.middleware.payload.parse import ParseLimits
+from inferwatch.middleware.store.columns import Columnizer
 
 TYPES = {
     "ts": "TIMESTAMP",

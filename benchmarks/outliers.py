@@ -40,14 +40,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _lib.report import Figure, figures_table  # noqa: E402
 from drift_check import CATEGORICAL, NUMERIC, SPAN_S, START, prepare  # noqa: E402
 
-from middleware._baseline import build_baseline, load_baseline  # noqa: E402
-from middleware._capture import CaptureCounters  # noqa: E402
-from middleware._columns import Columnizer  # noqa: E402
-from middleware._drift import run_check  # noqa: E402
-from middleware._multivariate import score_sections  # noqa: E402
-from middleware._payload import ParseLimits  # noqa: E402
-from middleware._row_scores import RowScorer  # noqa: E402
-from middleware._store import Store  # noqa: E402
+from inferwatch.middleware.baseline.build import build_baseline, load_baseline  # noqa: E402
+from inferwatch.middleware.drift.multivariate import score_sections  # noqa: E402
+from inferwatch.middleware.drift.report import run_check  # noqa: E402
+from inferwatch.middleware.payload.exchange import CaptureCounters  # noqa: E402
+from inferwatch.middleware.payload.parse import ParseLimits  # noqa: E402
+from inferwatch.middleware.store.columns import Columnizer  # noqa: E402
+from inferwatch.middleware.store.database import Store  # noqa: E402
+from inferwatch.middleware.store.row_scores import RowScorer  # noqa: E402
 from tests.conftest import make_capture  # noqa: E402
 
 _BATCH = 2_000

@@ -202,8 +202,8 @@ def create_candidate() -> Any:
     kind = os.environ["BENCH_CANDIDATE"]
     upstream = os.environ["BENCH_UPSTREAM"]
     if kind == "lean":
-        from sidecar._proxy import Proxy
-        from sidecar._upstream import Upstream, UpstreamPool
+        from inferwatch.sidecar._proxy import Proxy
+        from inferwatch.sidecar._upstream import Upstream, UpstreamPool
 
         return Proxy(UpstreamPool(Upstream.parse(upstream)))
     if kind == "httpx-tuned":
@@ -370,7 +370,7 @@ def proxy_command(
         cmd = [
             sys.executable,
             "-m",
-            "sidecar",
+            "inferwatch",
             "sidecar",
             "--upstream",
             url,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _lib.report import Figure, figures_table
 from _lib.rounds import interleaved, median
 
-from middleware import MonitorMiddleware
+from inferwatch import MonitorMiddleware
 
 _BODY = b'{"instances": [{"a": 1, "b": 2.5}]}'
 _SCOPE: dict[str, Any] = {

@@ -221,8 +221,8 @@ async def _in_process(fills: list[int], calls: int, rate: float) -> dict[str, An
     from middleware_overhead import create_app
     from prometheus_client import generate_latest
 
-    from middleware._metrics import build_registry
-    from middleware._resources import ResourceSampler
+    from inferwatch.middleware.engine.metrics import build_registry
+    from inferwatch.middleware.serving.resources import ResourceSampler
 
     # The scrape and the tick run where the engine runs (the collector): here, to be timed.
     app = create_app(engine_here=True)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _lib.report import command_line  # noqa: E402
 from _lib.servers import workdir as make_workdir  # noqa: E402
 
-from middleware._settings import parse_duration  # noqa: E402
+from inferwatch.middleware.settings import parse_duration  # noqa: E402
 from tests.reliability._soak import SoakConfig, run_soak, summary_text, verdicts  # noqa: E402
 
 

@@ -32,16 +32,16 @@ import random
 
 from _common import make_bodies, make_prediction_bodies, make_record
 
-from middleware._baseline import build_baseline, load_baseline
-from middleware._capture import CaptureCounters
-from middleware._columns import Columnizer
-from middleware._payload import ParseLimits
-from middleware._settings import Settings
-from middleware._store import Store
-from middleware._summaries import summary_spec
-from middleware._summary_check import check_window
-from middleware._summary_fold import SummaryFolder
-from middleware._summary_retention import maintain_summaries
+from inferwatch.middleware.baseline.build import build_baseline, load_baseline
+from inferwatch.middleware.drift.summary_check import check_window
+from inferwatch.middleware.payload.exchange import CaptureCounters
+from inferwatch.middleware.payload.parse import ParseLimits
+from inferwatch.middleware.settings import Settings
+from inferwatch.middleware.store.columns import Columnizer
+from inferwatch.middleware.store.database import Store
+from inferwatch.middleware.summaries.fold import SummaryFolder
+from inferwatch.middleware.summaries.retention import maintain_summaries
+from inferwatch.middleware.summaries.spec import summary_spec
 
 RATE = 5_000  # requests per second
 

@@ -1,6 +1,6 @@
 """inferwatch's monitoring engine and its pure-ASGI middleware.
 
->>> from middleware import MonitorMiddleware
+>>> from inferwatch import MonitorMiddleware
 >>> app.add_middleware(MonitorMiddleware, db="monitor.duckdb", sample_rate=0.2)
 """
 
@@ -10,21 +10,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._errors import MonitorError
-    from ._middleware import MonitorMiddleware
-    from ._settings import Settings
+    from .capture.middleware import MonitorMiddleware
+    from .engine.engine import Engine
+    from .errors import MonitorError
+    from .settings import Settings
 
 __all__ = ["Engine", "MonitorError", "MonitorMiddleware", "Settings"]
 __version__ = "0.1.0"
 
-# Imported on first use: the collector process (``python -m middleware.collector``) binds its
-# sockets before it pays for the engine's imports (DuckDB, numpy, starlette: about 0.5 s).
+# Imported on first use: the collector process (``python -m inferwatch.middleware.collector``) binds
+# its sockets before it pays for the engine's imports (DuckDB, numpy, starlette: about 0.5 s).
 _HOMES = {
-    "Engine": "._engine",
-    "MonitorError": "._errors",
-    "MonitorMiddleware": "._middleware",
-    "Settings": "._settings",
+    "Engine": ".engine.engine",
+    "MonitorError": ".errors",
+    "MonitorMiddleware": ".capture.middleware",
+    "Settings": ".settings",
 }
 
 

@@ -1,4 +1,4 @@
-"""``python -m sidecar`` runs the ``inferwatch`` command line."""
+"""``python -m inferwatch`` runs the ``inferwatch`` command line."""
 
 from ._cli import main
 

@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from middleware import Engine, Settings
+from inferwatch.middleware import Engine, Settings
 
 from ._proxy import UpstreamStats
 from ._upstream import Upstream, UpstreamPool

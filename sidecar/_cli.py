@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from middleware import MonitorError
+from inferwatch.middleware import MonitorError
 
 from ._cli_checks import baseline, check, labels
 from ._cli_options import (
@@ -66,8 +66,8 @@ def export(
 
     While a collector holds the store, a consistent copy of it is exported.
     """
-    from middleware._store import EXPORT_TABLES
-    from middleware.collector.client import running_collector, snapshot
+    from inferwatch.middleware.collector.client import running_collector, snapshot
+    from inferwatch.middleware.store.database import EXPORT_TABLES
 
     if (out is None) == (to is None):
         raise click.UsageError("Pass one of --out FOLDER or --to URL.")
@@ -144,7 +144,7 @@ def collector(collector_port: int | None, collector_host: str, **values: Any) ->
     """
     import logging
 
-    from middleware.collector.process import run_collector
+    from inferwatch.middleware.collector.process import run_collector
 
     settings = load_settings(values)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from middleware import MonitorError, Settings
+from inferwatch.middleware import MonitorError, Settings
 
 from ._cli_options import Group, IsoTime, load_settings, open_store, option, setting_options
 
@@ -76,7 +76,7 @@ def build(
     importances: str | None,
 ) -> None:
     """Summarize DATA (CSV, Parquet, JSON lines, or a DuckDB log file) into a baseline."""
-    from middleware._baseline import build_baseline
+    from inferwatch.middleware.baseline.build import build_baseline
 
     if not os.path.exists(data):
         raise click.UsageError(f"Bad value for DATA: no file at {data!r}.")
@@ -148,8 +148,8 @@ def check(
     consistent copy of it is checked. Windows of whole minutes are added up from the store's
     summaries (docs/summaries.md), so --window 7d costs what its minutes cost.
     """
-    from middleware._baseline import load_baseline
-    from middleware._summary_check import parse_against
+    from inferwatch.middleware.baseline.build import load_baseline
+    from inferwatch.middleware.drift.summary_check import parse_against
 
     settings = load_settings(values)
     try:
@@ -203,9 +203,9 @@ def _store_report(
 ) -> dict[str, Any]:
     """The drift report of the store at ``settings.db`` (a consistent copy while a collector
     holds it)."""
-    from middleware._model_scope import scoped_cursors
-    from middleware._summary_check import check_window
-    from middleware.collector.client import running_collector, snapshot
+    from inferwatch.middleware.baseline.model_scope import scoped_cursors
+    from inferwatch.middleware.collector.client import running_collector, snapshot
+    from inferwatch.middleware.drift.summary_check import check_window
 
     with contextlib.ExitStack() as stack:
         db = settings.db
@@ -235,7 +235,7 @@ def _store_report(
 
 def _baseline_of(settings: Settings, model: str | None) -> str:
     """The baseline file a check uses: the model's in ``baselines``, else ``baseline``."""
-    from middleware._model_scope import baseline_files
+    from inferwatch.middleware.baseline.model_scope import baseline_files
 
     if model is None or not settings.baselines:
         if settings.baseline is None:
@@ -323,8 +323,8 @@ def import_labels(file: str, db: str | None) -> None:
 
     While a collector holds the store, the labels go through it.
     """
-    from middleware.collector.client import import_labels as import_through
-    from middleware.collector.client import running_collector
+    from inferwatch.middleware.collector.client import import_labels as import_through
+    from inferwatch.middleware.collector.client import running_collector
 
     settings = load_settings({"db": db})
     collector = running_collector(settings.db) if os.path.isfile(settings.db) else None
@@ -335,7 +335,7 @@ def import_labels(file: str, db: str | None) -> None:
             raise click.UsageError(str(exc)) from exc
         _report_labels(counts)
         return
-    from middleware._label_files import import_label_file
+    from inferwatch.middleware.evaluation.label_files import import_label_file
 
     store = open_store(settings.db, read_only=False)
     try:

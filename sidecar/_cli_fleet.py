@@ -10,7 +10,7 @@ from typing import Any
 import click
 import duckdb
 
-from middleware import MonitorError, Settings
+from inferwatch.middleware import MonitorError, Settings
 
 __all__ = ["check_fleet", "export_to"]
 
@@ -32,12 +32,12 @@ def check_fleet(
     start. Sections that need raw rows (outliers, multivariate, attributions, a prediction
     compared as the argmax of probabilities) find none and say so.
     """
-    from middleware._drift import run_check
-    from middleware._fleet_layout import FleetStorage, storage_options
-    from middleware._fleet_read import fleet_window
-    from middleware._schema import STATEMENTS
-    from middleware._summaries import summary_spec
-    from middleware._summary_window import SummaryFigures
+    from inferwatch.middleware.drift.report import run_check
+    from inferwatch.middleware.fleet.layout import FleetStorage, storage_options
+    from inferwatch.middleware.fleet.read import fleet_window
+    from inferwatch.middleware.store.schema import STATEMENTS
+    from inferwatch.middleware.summaries.spec import summary_spec
+    from inferwatch.middleware.summaries.window import SummaryFigures
 
     end = _utc(until or datetime.now(UTC))
     start = (end - timedelta(seconds=settings.window)).replace(minute=0, second=0, microsecond=0)
@@ -113,8 +113,8 @@ def export_to(
 ) -> None:
     """Write the store's summaries (and sampled raw rows with ``fleet_raw``) of [since, until)
     to ``url`` in the fleet's layout, as the collector ships them."""
-    from middleware._fleet import fleet_tables, table_files
-    from middleware._fleet_layout import FleetStorage, storage_options
+    from inferwatch.middleware.fleet.layout import FleetStorage, storage_options
+    from inferwatch.middleware.fleet.shipping import fleet_tables, table_files
 
     from ._cli_options import open_store
 

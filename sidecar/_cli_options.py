@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from middleware import MonitorError, Settings
-from middleware._settings import ENV_PREFIX, SETTING_FIELDS, parse_duration, shown_default
+from inferwatch.middleware import MonitorError, Settings
+from inferwatch.middleware.settings import ENV_PREFIX, SETTING_FIELDS, parse_duration, shown_default
 
 if TYPE_CHECKING:
-    from middleware._store import Store
+    from inferwatch.middleware.store.database import Store
 
 __all__ = [
     "Command",
@@ -147,7 +147,7 @@ _DUCKDB_MAGIC = b"DUCK"  # bytes 8 to 12 of every DuckDB database file
 
 def open_store(path: str, *, read_only: bool = True, busy_hint: str = "") -> Store:
     """The log store at ``path`` (the ``--db`` flag); anything else is one line naming it."""
-    from middleware._store import Store
+    from inferwatch.middleware.store.database import Store
 
     if not os.path.isfile(path):
         raise click.UsageError(f"Bad value for --db: no log store at {path!r}.")

@@ -141,7 +141,7 @@ def _run(
     if duration is not None:
         phase_seconds = max(4.0, (duration - 12.0) / len(PHASES))
     reference, pool = _reference(folder)
-    from middleware._baseline import build_baseline
+    from inferwatch.middleware.baseline.build import build_baseline
 
     baseline = folder / "baseline.json"
     build_baseline(
@@ -153,12 +153,12 @@ def _run(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (folder / "servers.log").open("ab") as log:
         model = subprocess.Popen(
-            [sys.executable, "-m", "sidecar._demo_model", "--port", str(model_port)],
+            [sys.executable, "-m", "inferwatch.sidecar._demo_model", "--port", str(model_port)],
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
         children.append(model)
         sidecar = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "sidecar",
+            [sys.executable, "-m", "inferwatch", "sidecar",
              "--upstream", f"http://127.0.0.1:{model_port}", "--host", "127.0.0.1",
              "--port", str(port), "--admin-host", "127.0.0.1", "--admin-port", str(admin_port),
              "--db", str(folder / "demo.duckdb"), "--baseline", str(baseline),

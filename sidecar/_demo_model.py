@@ -5,7 +5,7 @@ It trains in a fraction of a second at start on half of the Breast Cancer Wiscon
 is lenient: a missing feature takes its training mean and a number sent as a string is converted,
 so a schema break upstream does not fail loudly here. Only a null value makes it fail with 500.
 
-Run alone: ``python -m sidecar._demo_model --port 8080``.
+Run alone: ``python -m inferwatch.sidecar._demo_model --port 8080``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CLASSES = ("benign", "malignant")
 
 def load_dataset() -> tuple[list[str], np.ndarray, list[str]]:
     """Feature names, the feature matrix and the diagnoses of the shipped data set."""
-    data = resources.files("sidecar").joinpath("demo_data/breast_cancer.csv.gz")
+    data = resources.files(__package__).joinpath("demo_data/breast_cancer.csv.gz")
     with data.open("rb") as raw, gzip.open(raw, "rt", newline="") as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from middleware._request_ids import new_request_id
+from inferwatch.middleware.capture.request_ids import new_request_id
 
 from ._connection import ClientDisconnected, Connection, UpstreamError
 from ._headers import request_headers, response_headers, upstream_target

@@ -25,9 +25,9 @@ from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from middleware import MonitorError, MonitorMiddleware, Settings
-from middleware._access import is_loopback
-from middleware._api import build_api
+from inferwatch.middleware import MonitorError, MonitorMiddleware, Settings
+from inferwatch.middleware.api.access import is_loopback
+from inferwatch.middleware.api.app import build_api
 
 from ._admin import AdminApp, SidecarEngine, UpstreamProbe
 from ._connection import UpstreamError

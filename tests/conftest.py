@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from middleware import MonitorMiddleware, Settings
-from middleware._capture import Capture
-from middleware._engine import Engine
-from middleware.collector.election import collector_running
-from middleware.collector.paths import CollectorPaths
+from inferwatch import MonitorMiddleware, Settings
+from inferwatch.middleware.collector.election import collector_running
+from inferwatch.middleware.collector.paths import CollectorPaths
+from inferwatch.middleware.engine.engine import Engine
+from inferwatch.middleware.payload.exchange import Capture
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from middleware._metrics import EngineCollector
+from inferwatch.middleware.engine.metrics import EngineCollector
 from tests.conftest import ROOT, require_tool, uvicorn_process
 
 FASTAPI = ROOT / "examples" / "fastapi"
@@ -338,7 +338,7 @@ def test_committed_baseline_is_built_from_the_reference_csv(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "sidecar",
+            "inferwatch",
             "baseline",
             "build",
             "examples/fastapi/reference.csv",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from middleware._settings import settings_table
+from inferwatch.middleware.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -13,7 +13,8 @@ def test_readme_settings_table_is_generated_from_the_settings_object() -> None:
     match = re.search(r"<!-- settings:start -->\n(.*?)<!-- settings:end -->", text, re.S)
     assert match, "README.md lacks the settings markers"
     assert match.group(1) == settings_table(), (
-        "README's settings table is stale: run python -m middleware._settings --write-readme"
+        "README's settings table is stale: "
+        "run python -m inferwatch.middleware.settings --write-readme"
     )
 
 

@@ -19,7 +19,7 @@ def instrument(
     ``db`` (its log on stderr, kept in the server log), the peer, or bare. With ``engine_here``
     the engine runs in this process instead of the collector the worker would start."""
     if variant in sample_rates:
-        from middleware import Engine, MonitorMiddleware, Settings
+        from inferwatch import Engine, MonitorMiddleware, Settings
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

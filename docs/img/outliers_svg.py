@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from middleware._baseline import build_baseline, load_baseline
-from middleware._multivariate import multivariate_drift
-from middleware._outliers import OutlierModel
+from inferwatch.middleware.baseline.build import build_baseline, load_baseline
+from inferwatch.middleware.drift.multivariate import multivariate_drift
+from inferwatch.middleware.stats.outliers import OutlierModel
 
 OUT = Path(__file__).resolve().parent / "outliers.svg"
 W, H, PAD = 420, 300, 48

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from examples.fastapi.model import MODEL_VERSION, ChurnModel, UnknownCategory
-from middleware import MonitorMiddleware
+from inferwatch import MonitorMiddleware
 
 HERE = Path(__file__).resolve().parent
 

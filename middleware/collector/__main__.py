@@ -1,6 +1,6 @@
-"""``python -m middleware.collector``: the collector, as a worker starts it (``--auto``, settings
-from the worker), as its standby (``--standby``, see ``standby``) or as ``inferwatch collector``
-does (flags)."""
+"""``python -m inferwatch.middleware.collector``: the collector, as a worker starts it (``--auto``,
+settings from the worker), as its standby (``--standby``, see ``standby``) or as ``inferwatch
+collector`` does (flags)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from .._settings import Settings  # noqa: E402
+from ..settings import Settings  # noqa: E402
 from .election import SETTINGS_ENV, claim_store  # noqa: E402
 from .paths import CollectorPaths  # noqa: E402
 
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         from .process import run_collector
 
         return run_collector(settings, auto=True, claim=claim, started=_STARTED)
-    from sidecar._cli import main as cli
+    from inferwatch.sidecar._cli import main as cli
 
     return cli(["collector", *argv])
 

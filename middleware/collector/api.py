@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .._api import JSONResponse, build_api
-from .._errors import MonitorError
-from .._label_files import import_label_file
-from .._store import Store
+from ..api.app import JSONResponse, build_api
+from ..errors import MonitorError
+from ..evaluation.label_files import import_label_file
+from ..store.database import Store
 from .ingest import IngestServer
 from .pod import PodEngine
 
@@ -28,7 +28,7 @@ ROOT_PATH_HEADER = b"x-inferwatch-root-path"
 """Where a worker tells the collector under which path it serves the API (for links)."""
 CLIENT_HEADER = b"x-inferwatch-client"
 """The address of the worker's own client (``host:port``), which decides who may read payloads
-(``middleware/_access.py``) as it would in the worker."""
+(``middleware/api/access.py``) as it would in the worker."""
 
 # Reads that promise to see every response already sent before the call.
 _BARRIER = {

@@ -31,7 +31,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from .._settings import Settings
+from ..settings import Settings
 from . import wire
 from .election import spawn_collector
 from .paths import CollectorPaths
@@ -83,7 +83,8 @@ class CollectorChannel:
 
     ``pending.append(record)`` is the whole request-path API: ``record`` is either an efficiency
     tuple ``(method, route, status, latency_s, ttfb_s)`` or a capture tuple in
-    :class:`~middleware._capture.Capture`'s field order, which carries the same figures.
+    :class:`~inferwatch.middleware.payload.exchange.Capture`'s field order, which carries the same
+    figures.
     """
 
     def __init__(self, settings: Settings) -> None:

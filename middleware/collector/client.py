@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import MonitorError
+from ..errors import MonitorError
 from .election import collector_running
 from .paths import CollectorPaths
 

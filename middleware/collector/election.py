@@ -20,8 +20,8 @@ import sys
 import threading
 import time
 
-from .._errors import MonitorError
-from .._settings import Settings
+from ..errors import MonitorError
+from ..settings import Settings
 from .paths import CollectorPaths
 
 __all__ = [

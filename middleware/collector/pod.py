@@ -1,8 +1,8 @@
 """The engine as the collector runs it: fed by every worker of the pod, and watching them all.
 
-:class:`PodEngine` is the shared :class:`~middleware._engine.Engine` plus what only a collector
-knows: which workers are connected, what each handed over or dropped, and each one's CPU and
-memory, sampled by pid beside the collector's own.
+:class:`PodEngine` is the shared :class:`~inferwatch.middleware.engine.engine.Engine` plus what only
+a collector knows: which workers are connected, what each handed over or dropped, and each one's CPU
+and memory, sampled by pid beside the collector's own.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import duckdb
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .._engine import Engine
-from .._errors import MonitorError
-from .._settings import Settings
+from ..engine.engine import Engine
+from ..errors import MonitorError
+from ..settings import Settings
 
 __all__ = ["PodEngine", "WorkerState"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from .._settings import Settings
+from ..settings import Settings
 from .api import collector_api
 from .election import Claim, claim_store
 from .ingest import IngestServer

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from .._settings import Settings
+from ..settings import Settings
 from .election import _start, claim_store, hold_lock
 from .paths import CollectorPaths
 

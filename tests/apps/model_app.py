@@ -13,7 +13,7 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from middleware import MonitorMiddleware
+from inferwatch import MonitorMiddleware
 
 released = asyncio.Event()
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from middleware import MonitorMiddleware
+from inferwatch import MonitorMiddleware
 
 
 def answer(x: float) -> str:

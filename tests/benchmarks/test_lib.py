@@ -13,7 +13,7 @@ from benchmarks._lib.records import make_record
 from benchmarks._lib.report import Figure, figures_table, table
 from benchmarks._lib.rounds import interleaved, medians_by
 from benchmarks._lib.store import accounted, complete, count_db
-from middleware import Engine, Settings
+from inferwatch import Engine, Settings
 from tests.conftest import make_capture
 
 

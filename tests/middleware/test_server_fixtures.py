@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from middleware._capture import Capture, CaptureCounters
-from middleware._columns import ColumnHints, Columnizer
-from middleware._payload import ParseLimits, parse_response
-from middleware._prediction_fields import choose_fields, output_fields
-from middleware._store import Store
+from inferwatch.middleware.evaluation.prediction_fields import choose_fields, output_fields
+from inferwatch.middleware.payload.exchange import Capture, CaptureCounters
+from inferwatch.middleware.payload.parse import ParseLimits, parse_response
+from inferwatch.middleware.store.columns import ColumnHints, Columnizer
+from inferwatch.middleware.store.database import Store
 
 DATA = Path(__file__).parent / "data" / "servers"
 

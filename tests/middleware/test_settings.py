@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from middleware import MonitorError, Settings
-from middleware._settings import parse_duration, parse_size
+from inferwatch import MonitorError, Settings
+from inferwatch.middleware.settings import parse_duration, parse_size
 from tests.conftest import ROOT, free_port, wait_until
 
 

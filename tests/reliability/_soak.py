@@ -489,7 +489,7 @@ def build_baseline(workdir: Path, rows: int) -> Path:
     data, out = workdir / "reference.jsonl", workdir / "baseline.json"
     write_reference(data, rows)
     subprocess.run(
-        [sys.executable, "-m", "sidecar", "baseline", "build", str(data), "--out", str(out),
+        [sys.executable, "-m", "inferwatch", "baseline", "build", str(data), "--out", str(out),
          "--prediction-column", "prediction"],
         cwd=ROOT, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
@@ -518,7 +518,7 @@ def sidecar(
     port, admin_port = free_port(), free_port()
     db, log = workdir / "soak.duckdb", workdir / "sidecar.log"
     command = [
-        sys.executable, "-m", "sidecar", "sidecar",
+        sys.executable, "-m", "inferwatch", "sidecar",
         "--upstream", f"http://127.0.0.1:{upstream_port}",
         "--host", "127.0.0.1", "--port", str(port),
         "--admin-host", "127.0.0.1", "--admin-port", str(admin_port),
@@ -962,7 +962,7 @@ def verdicts(result: dict[str, Any], rss_growth_pct: float = 5.0) -> dict[str, d
 
 
 def _seconds(text: str) -> float:
-    from middleware._settings import parse_duration
+    from inferwatch.middleware.settings import parse_duration
 
     return parse_duration(text)
 

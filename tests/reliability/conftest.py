@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from middleware._baseline import build_baseline
+from inferwatch.middleware.baseline.build import build_baseline
 from tests.conftest import uvicorn_process
 from tests.sidecar.conftest import (
     ModelServer,

@@ -24,10 +24,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from middleware._api import build_api
-from middleware._engine import Engine
-from middleware._openapi import openapi_document
-from middleware._settings import Settings
+from inferwatch.middleware.api.app import build_api
+from inferwatch.middleware.api.openapi import openapi_document
+from inferwatch.middleware.engine.engine import Engine
+from inferwatch.middleware.settings import Settings
 from tests.conftest import wait_until
 from tests.reliability.conftest import ADMIN_TOKEN, App
 

@@ -30,9 +30,9 @@ import duckdb
 import httpx
 import pytest
 
-from middleware import Engine, MonitorError, Settings
-from middleware._baseline import build_baseline
-from middleware._writer import _BATCH_CAPTURES
+from inferwatch import Engine, MonitorError, Settings
+from inferwatch.middleware.baseline.build import build_baseline
+from inferwatch.middleware.store.writer import _BATCH_CAPTURES
 from tests.conftest import ROOT, free_port, make_capture, require_tool
 from tests.sidecar.conftest import ModelServer, Sidecar, start_model_server, wait_until
 
@@ -55,7 +55,7 @@ def sidecar(
     port, admin_port = free_port(), free_port()
     with open(log, "ab") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "sidecar", "--upstream", upstream,
+            [sys.executable, "-m", "inferwatch", "sidecar", "--upstream", upstream,
              "--host", "127.0.0.1", "--port", str(port), "--admin-host", "127.0.0.1",
              "--admin-port", str(admin_port), "--db", str(db), "--upstream-health-path",
              "/health", "--flush-interval", "0.05", "--sample-rate", "1.0", *flags],

@@ -31,12 +31,12 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from middleware import MonitorMiddleware
-from sidecar._proxy import Proxy
-from sidecar._serve import TimedHttpProtocol
-from sidecar._upstream import Upstream, UpstreamPool
+from inferwatch import MonitorMiddleware
+from inferwatch.sidecar._proxy import Proxy
+from inferwatch.sidecar._serve import TimedHttpProtocol
+from inferwatch.sidecar._upstream import Upstream, UpstreamPool
 from tests.conftest import free_port, uvicorn_process, wait_until
-from tests.middleware.test_dashboard import browser, opened  # noqa: F401 - the fixture
+from tests.middleware.api.test_dashboard import browser, opened  # noqa: F401 - the fixture
 from tests.reliability.conftest import ADMIN_TOKEN, App
 from tests.sidecar.conftest import ModelServer, Sidecar
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from middleware._settings import Settings
+from inferwatch.middleware.settings import Settings
 from tests.reliability._soak import SoakConfig, run_soak, summary_text
 
 SECONDS = float(os.environ.get("INFERWATCH_SOAK_SECONDS", "120"))

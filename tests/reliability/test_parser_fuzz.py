@@ -1,6 +1,6 @@
 """Property-based fuzzing of the payload parser: every contract format with random contents.
 
-tests/middleware/test_payload.py already shows that arbitrary bytes and JSON never make the
+tests/middleware/payload/test_payload.py already shows that arbitrary bytes and JSON never make the
 parser raise. Here each contract shape is generated with random names and values and the rows
 are compared with what the contract says they must be: names kept exactly (hostile ones
 included), a number stays a number, a string a string, a boolean a boolean, and the caps hold for
@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from middleware._payload import Parsed, ParseLimits, parse_request, parse_response
-from tests.middleware.test_payload import check
+from inferwatch.middleware.payload.parse import Parsed, ParseLimits, parse_request, parse_response
+from tests.middleware.payload.test_payload import check
 
 # CI runs 200 examples per property; INFERWATCH_RELIABILITY_FULL=1 runs 5,000.
 EXAMPLES = 5000 if os.environ.get("INFERWATCH_RELIABILITY_FULL") == "1" else 200

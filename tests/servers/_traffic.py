@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 def build_baseline(train_csv: Path, out: Path) -> Path:
     """``inferwatch baseline build`` as a user runs it on the training CSV."""
     subprocess.run(
-        [sys.executable, "-m", "sidecar", "baseline", "build", str(train_csv), "--out", str(out),
+        [sys.executable, "-m", "inferwatch", "baseline", "build", str(train_csv), "--out", str(out),
          "--label-column", "weather", "--prediction-column", "predict"],
         cwd=ROOT, check=True, capture_output=True, timeout=120,
     )  # fmt: skip

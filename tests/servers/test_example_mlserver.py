@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from middleware._settings import Settings
+from inferwatch.middleware.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.servers._traffic import check_now, oip_body, send
 from tests.servers.conftest import running, server_python
@@ -24,7 +24,7 @@ EXAMPLE = ROOT / "examples" / "mlserver"
 def test_committed_baseline_is_built_from_the_training_csv(tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     subprocess.run(
-        [sys.executable, "-m", "sidecar", "baseline", "build", str(EXAMPLE / "train.csv"),
+        [sys.executable, "-m", "inferwatch", "baseline", "build", str(EXAMPLE / "train.csv"),
          "--out", str(out), "--label-column", "weather", "--prediction-column", "predict"],
         cwd=ROOT, check=True, capture_output=True, timeout=60,
     )  # fmt: skip

@@ -88,7 +88,7 @@ def test_metadata_and_datatypes_pick_the_labels_among_two_outputs(
     (tmp_path / "renamed.csv").write_text(train)
     baseline = tmp_path / "baseline.json"
     subprocess.run(
-        [sys.executable, "-m", "sidecar", "baseline", "build", str(tmp_path / "renamed.csv"),
+        [sys.executable, "-m", "inferwatch", "baseline", "build", str(tmp_path / "renamed.csv"),
          "--out", str(baseline), "--label-column", "weather", "--prediction-column", "guess"],
         cwd=ROOT, check=True, capture_output=True, timeout=120,
     )  # fmt: skip

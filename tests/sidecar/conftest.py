@@ -128,7 +128,7 @@ def sidecar_process(
     log = tmp_path / f"sidecar-{port}.log"
     with open(log, "wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "sidecar", "--upstream", upstream,
+            [sys.executable, "-m", "inferwatch", "sidecar", "--upstream", upstream,
              "--host", "127.0.0.1", "--port", str(port), "--admin-host", "127.0.0.1",
              "--admin-port", str(admin_port), "--db", db, *health,
              "--flush-interval", "0.1", *flags],

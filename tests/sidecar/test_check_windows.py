@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sidecar._cli import main
+from inferwatch.sidecar._cli import main
 from tests.conftest import ROOT
-from tests.middleware.test_drift import T0, log_rows, open_store
-from tests.middleware.test_summaries import fold_all
+from tests.middleware.drift.test_drift import T0, log_rows, open_store
+from tests.middleware.summaries.test_summaries import fold_all
 from tests.sidecar.test_cli import write_csv
 
 
@@ -33,7 +33,7 @@ def baseline(tmp_path: Path) -> Path:
 
 def store_of(path: Path, baseline: Path, yesterday: float, today: float) -> str:
     """A store with 2,000 rows of x ~ N(shift, 1) a day before T0 and 2,000 at T0, summarized."""
-    from middleware._baseline import load_baseline
+    from inferwatch.middleware.baseline.build import load_baseline
 
     con = open_store(path)
     rng = np.random.default_rng(3)
@@ -52,7 +52,7 @@ def check(db: str, baseline: Path, *extra: str) -> tuple[int, dict]:
     until = (T0 + timedelta(seconds=200)).isoformat() + "Z"
     args = ["check", "--db", db, "--baseline", str(baseline), "--until", until, "--format", "json"]
     done = subprocess.run(
-        [sys.executable, "-m", "sidecar", *args, *extra],
+        [sys.executable, "-m", "inferwatch", *args, *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,9 +12,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from middleware import Engine, Settings
-from middleware._settings import SETTING_FIELDS
-from sidecar._cli import main
+from inferwatch import Engine, Settings
+from inferwatch.middleware.settings import SETTING_FIELDS
+from inferwatch.sidecar._cli import main
 from tests.conftest import ROOT, make_capture
 
 
@@ -168,7 +168,7 @@ def _inferwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     """The real command line in a process of its own, with no INFERWATCH_* but ``env``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INFERWATCH_")}
     return subprocess.run(
-        [sys.executable, "-m", "sidecar", *args],
+        [sys.executable, "-m", "inferwatch", *args],
         cwd=ROOT,
         env={**clean, **(env or {})},
         capture_output=True,

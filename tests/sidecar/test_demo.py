@@ -18,7 +18,7 @@ from tests.conftest import ROOT, free_port
 
 def test_demo_detects_every_phase() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "demo", "--duration", "50s", "--keep",
+        [sys.executable, "-m", "inferwatch", "demo", "--duration", "50s", "--keep",
          "--port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -62,7 +62,7 @@ def test_demo_detects_every_phase() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_demo_stops_its_children_and_removes_its_folder(signum: int) -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "demo", "--port", str(free_port())],
+        [sys.executable, "-m", "inferwatch", "demo", "--port", str(free_port())],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sidecar._held_head import HeldHeadTransport
+from inferwatch.sidecar._held_head import HeldHeadTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
 

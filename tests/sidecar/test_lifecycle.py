@@ -24,7 +24,7 @@ MIB = 2**20
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERWATCH_")}
     return subprocess.run(
-        [sys.executable, "-m", "sidecar", "sidecar", *args],
+        [sys.executable, "-m", "inferwatch", "sidecar", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

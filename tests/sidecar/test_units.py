@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sidecar._headers import request_headers, response_headers, upstream_target
-from sidecar._upstream import CHUNKED, NO_BODY, Upstream
+from inferwatch.sidecar._headers import request_headers, response_headers, upstream_target
+from inferwatch.sidecar._upstream import CHUNKED, NO_BODY, Upstream
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,8 @@ def test_response_headers_drop_hop_by_hop() -> None:
 def test_the_sidecar_freezes_what_start_up_built() -> None:
     # In a child: freezing changes the whole process's collector, the test runner's included.
     script = (
-        "import gc; from sidecar._serve import _settle_gc; before = gc.get_freeze_count();"
+        "import gc; from inferwatch.sidecar._serve import _settle_gc;"
+        "before = gc.get_freeze_count();"
         "_settle_gc(); print(before, gc.get_freeze_count() > 10_000, *gc.get_threshold())"
     )
     done = subprocess.run(

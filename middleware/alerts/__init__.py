@@ -1,0 +1,1 @@
+"""Alerts: rules read from the reports, messages, channels and their delivery."""

@@ -1,0 +1,1 @@
+"""The monitor API: routes, access, dashboard and the OpenAPI document."""

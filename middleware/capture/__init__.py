@@ -1,0 +1,1 @@
+"""The request path: the pure-ASGI middleware and the app when monitoring is off."""

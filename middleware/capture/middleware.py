@@ -1,0 +1,400 @@
+"""MonitorMiddleware: the pure-ASGI middleware that times, samples and captures inferences.
+
+The request path only measures, keeps references to body chunks and appends one tuple to a list.
+By default a sender thread hands those to the pod's collector process, which owns the store and
+does everything slow (``inferwatch.middleware.collector``); with ``engine=`` (the sidecar, tests)
+the engine runs in this process instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..baseline.model_scope import baseline_files
+from ..collector import ApiForwarder, CollectorChannel
+from ..drift.checks import BaselineFile
+from ..engine.engine import Engine
+from ..errors import MonitorError
+from ..settings import Settings
+from .monitor_off import MonitoringOff, fallback_prefix
+from .request_ids import new_request_id
+
+__all__ = ["MonitorMiddleware"]
+
+logger = logging.getLogger("inferwatch")
+
+_REQUEST_ID = b"x-request-id"
+_CONTENT_TYPE = b"content-type"
+_ERROR = b"x-inferwatch-error"
+_MAX_REQUEST_ID = 128
+_UNMATCHED = "<unmatched>"
+_OTHER = "<other>"
+_CONNECT_WAIT_S = 15.0
+_perf_counter = time.perf_counter
+_random = random.random
+_PROBES = frozenset({"/healthz", "/readyz"})  # answered at once, whatever the collector's state
+
+
+class MonitorMiddleware:
+    """Monitor an ASGI model app: capture payloads, time requests, serve the monitor API.
+
+    ``MonitorMiddleware(app, db="monitor.duckdb", baseline="baseline.json", sample_rate=0.2)``
+    takes every setting of :class:`Settings` as a keyword. Each worker process hands its requests
+    to the one collector of ``db`` (started by the first worker that finds none) and answers the
+    monitor API under ``api_prefix`` through it, so every worker gives the same figures. Pass
+    ``engine=Engine(settings)`` to run the engine in this process instead (as the sidecar does);
+    ``db=":memory:"`` always does. The hand-off starts and stops with the app's lifespan.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings | None = None,
+        engine: Engine | None = None,
+        serve_api: bool = True,
+        **values: Any,
+    ) -> None:
+        self.app = app
+        # Set when monitoring cannot run: the model's traffic then passes through untouched.
+        # Starlette builds its middleware on the first ASGI call, so raising here would make
+        # uvicorn take the lifespan protocol for unsupported and answer every request with a
+        # 500: a bad setting is reported through lifespan.startup.failed, /readyz and the log.
+        self.off: MonitoringOff | None = None
+        if settings is not None and values:
+            raise TypeError("Pass either settings or keyword settings, not both.")
+        try:
+            if settings is None:
+                settings = engine.settings if engine is not None else Settings.load(values)
+            if engine is None and settings.db == ":memory:":
+                engine = Engine(settings)
+            elif engine is None:
+                _readable_baselines(settings)  # the collector would refuse them: say so here
+        except MonitorError as exc:
+            self.off = MonitoringOff(app, fallback_prefix(values), str(exc))
+            return
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.channel: CollectorChannel | None = None
+        self._forward: ApiForwarder | None = None
+        if engine is None and settings.db != ":memory:":
+            self.channel = CollectorChannel(settings)
+            self._sink: _Sink = self.channel
+        else:
+            self.engine = engine
+            self._sink = _InProcess(engine)
+        self._sample_rate = settings.sample_rate
+        # Decided without random() at the two ends, where no draw can change the answer.
+        self._sample_all = settings.sample_rate >= 1.0
+        self._sample_some = 0.0 < settings.sample_rate < 1.0
+        self._max_body = settings.max_body_bytes
+        self._max_routes = settings.max_routes
+        self._routes: set[str] = set()
+        self._prefix = settings.api_prefix
+        self._api: ASGIApp | None = None
+        if serve_api:
+            if self.engine is not None:
+                from ..api.app import build_api
+
+                self._api = build_api(self.engine)
+            else:
+                channel: Any = self.channel
+                self._forward = ApiForwarder(channel.paths.api, lambda: channel.problem)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.off is not None:
+            await self.off(scope, receive, send)
+            return
+        scope_type = scope["type"]
+        if scope_type == "http":
+            if self._api is not None or self._forward is not None:
+                root: str = scope.get("root_path", "")
+                path: str = scope["path"]
+                if root and path.startswith(root):
+                    path = path[len(root) :]
+                prefix = self._prefix
+                if path.startswith(prefix) and (
+                    len(path) == len(prefix) or path[len(prefix)] == "/"
+                ):
+                    # Served without lifespan events, the first request starts the hand-off.
+                    if not self._sink.running and not self._start():
+                        await self.off(scope, receive, send)  # type: ignore[misc]
+                        return
+                    scope = {**scope, "root_path": root + prefix}
+                    if self._forward is not None:
+                        api_path = path[len(prefix) :] or "/"
+                        if api_path not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
+                            # Being started (no lifespan) or restarted: worth a short wait.
+                            await self.channel.wait_connected(_CONNECT_WAIT_S)  # type: ignore[union-attr]
+                        await self._forward(scope, receive, send, api_path)
+                    else:
+                        await self._api(scope, receive, send)  # type: ignore[misc]
+                    return
+            if not self._sink.running and not self._start():
+                await self.off(scope, receive, send)  # type: ignore[misc]
+                return
+            await self._monitor(scope, receive, send)
+        elif scope_type == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _start(self, *, logged: bool = False) -> bool:
+        """Start the engine or the hand-off; when it cannot start, monitoring is off and this is
+        False."""
+        try:
+            self._sink.start()
+        except Exception as exc:  # the model's traffic must flow whatever the monitor's state
+            reason = f"the monitoring engine failed to start: {exc}"
+            self.off = MonitoringOff(self.app, self._prefix, reason, logged=logged)
+            if logged:
+                logger.error("inferwatch is off, requests pass through: %s", reason)
+            return False
+        return True
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sink = self._sink
+
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Start-up goes on when the monitor cannot start: the model serves unmonitored.
+                channel = self.channel
+                if (
+                    self._start(logged=True)
+                    and channel is not None
+                    and (self.settings.collector_autostart or os.path.exists(channel.paths.ingest))
+                ):
+                    # The first worker starts the collector: the app is ready once it answers.
+                    await channel.wait_connected(_CONNECT_WAIT_S)
+            return message
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
+                # Written (or confirmed written by the collector) before the server is told it
+                # may exit, so nothing sampled is lost.
+                await asyncio.get_running_loop().run_in_executor(None, sink.stop)
+            await send(message)
+
+        await self.app(scope, lifespan_receive, lifespan_send)
+
+    async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sink = self._sink
+        sink.in_flight += 1
+        started = _perf_counter()
+        max_body = self._max_body
+        request_id = b""
+        request_type: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == _REQUEST_ID:
+                request_id = value
+            elif key == _CONTENT_TYPE:
+                request_type = value
+        if not request_id or len(request_id) > _MAX_REQUEST_ID or not request_id.isascii():
+            request_id = new_request_id()
+        request_id_header = (_REQUEST_ID, request_id)
+
+        request_chunks: list[bytes] = []
+        request_size = 0
+        request_truncated = False
+        response_chunks: list[bytes] = []
+        response_size = 0
+        response_truncated = False
+        response_type: bytes | None = None
+        status = 0
+        first_byte: float | None = None
+        reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
+        recorded = False
+
+        def record(error: str | None) -> None:
+            # One tuple per request: a capture when sampled (it carries the timing too), else
+            # the timing alone. Appending it is atomic; the sink's thread does the rest.
+            nonlocal recorded
+            recorded = True
+            latency = _perf_counter() - started
+            if error is None and reported_error is not None:
+                error = reported_error.decode("latin-1")[:200]
+            try:
+                route = self._route_label(scope, status)
+            except Exception:  # the model's response is on its way; the monitor never breaks it
+                logger.exception("inferwatch failed to label a request")
+                return
+            if (
+                error is not None
+                or status >= 500
+                or self._sample_all
+                or (self._sample_some and _random() < self._sample_rate)
+            ):
+                sink.put(
+                    (
+                        # When it started, on the wall clock: read only for what is captured.
+                        time.time() - latency,
+                        request_id.decode("ascii", "replace"),
+                        scope["method"],
+                        scope["path"],
+                        route,
+                        status,
+                        latency,
+                        first_byte,
+                        tuple(request_chunks),
+                        request_size,
+                        request_truncated,
+                        _text(request_type),
+                        tuple(response_chunks),
+                        response_size,
+                        response_truncated,
+                        _text(response_type),
+                        error,
+                    )
+                )
+            else:
+                sink.put((scope["method"], route, status, latency, first_byte))
+
+        async def capture_receive() -> Message:
+            nonlocal request_size, request_truncated
+            message = await receive()
+            body = message.get("body")
+            if body:
+                request_size += len(body)
+                if request_size <= max_body:
+                    request_chunks.append(body)
+                else:
+                    request_truncated = True
+            return message
+
+        def capture_send(message: Message) -> Awaitable[None]:
+            # A plain function returning send's awaitable: one coroutine less per message, and
+            # the capture is still handed over before the last message is sent.
+            nonlocal status, response_type, response_size, response_truncated, first_byte
+            nonlocal reported_error
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                headers = []
+                for item in message.get("headers", ()):
+                    key = item[0].lower()
+                    if key == _REQUEST_ID:
+                        continue
+                    if key == _CONTENT_TYPE:
+                        response_type = item[1]
+                    elif key == _ERROR:
+                        reported_error = item[1]
+                    headers.append(item)
+                headers.append(request_id_header)
+                message["headers"] = headers
+            elif kind == "http.response.body":
+                body = message.get("body")
+                if body:
+                    if first_byte is None:
+                        first_byte = _perf_counter() - started
+                    response_size += len(body)
+                    if response_size <= max_body:
+                        response_chunks.append(body)
+                    else:
+                        response_truncated = True
+                if not message.get("more_body", False) and status < 500 and not recorded:
+                    # Before the last byte leaves: a client that has its response knows that
+                    # the capture is handed over, which is what a read-your-writes read needs.
+                    # A 5xx waits for the app to return: an exception may follow to name it.
+                    record(None)
+            return send(message)
+
+        try:
+            await self.app(scope, capture_receive, capture_send)
+        except BaseException as exc:
+            if not recorded:
+                if status == 0:
+                    status = 500
+                record(type(exc).__name__)
+            raise
+        finally:
+            sink.in_flight -= 1
+            if not recorded:
+                record(None)
+
+    def _route_label(self, scope: Scope, status: int) -> str:
+        """The route template, so that labels stay few however many paths clients send."""
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        if isinstance(template, str):
+            mount = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+            label = mount + template if mount and not template.startswith(mount) else template
+        elif status == 404:
+            return _UNMATCHED
+        else:
+            label = scope["path"]
+        if label in self._routes:
+            return label
+        if len(self._routes) >= self._max_routes:
+            return _OTHER
+        self._routes.add(label)
+        return label
+
+
+class _Sink(Protocol):
+    """Where the request path puts its one tuple per request."""
+
+    running: bool
+    in_flight: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Any: ...
+
+    def put(self, record: tuple[Any, ...]) -> Any: ...
+
+
+class _InProcess:
+    """The request path's sink when the engine runs in this process."""
+
+    __slots__ = ("engine", "put")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        tracker, queue = engine.efficiency, engine.queue
+
+        def put(record: tuple[Any, ...]) -> None:
+            if len(record) == 5:
+                tracker.observe(*record)
+            else:
+                tracker.observe(record[2], record[4], record[5], record[6], record[7])
+                queue.put(record)
+
+        self.put = put
+
+    @property
+    def running(self) -> bool:
+        return self.engine.running
+
+    @property
+    def in_flight(self) -> int:
+        return self.engine.efficiency.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self.engine.efficiency.in_flight = value
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+
+def _readable_baselines(settings: Settings) -> None:
+    """Raise :class:`MonitorError` when a baseline given in ``settings`` cannot be read."""
+    BaselineFile(settings.baseline)
+    for path in baseline_files(settings.baselines).values():
+        BaselineFile(path)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")

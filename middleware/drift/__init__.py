@@ -1,0 +1,1 @@
+"""The skew check: a window of the store compared with the baseline, on a schedule."""

@@ -1,0 +1,1 @@
+"""The engine: the parts put together, its periodic jobs and its Prometheus figures."""

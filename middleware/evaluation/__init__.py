@@ -1,0 +1,1 @@
+"""Model quality from ground truth: labels, predictions joined, metrics, changes."""

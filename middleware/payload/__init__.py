@@ -1,0 +1,1 @@
+"""What a captured exchange holds, and how its bodies read as feature rows."""

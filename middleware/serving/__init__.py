@@ -1,0 +1,1 @@
+"""How the model serves: requests, latency and errors, and the resources it uses."""

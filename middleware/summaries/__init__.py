@@ -1,0 +1,1 @@
+"""Summaries: captured rows folded into per-minute rows that checks add up."""
