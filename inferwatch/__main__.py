@@ -1,0 +1,5 @@
+"""``python -m inferwatch`` runs the ``inferwatch`` command line."""
+
+from .sidecar._cli import main
+
+main(prog_name="inferwatch")
