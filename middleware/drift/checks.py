@@ -25,7 +25,7 @@ from .summary_check import Against, check_window, covered
 from .window_cap import capped_window
 
 if TYPE_CHECKING:
-    from ..engine.engine import Engine
+    from .host import CheckHost
 
 __all__ = ["BaselineFile", "DriftChecks", "drift_metrics"]
 
@@ -117,7 +117,7 @@ class DriftChecks:
     """Runs skew checks against the log store and keeps what they found."""
 
     def __init__(
-        self, engine: Engine, model: str | None = None, baseline: str | None = None
+        self, engine: CheckHost, model: str | None = None, baseline: str | None = None
     ) -> None:
         self._engine = engine
         self.model = model  # None: every request; else the requests whose path named it

@@ -23,6 +23,7 @@ from ..baseline.file import Baseline
 from ..baseline.model_scope import baseline_files
 from ..drift.checks import DriftChecks, drift_metrics
 from ..errors import MonitorError
+from ..evaluation.prometheus import evaluation_metrics
 from ..evaluation.quality import evaluate
 from ..fleet.shipping import FleetShipper
 from ..payload.exchange import CaptureCounters, CaptureQueue
@@ -34,7 +35,6 @@ from ..settings import Settings
 from ..stats.outliers import OutlierModel
 from ..store.columns import ColumnHints
 from ..store.writer import StoreWriter
-from .metrics import evaluation_metrics
 from .periodic import Periodic
 
 __all__ = ["Engine"]
