@@ -165,6 +165,30 @@ _FEATURE_KEYS = frozenset(
 )
 
 
+def parse_attributions(doc: Any) -> tuple[dict[str, FeatureBaseline], dict[str, float]]:
+    """The baseline's ``attributions`` entry: a numeric summary and the mean absolute value of
+    each feature's training attributions. Raises ValueError naming what is wrong."""
+    if not isinstance(doc, Mapping) or set(doc) - {"features", "mean_abs"}:
+        raise ValueError("attributions needs only features and mean_abs")
+    features, means = doc.get("features"), doc.get("mean_abs")
+    if not isinstance(features, Mapping) or not isinstance(means, Mapping):
+        raise ValueError("attributions.features and attributions.mean_abs must be objects")
+    summaries = {n: FeatureBaseline.from_json(n, v) for n, v in features.items()}
+    if any(s.kind != "numeric" for s in summaries.values()) or set(means) != set(summaries):
+        raise ValueError("attributions must be numeric, with a mean_abs for each feature")
+    return summaries, parse_importances(means, "attributions.mean_abs")
+
+
+def parse_importances(doc: Any, key: str = "importances") -> dict[str, float]:
+    """A map of feature names to non-negative numbers; raises ValueError otherwise."""
+    if not isinstance(doc, Mapping) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in doc.values()
+    ):
+        raise ValueError(f"{key} must map feature names to non-negative numbers")
+    return {str(n): float(v) for n, v in doc.items()}
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -233,9 +257,6 @@ class Baseline:
             raise ValueError("columns is not a list of names")
         quality = doc.get("quality")
         outliers = doc.get("outliers")
-        # imported here: the attributions module reads Baseline and FeatureBaseline from this one
-        from ..drift.attributions import parse_attributions, parse_importances
-
         attributions, means = ({}, {})
         if doc.get("attributions") is not None:
             attributions, means = parse_attributions(doc["attributions"])
