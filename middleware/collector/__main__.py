@@ -12,10 +12,17 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from ..settings import Settings  # noqa: E402
 from .election import SETTINGS_ENV, claim_store  # noqa: E402
 from .paths import CollectorPaths  # noqa: E402
+
+
+def _load_collector() -> Callable[..., int]:
+    from .process import run_collector  # with it the API, the pod's engine and their imports
+
+    return run_collector
 
 
 def main(argv: list[str]) -> int:
@@ -25,7 +32,7 @@ def main(argv: list[str]) -> int:
         if argv == ["--standby"]:
             from .standby import stand_by
 
-            return stand_by(settings, _STARTED)
+            return stand_by(settings, _STARTED, _load_collector)
         # Lock and sockets first: workers reconnect while the engine's modules are imported.
         claim = claim_store(CollectorPaths.for_db(settings.db))
         if claim is None:

@@ -15,12 +15,16 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
 
 from ..settings import Settings
 from .election import _start, claim_store, hold_lock
 from .paths import CollectorPaths
 
 __all__ = ["stand_by", "start_standby", "stop_standby"]
+
+# process.run_collector, which imports this module: handed in rather than imported back
+RunCollector = Callable[..., int]
 
 logger = logging.getLogger("inferwatch")
 
@@ -56,14 +60,15 @@ def stop_standby(timeout: float = 5.0) -> None:
         child.wait()
 
 
-def stand_by(settings: Settings, started: float) -> int:
-    """Wait for the store's lock, the engine imported; then run as its collector."""
+def stand_by(settings: Settings, started: float, load: Callable[[], RunCollector]) -> int:
+    """Wait for the store's lock, the engine imported (``load`` imports it and returns the
+    collector's ``run_collector``); then run as its collector."""
     paths = CollectorPaths.for_db(settings.db)
     standby = hold_lock(paths.standby_lock)
     if standby is None:
         return 0  # one waits already
     try:
-        from . import api, pod, process  # noqa: F401  (imported now, not when needed)
+        run_collector = load()  # the engine's modules imported now, not when needed
 
         lock = os.open(paths.lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
         fcntl.flock(lock, fcntl.LOCK_EX)  # SIGTERM (the default action) ends the wait
@@ -73,4 +78,4 @@ def stand_by(settings: Settings, started: float) -> int:
     claim = claim_store(paths, lock)
     assert claim is not None
     logger.info("inferwatch: the standby collector takes over (pid %d)", os.getpid())
-    return process.run_collector(settings, auto=True, claim=claim, started=taken)
+    return run_collector(settings, auto=True, claim=claim, started=taken)
