@@ -9,6 +9,7 @@ directory outside the checkout, and with a model app that has a ``middleware/`` 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,18 @@ def test_pyproject_installs_every_package_of_the_tree() -> None:
     }
 
 
+_NOT_SOURCE = (
+    ".git",
+    ".venv*",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "*.duckdb*",
+)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh virtual environment with this repository pip-installed (not editable); its
@@ -57,9 +70,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # editable install) is not read: Python reads those of site folders only.
     deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     Path(purelib, "zz_dependencies.pth").write_text("\n".join(deps) + "\n")
+    # from a copy: a build in the checkout would leave build/ behind, and reuse it next time
+    source = tmp_path_factory.mktemp("source") / "inferwatch"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
-         str(ROOT)],
+         str(source)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.mktemp("pip"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
