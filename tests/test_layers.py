@@ -20,12 +20,14 @@ LAYERS: Sequence[Sequence[str]] = (
     ("settings",),  # the one settings object
     ("serving",),  # how the model serves: request figures, resources, cgroup
     ("payload",),  # what a capture holds and how its bodies read as features
-    ("stats",),  # numerical methods: distances, the outlier model
-    ("store",),  # the DuckDB log store, its writer thread and columns
+    ("stats",),  # numerical methods and summary SQL: distances, the outlier model
     ("baseline",),  # the training data's profile, and a window counted in its bins
+    ("summaries",),  # captured rows folded into per-minute rows, in the baseline's bins
+    ("store",),  # the DuckDB log store, its writer thread (which folds summaries), columns
     ("evaluation",),  # ground truth joined with predictions, quality
     ("drift",),  # a window compared with the baseline, and the periodic check
     ("alerts",),  # rules on the reports, channels, delivery
+    ("fleet",),  # summaries shipped to shared storage (its secrets read as the alerts' are)
     ("engine",),  # the parts put together, periodic jobs, Prometheus figures
     ("api",),  # the monitor API
     ("collector",),  # the process that owns the store, and the worker's hand-off to it
