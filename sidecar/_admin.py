@@ -12,12 +12,10 @@ import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inferwatch.middleware import Engine, Settings
-
 from ._proxy import UpstreamStats
 from ._upstream import Upstream, UpstreamPool
 
-__all__ = ["HEALTH_ROUTES", "AdminApp", "SidecarEngine", "UpstreamProbe"]
+__all__ = ["HEALTH_ROUTES", "AdminApp", "UpstreamFigures", "UpstreamProbe"]
 
 HEALTH_ROUTES = ("/v2/health/ready", "/v1/models", "/health", "/healthz")
 """Readiness routes tried in turn when none is set: Open Inference Protocol (Triton, MLServer,
@@ -149,28 +147,25 @@ class UpstreamProbe:
             await self._client.aclose()
 
 
-class SidecarEngine(Engine):
-    """The engine, with the upstream's state in readiness, /health and /metrics."""
+class UpstreamFigures:
+    """The upstream as the engine reports it (an ``EngineExtension``): its readiness in /readyz,
+    the ``upstream`` section of /health, and the ``inferwatch_upstream_*`` metrics."""
 
-    def __init__(
-        self, settings: Settings, probe: UpstreamProbe, pool: UpstreamPool, stats: UpstreamStats
-    ) -> None:
-        super().__init__(settings)
+    name = "upstream"
+
+    def __init__(self, probe: UpstreamProbe, pool: UpstreamPool, stats: UpstreamStats) -> None:
         self.probe = probe
         self.pool = pool
         self.stats = stats
         self.draining = False
 
     def readiness_problems(self) -> list[str]:
-        problems = super().readiness_problems()
-        if self.draining:
-            problems.append("the sidecar is shutting down")
+        problems = ["the sidecar is shutting down"] if self.draining else []
         return problems + self.probe.problems()
 
-    def health(self, window_s: float | None = None) -> dict[str, Any]:
-        report = super().health(window_s)
+    def health(self) -> dict[str, Any]:
         probe, pool = self.probe, self.pool
-        report["upstream"] = {
+        return {
             "url": pool.upstream.url,
             "reachable": probe.reachable,
             "ready": probe.ready,
@@ -183,10 +178,8 @@ class SidecarEngine(Engine):
             "errors": {reason: self.stats.errors.get(reason, 0) for reason in _REASONS},
             "client_disconnects": self.stats.client_gone,
         }
-        return report
 
-    def extra_metrics(self) -> Iterator[Metric]:
-        yield from super().extra_metrics()
+    def metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "inferwatch_upstream_up", "1 when the upstream's health route answered 2xx last time."
         )

@@ -25,11 +25,11 @@ from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from inferwatch.middleware import MonitorError, MonitorMiddleware, Settings
+from inferwatch.middleware import Engine, MonitorError, MonitorMiddleware, Settings
 from inferwatch.middleware.api.access import is_loopback
 from inferwatch.middleware.api.app import build_api
 
-from ._admin import AdminApp, SidecarEngine, UpstreamProbe
+from ._admin import AdminApp, UpstreamFigures, UpstreamProbe
 from ._connection import UpstreamError
 from ._held_head import HeldHeadTransport
 from ._proxy import Proxy, RequestIds, UpstreamStats
@@ -325,7 +325,9 @@ async def _main(
     )
     stats = UpstreamStats()
     probe = UpstreamProbe(upstream, settings.upstream_health_path)
-    engine = SidecarEngine(settings, probe, pool, stats)
+    engine = Engine(settings)
+    figures = UpstreamFigures(probe, pool, stats)
+    engine.register(figures)
     proxy = _Server(
         _config(
             RequestIds(MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)),
@@ -349,7 +351,7 @@ async def _main(
             signal.Signals(signum).name,
             settings.drain_timeout,
         )
-        engine.draining = True
+        figures.draining = True
         proxy.should_exit = True
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -376,7 +378,7 @@ async def _main(
         proxy_task = loop.create_task(proxy.serve(sockets=[proxy_socket]))
         admin_task = loop.create_task(admin.serve(sockets=[admin_socket]))
         await asyncio.wait({proxy_task, admin_task}, return_when=asyncio.FIRST_COMPLETED)
-        engine.draining = True
+        figures.draining = True
         proxy.should_exit = True
         await proxy_task
         admin.should_exit = True

@@ -35,6 +35,7 @@ from ..settings import Settings
 from ..stats.outliers import OutlierModel
 from ..store.columns import ColumnHints
 from ..store.writer import StoreWriter
+from .extensions import EngineExtension
 from .periodic import Periodic
 
 __all__ = ["Engine"]
@@ -47,6 +48,7 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.extensions: list[EngineExtension] = []
         self.counters = CaptureCounters()
         self.queue = CaptureQueue(settings.queue_size, self.counters)
         # the model server's own account of its models, read off the request path
@@ -170,7 +172,13 @@ class Engine:
         elif self.writer.store is None:
             problems.append(f"the log store is unavailable: {self.writer.last_error}")
         problems.extend(self.drift.problems())
+        for extension in self.extensions:
+            problems.extend(extension.readiness_problems())
         return problems
+
+    def register(self, extension: EngineExtension) -> None:
+        """Add a part's readiness, its ``/health`` section and its metrics to the engine's."""
+        self.extensions.append(extension)
 
     def outliers(self) -> dict[str | None, OutlierModel]:
         """The outlier models that the writer scores input rows with: each model's own from the
@@ -333,6 +341,7 @@ class Engine:
             "resources": resources,
             "capture": self.capture_health(),
             "fleet": None if self.fleet is None else self.fleet.health(),
+            **{extension.name: extension.health() for extension in self.extensions},
         }
 
     def health_status(self) -> str:
@@ -370,6 +379,8 @@ class Engine:
         yield from self.alerts.metrics()
         if self.fleet is not None:
             yield from self.fleet.metrics()
+        for extension in self.extensions:
+            yield from extension.metrics()
 
     def _record_row(self, table: str, row: dict[str, Any]) -> None:
         """Append one alert or delivery row through the writer thread (alerts are rare)."""
