@@ -40,7 +40,7 @@ from inferwatch.middleware.errors import MonitorError
 from inferwatch.middleware.store.database import Store
 from tests.apps import yes_no_app
 from tests.conftest import uvicorn_process, wait_until
-from tests.middleware.drift.test_drift import T0, log_rows, open_store, write_parquet
+from tests.middleware.conftest import T0, log_rows, open_store, write_parquet
 
 
 def _copy(source: str, target: Path, options: str = "") -> str:

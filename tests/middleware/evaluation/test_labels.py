@@ -29,7 +29,7 @@ from inferwatch.middleware.payload.exchange import Capture
 from inferwatch.middleware.store.database import Store
 from tests.apps import yes_no_app
 from tests.conftest import make_capture, uvicorn_process, wait_until
-from tests.middleware.evaluation.test_evaluation import NOW, insert
+from tests.middleware.evaluation.conftest import NOW, insert
 
 LATER = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from inferwatch.middleware.serving.resources import ResourceSampler, find_process
-from tests.middleware.serving.test_cgroup import CGROUP_DATA, CGROUP_KEYS, LIMITED_T0
+from tests.middleware.serving.conftest import CGROUP_DATA, CGROUP_KEYS, LIMITED_T0
 
 REAL_CGROUP = Path("/sys/fs/cgroup")
 GIB = 1024**3
