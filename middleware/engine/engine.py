@@ -34,6 +34,7 @@ from ..serving.series import SeriesRows
 from ..settings import Settings
 from ..stats.outliers import OutlierModel
 from ..store.columns import ColumnHints
+from ..store.options import StoreOptions
 from ..store.writer import StoreWriter
 from .extensions import EngineExtension
 from .periodic import Periodic
@@ -54,7 +55,7 @@ class Engine:
         # the model server's own account of its models, read off the request path
         self.metadata = ModelMetadata(settings.upstream if settings.model_metadata else None)
         self.writer = StoreWriter(
-            settings,
+            StoreOptions.from_settings(settings),
             self.queue,
             self.counters,
             hints=self.column_hints,

@@ -29,12 +29,12 @@ from ..baseline.file import Baseline
 from ..errors import MonitorError
 from ..payload.exchange import CaptureCounters, CaptureQueue
 from ..payload.parse import ParseLimits
-from ..settings import Settings
 from ..stats.outliers import OutlierModel
 from ..summaries.fold import SummaryFolder
 from ..summaries.retention import maintain_summaries
 from .columns import ColumnHints, Columnizer
 from .database import Store
+from .options import StoreOptions
 from .row_scores import RowScorer
 
 __all__ = ["StoreWriter"]
@@ -62,11 +62,14 @@ _EVICT_SHARE = 0.1
 
 
 class StoreWriter:
-    """Owns the log store and the thread that fills it from a :class:`CaptureQueue`."""
+    """Owns the log store and the thread that fills it from a :class:`CaptureQueue`.
+
+    It reads only its :class:`StoreOptions`; the engine builds them from the settings.
+    """
 
     def __init__(
         self,
-        settings: Settings,
+        options: StoreOptions,
         queue: CaptureQueue,
         counters: CaptureCounters,
         *,
@@ -77,7 +80,7 @@ class StoreWriter:
         ),
         baselines: Callable[[], Mapping[str | None, Baseline | None]] = dict,
     ) -> None:
-        self._settings = settings
+        self._options = options
         self._outliers = outliers
         self._scorer = RowScorer()
         self._folder = SummaryFolder(baselines)
@@ -85,9 +88,9 @@ class StoreWriter:
         self._counters = counters
         self._columnizer = Columnizer(
             limits=ParseLimits(
-                max_fields_per_row=settings.max_fields_per_row, redact=frozenset(settings.redact)
+                max_fields_per_row=options.max_fields_per_row, redact=frozenset(options.redact)
             ),
-            max_names=settings.max_features,
+            max_names=options.max_features,
             counters=counters,
             hints=hints,
             seen=seen,
@@ -183,9 +186,9 @@ class StoreWriter:
     def _open_store(self) -> None:
         try:
             store = Store(
-                self._settings.db,
-                memory_bytes=self._settings.db_memory,
-                threads=self._settings.db_threads,
+                self._options.db,
+                memory_bytes=self._options.db_memory,
+                threads=self._options.db_threads,
             )
         except MonitorError as exc:
             self._report(str(exc))
@@ -195,7 +198,7 @@ class StoreWriter:
             self._columnizer.load(store.feature_columns())
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
-            self._report(f"Cannot open the log store {self._settings.db!r}: {_first_line(exc)}")
+            self._report(f"Cannot open the log store {self._options.db!r}: {_first_line(exc)}")
             _close_quietly(store)
             self._retry_later()
             return
@@ -203,7 +206,7 @@ class StoreWriter:
             self._store = store
         self._reopen_delay = _REOPEN_FIRST_S
         if self.last_error is not None:
-            logger.info("inferwatch: the log store %s is open again", self._settings.db)
+            logger.info("inferwatch: the log store %s is open again", self._options.db)
         self.last_error = None
 
     def _retry_later(self) -> None:
@@ -252,7 +255,7 @@ class StoreWriter:
                     return
             elif len(self._queue) < _BATCH_CAPTURES:
                 # Each insert has a fixed cost of milliseconds: gather a batch unless one is ready.
-                self._wake.wait(self._settings.flush_interval)
+                self._wake.wait(self._options.flush_interval)
                 self._wake.clear()
 
     def _write(self, captures: list[tuple[Any, ...]]) -> None:
@@ -335,12 +338,12 @@ class StoreWriter:
         store = self._store
         if store is None:
             return
-        settings, counters = self._settings, self._counters
+        options, counters = self._options, self._counters
         try:
             cutoff = datetime.fromtimestamp(self._retention_cutoff(), UTC)
             counters.rows_expired += store.delete_older_than(cutoff)
             # Evicting a share at a time keeps one pass short; the next pass goes on if needed.
-            if store.data_bytes() > settings.max_db_bytes:
+            if store.data_bytes() > options.max_db_bytes:
                 counters.rows_evicted += store.evict_oldest(_EVICT_SHARE)
                 store.checkpoint()
             maintain_summaries(
@@ -372,12 +375,12 @@ class StoreWriter:
         rows were written under, so that they stay until they are in fact that old.
         """
         now = time.monotonic()
-        since = now - self._settings.retention
+        since = now - self._options.retention
         frames = self._frames
         while frames and frames[0][0] < since:
             frames.popleft()
         offset = min((frame[1] for frame in frames), default=math.inf)
-        return now + min(offset, time.time() - now) - self._settings.retention
+        return now + min(offset, time.time() - now) - self._options.retention
 
     def _watch_clock(self) -> None:
         """Log a step of the wall clock, and apply retention at once with the guard above."""
@@ -391,7 +394,7 @@ class StoreWriter:
             "retention keeps every row written in the last %.0f s whatever its time",
             "forward" if step > 0 else "back",
             abs(step),
-            self._settings.retention,
+            self._options.retention,
         )
         self._next_maintenance = 0.0
 
