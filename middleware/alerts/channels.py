@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import MonitorError
-from ..settings import Settings
 from .messages import (
     headline,
     render_html,
@@ -34,6 +33,7 @@ from .messages import (
     render_text,
     render_webhook,
 )
+from .options import AlertOptions
 
 __all__ = [
     "Channel",
@@ -268,16 +268,16 @@ class EmailChannel(Channel):
             raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from None
 
 
-def build_channels(settings: Settings) -> list[Channel]:
-    """The channels that ``settings`` configure; a bad value raises :class:`MonitorError`."""
+def build_channels(options: AlertOptions) -> list[Channel]:
+    """The channels that ``options`` configure; a bad value raises :class:`MonitorError`."""
     urls = {
-        name: read_secret(f"alert_{name}_url", getattr(settings, f"alert_{name}_url"))
+        name: read_secret(f"alert_{name}_url", getattr(options, f"alert_{name}_url"))
         for name in ("webhook", "slack", "teams")
     }
-    email = _email_channel(settings)  # validated before any webhook client is opened
+    email = _email_channel(options)  # validated before any webhook client is opened
     renders = {"webhook": render_webhook, "slack": render_slack, "teams": render_teams}
     channels: list[Channel] = [
-        WebhookChannel(name, url, renders[name], timeout=settings.alert_timeout,
+        WebhookChannel(name, url, renders[name], timeout=options.alert_timeout,
                        setting=f"alert_{name}_url")
         for name, url in urls.items()
         if url
@@ -285,25 +285,25 @@ def build_channels(settings: Settings) -> list[Channel]:
     return channels if email is None else [*channels, email]
 
 
-def _email_channel(settings: Settings) -> EmailChannel | None:
-    if settings.alert_smtp_host is None:
-        if settings.alert_email_to:
+def _email_channel(options: AlertOptions) -> EmailChannel | None:
+    if options.alert_smtp_host is None:
+        if options.alert_email_to:
             raise MonitorError("Bad value for setting alert_email_to: alert_smtp_host is not set.")
         return None
-    if settings.alert_smtp_tls not in _SMTP_PORTS:
+    if options.alert_smtp_tls not in _SMTP_PORTS:
         raise MonitorError("Bad value for setting alert_smtp_tls: use starttls, tls or none.")
-    if not settings.alert_email_to:
+    if not options.alert_email_to:
         raise MonitorError("Bad value for setting alert_email_to: give at least one recipient.")
-    password = read_secret("alert_smtp_password", settings.alert_smtp_password)
-    if password and not settings.alert_smtp_user:
+    password = read_secret("alert_smtp_password", options.alert_smtp_password)
+    if password and not options.alert_smtp_user:
         raise MonitorError("Bad value for setting alert_smtp_password: alert_smtp_user is not set.")
     return EmailChannel(
-        settings.alert_smtp_host,
-        settings.alert_smtp_port or None,
-        tls=settings.alert_smtp_tls,
-        user=settings.alert_smtp_user,
+        options.alert_smtp_host,
+        options.alert_smtp_port or None,
+        tls=options.alert_smtp_tls,
+        user=options.alert_smtp_user,
         password=password,
-        sender=settings.alert_email_from,
-        recipients=settings.alert_email_to,
-        timeout=settings.alert_timeout,
+        sender=options.alert_email_from,
+        recipients=options.alert_email_to,
+        timeout=options.alert_timeout,
     )

@@ -24,9 +24,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..errors import MonitorError
-from ..settings import Settings
 from .channels import Channel, build_channels, scrub
 from .delivery import Dispatcher
+from .options import AlertOptions
 from .rules import RULES, Finding, Report, Rule, make_rules, percentile_key, select_rules
 
 __all__ = ["RULES", "AlertManager"]
@@ -67,13 +67,13 @@ class AlertManager:
     ``record`` receives one row per alert event, shaped for the ``alerts`` table, and
     ``record_delivery`` one row per final delivery outcome (sent, failed or dropped), shaped for
     ``alert_deliveries``. They run on the caller's thread and on the channels' threads; a callback
-    that raises is logged and otherwise ignored. ``channels`` replaces those that ``settings``
+    that raises is logged and otherwise ignored. ``channels`` replaces those that ``options``
     configure. A bad setting raises :class:`MonitorError` naming it.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        options: AlertOptions,
         *,
         record: Callable[[dict[str, Any]], None] | None = None,
         record_delivery: Callable[[dict[str, Any]], None] | None = None,
@@ -82,30 +82,30 @@ class AlertManager:
         history_size: int = 1000,
     ) -> None:
         try:
-            percentile_key(settings.alert_latency_percentile)
+            percentile_key(options.alert_latency_percentile)
         except ValueError as exc:
             raise MonitorError(f"Bad value for setting alert_latency_percentile: {exc}.") from None
-        if settings.alert_timeout <= 0:
+        if options.alert_timeout <= 0:
             raise MonitorError("Bad value for setting alert_timeout: it must be above zero.")
-        enabled = select_rules(settings.alert_rules)
-        self._settings, self._record, self._record_delivery = settings, record, record_delivery
+        enabled = select_rules(options.alert_rules)
+        self._options, self._record, self._record_delivery = options, record, record_delivery
         self._rules = [rule for rule in make_rules() if rule.name in enabled]
         self._states = {rule.name: _State() for rule in self._rules}
-        self._for, self._cooldown = settings.alert_for, timedelta(seconds=settings.alert_cooldown)
-        self._source = settings.alert_source or socket.gethostname() or "inferwatch"
-        self._base = (settings.alert_base_url or "").rstrip("/")
+        self._for, self._cooldown = options.alert_for, timedelta(seconds=options.alert_cooldown)
+        self._source = options.alert_source or socket.gethostname() or "inferwatch"
+        self._base = (options.alert_base_url or "").rstrip("/")
         self._lock = threading.Lock()
         self._history: deque[dict[str, Any]] = deque(maxlen=history_size)
         self._seen: dict[str, tuple[Report, Any]] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._held: dict[str, int] = {}
         self._errors: dict[str, int] = {}
-        chosen = build_channels(settings) if channels is None else list(channels)
+        chosen = build_channels(options) if channels is None else list(channels)
         self._channel_names = [channel.name for channel in chosen]
         self._dispatcher = Dispatcher(
             chosen,
-            attempts=settings.alert_attempts,
-            backoff=settings.alert_backoff,
+            attempts=options.alert_attempts,
+            backoff=options.alert_backoff,
             queue_size=queue_size,
             report=self._delivered,
         )
@@ -136,7 +136,7 @@ class AlertManager:
                 if report is None:
                     continue
                 try:
-                    finding = rule.check(report, self._settings)
+                    finding = rule.check(report, self._options)
                 except Exception as exc:  # one odd report must not silence the other rules
                     self._errors[rule.name] = self._errors.get(rule.name, 0) + 1
                     logger.warning("inferwatch alert rule %s failed: %s", rule.name, repr(exc))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MonitorError
-from ..settings import Settings
+from .options import AlertOptions
 
 __all__ = ["RULES", "Finding", "Rule", "make_rules", "percentile_key", "select_rules"]
 
@@ -41,7 +41,7 @@ class Rule:
     source: str
     severity: str
     look: str
-    check: Callable[[Report, Settings], Finding | None]
+    check: Callable[[Report, AlertOptions], Finding | None]
 
 
 def _pct(share: float) -> str:
@@ -61,7 +61,7 @@ def _top(lines: Sequence[str], keep: int = 10) -> tuple[str, ...]:
     return (*lines[:keep], f"and {extra} more") if extra > 0 else tuple(lines)
 
 
-def _schema_skew(report: Report, _: Settings) -> Finding | None:
+def _schema_skew(report: Report, _: AlertOptions) -> Finding | None:
     if report.get("status") in _UNKNOWN_DRIFT:
         return None
     anomalies = [a for a in report.get("schema_anomalies") or [] if isinstance(a, dict)]
@@ -78,8 +78,8 @@ def _schema_skew(report: Report, _: Settings) -> Finding | None:
     return Finding(True, summary, worst, None, _top(lines))
 
 
-def _drift(group: str, noun: str) -> Callable[[Report, Settings], Finding | None]:
-    def check(report: Report, _: Settings) -> Finding | None:
+def _drift(group: str, noun: str) -> Callable[[Report, AlertOptions], Finding | None]:
+    def check(report: Report, _: AlertOptions) -> Finding | None:
         if report.get("status") in _UNKNOWN_DRIFT:
             return None
         items = {k: v for k, v in (report.get(group) or {}).items() if isinstance(v, dict)}
@@ -119,7 +119,7 @@ def _scored(report: Report, key: str) -> dict[str, Any] | None:
     return None if section.get("status") == "insufficient_data" else section
 
 
-def _multivariate(report: Report, _: Settings) -> Finding | None:
+def _multivariate(report: Report, _: AlertOptions) -> Finding | None:
     section = _scored(report, "multivariate")
     if section is None:
         return None
@@ -132,7 +132,7 @@ def _multivariate(report: Report, _: Settings) -> Finding | None:
     return Finding(bool(section.get("drifted")), summary, mean, upper)
 
 
-def _outliers(report: Report, _: Settings) -> Finding | None:
+def _outliers(report: Report, _: AlertOptions) -> Finding | None:
     section = _scored(report, "outliers")
     if section is None:
         return None
@@ -150,7 +150,7 @@ def _outliers(report: Report, _: Settings) -> Finding | None:
     return Finding(bool(section.get("detected")), summary, share, expected, _top(lines))
 
 
-def _attributions(report: Report, settings: Settings) -> Finding | None:
+def _attributions(report: Report, options: AlertOptions) -> Finding | None:
     section = _scored(report, "attributions")
     if section is None:
         return None
@@ -169,7 +169,7 @@ def _attributions(report: Report, settings: Settings) -> Finding | None:
     return Finding(True, summary, float(len(drifted)), None, _top(lines))
 
 
-def _quality(report: Report, _: Settings) -> Finding | None:
+def _quality(report: Report, _: AlertOptions) -> Finding | None:
     if report.get("status") in _UNKNOWN_QUALITY:
         return None
     reasons = [str(reason) for reason in report.get("reasons") or []]
@@ -185,17 +185,17 @@ def _quality(report: Report, _: Settings) -> Finding | None:
     return Finding(True, summary, None, None, _top(reasons + versus))
 
 
-def _error_rate(report: Report, settings: Settings) -> Finding | None:
+def _error_rate(report: Report, options: AlertOptions) -> Finding | None:
     requests = report.get("requests") or {}
     count, rate = requests.get("count"), requests.get("error_rate")
     if count is None or rate is None:
         return None
-    limit = settings.alert_error_rate
+    limit = options.alert_error_rate
     summary = (
         f"5xx error rate {_pct(rate)} ({requests.get('errors', '?')} of {count} requests in the "
         f"last {_num(report.get('window_s'))} s); alert at {_pct(limit)}"
     )
-    return Finding(count >= settings.alert_min_requests and rate >= limit, summary, rate, limit)
+    return Finding(count >= options.alert_min_requests and rate >= limit, summary, rate, limit)
 
 
 def percentile_key(text: str) -> str:
@@ -206,18 +206,18 @@ def percentile_key(text: str) -> str:
     return key
 
 
-def _latency(report: Report, settings: Settings) -> Finding | None:
-    key = percentile_key(settings.alert_latency_percentile)
+def _latency(report: Report, options: AlertOptions) -> Finding | None:
+    key = percentile_key(options.alert_latency_percentile)
     count = (report.get("requests") or {}).get("count")
     value = (report.get("latency_ms") or {}).get(key)
     if count is None or value is None:
         return None
-    target = settings.alert_latency * 1000.0
+    target = options.alert_latency * 1000.0
     summary = (
         f"{key} latency {value:.0f} ms over {count} requests in the last "
         f"{_num(report.get('window_s'))} s; target {target:.0f} ms"
     )
-    return Finding(count >= settings.alert_min_requests and value > target, summary, value, target)
+    return Finding(count >= options.alert_min_requests and value > target, summary, value, target)
 
 
 class _CaptureLoss:
@@ -226,7 +226,7 @@ class _CaptureLoss:
     def __init__(self) -> None:
         self._last = (0, 0)
 
-    def __call__(self, report: Report, settings: Settings) -> Finding | None:
+    def __call__(self, report: Report, options: AlertOptions) -> Finding | None:
         capture = report.get("capture") or {}
         if capture.get("sampled") is None:
             return None
@@ -236,7 +236,7 @@ class _CaptureLoss:
         self._last = (sampled, lost)
         new, gone = sampled - before[0], lost - before[1]
         share = min(1.0, gone / new) if new > 0 else float(gone > 0)
-        limit = settings.alert_drop_rate
+        limit = options.alert_drop_rate
         summary = (
             f"{_pct(share)} of captured requests lost since the last check ({gone} of {new}: "
             f"writer queue full or log store errors); alert at {_pct(limit)}"
@@ -244,12 +244,12 @@ class _CaptureLoss:
         return Finding(gone > 0 and share >= limit, summary, share, limit)
 
 
-def _memory(report: Report, settings: Settings) -> Finding | None:
+def _memory(report: Report, options: AlertOptions) -> Finding | None:
     cgroup = (report.get("resources") or {}).get("cgroup") or {}
     used = cgroup.get("memory_used_percent")
     if used is None:
         return None
-    limit = settings.alert_memory_percent
+    limit = options.alert_memory_percent
     summary = (
         f"memory at {used:.1f}% of the cgroup limit ({_gib(cgroup.get('memory_current_bytes'))} "
         f"of {_gib(cgroup.get('memory_max_bytes'))}); alert at {limit:g}%"
@@ -257,7 +257,7 @@ def _memory(report: Report, settings: Settings) -> Finding | None:
     return Finding(used >= limit, summary, used, limit)
 
 
-def _gpu_memory(report: Report, settings: Settings) -> Finding | None:
+def _gpu_memory(report: Report, options: AlertOptions) -> Finding | None:
     gpus = [
         (gpu, gpu["memory_used_bytes"] / gpu["memory_total_bytes"] * 100.0)
         for gpu in (report.get("resources") or {}).get("gpus") or []
@@ -265,7 +265,7 @@ def _gpu_memory(report: Report, settings: Settings) -> Finding | None:
     ]
     if not gpus:
         return None
-    limit = settings.alert_gpu_memory_percent
+    limit = options.alert_gpu_memory_percent
     lines = [
         f"GPU {gpu.get('index')} ({gpu.get('name')}) memory {used:.1f}% full "
         f"({_gib(gpu['memory_used_bytes'])} of {_gib(gpu['memory_total_bytes'])})"

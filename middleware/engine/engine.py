@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from ..alerts.manager import AlertManager
+from ..alerts.options import AlertOptions
 from ..baseline.file import Baseline
 from ..baseline.model_scope import baseline_files
 from ..drift.checks import DriftChecks, drift_metrics
@@ -82,7 +83,7 @@ class Engine:
         self.model_evaluations: dict[str, dict[str, Any]] = {}
         self.latest_evaluation: dict[str, Any] | None = None
         self.alerts = AlertManager(
-            settings,
+            AlertOptions.from_settings(settings),
             record=lambda row: self._record_row("alerts", row),
             record_delivery=lambda row: self._record_row("alert_deliveries", row),
         )

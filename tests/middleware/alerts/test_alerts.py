@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from inferwatch import MonitorError, Settings
 from inferwatch.middleware.alerts.manager import AlertManager
+from inferwatch.middleware.alerts.options import AlertOptions
 from inferwatch.middleware.alerts.rules import RULES
 from tests.conftest import require_tool
 
@@ -37,12 +38,12 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
 """
 
 
-def settings(**values: Any) -> Settings:
-    return Settings.load(values, environ={})
+def options(**values: Any) -> AlertOptions:
+    return AlertOptions.from_settings(Settings.load(values, environ={}))
 
 
 def manager(**values: Any) -> AlertManager:
-    return AlertManager(settings(**values), channels=[])
+    return AlertManager(options(**values), channels=[])
 
 
 def at(minutes: float) -> datetime:
@@ -303,7 +304,8 @@ def test_rules_can_be_turned_off() -> None:
 
 
 def _enabled(text: str) -> set[str]:
-    alerts = AlertManager(Settings.load(environ={"INFERWATCH_ALERT_RULES": text}), channels=[])
+    chosen = AlertOptions.from_settings(Settings.load(environ={"INFERWATCH_ALERT_RULES": text}))
+    alerts = AlertManager(chosen, channels=[])
     return {s.labels["rule"] for f in alerts.metrics() for s in f.samples
             if s.name == "inferwatch_alerts_active"}  # fmt: skip
 
@@ -322,7 +324,7 @@ def _enabled(text: str) -> set[str]:
 )
 def test_a_bad_alert_setting_names_itself(values: dict[str, Any], named: str) -> None:
     with pytest.raises(MonitorError) as info:
-        AlertManager(settings(**values))
+        AlertManager(options(**values))
     assert named in str(info.value)
     assert "\n" not in str(info.value)
     assert "token" not in str(info.value)  # the bad URL is not echoed back
@@ -358,7 +360,7 @@ def test_rows_fit_the_table_and_restore_carries_an_episode_over_a_restart() -> N
     db = duckdb.connect(":memory:")
     db.execute(ALERTS_DDL)
     rows: list[dict[str, Any]] = []
-    first = AlertManager(settings(), record=rows.append, channels=[])
+    first = AlertManager(options(), record=rows.append, channels=[])
     for i in range(3):
         first.evaluate(drift=drift(features=("age",)), now=at(i))
     first.close()
@@ -370,7 +372,7 @@ def test_rows_fit_the_table_and_restore_carries_an_episode_over_a_restart() -> N
     stored = db.execute("SELECT * FROM alerts ORDER BY ts").fetchall()
     restored_rows = [dict(zip(columns, values, strict=True)) for values in stored]
 
-    second = AlertManager(settings(), record=rows.append, channels=[])
+    second = AlertManager(options(), record=rows.append, channels=[])
     second.restore(restored_rows)
     assert [a["rule"] for a in second.active()] == ["feature_drift"]
     assert second.evaluate(drift=drift(features=("age",)), now=at(10)) == []  # no second alert

@@ -34,6 +34,7 @@ from inferwatch.middleware.alerts.messages import (
     render_text,
     render_webhook,
 )
+from inferwatch.middleware.alerts.options import AlertOptions
 from tests.conftest import free_port, require_tool, wait_until
 
 # aiosmtpd warns about AUTH without TLS, which the plain-SMTP tests use on purpose.
@@ -204,6 +205,10 @@ def settings(**values: Any) -> Settings:
     return Settings.load(defaults | values, environ={})
 
 
+def options(**values: Any) -> AlertOptions:
+    return AlertOptions.from_settings(settings(**values))
+
+
 def smtp_settings(port: int, password: str = PASSWORD) -> dict[str, Any]:
     return {"alert_smtp_host": "127.0.0.1", "alert_smtp_port": port, "alert_smtp_tls": "none",
             "alert_smtp_user": USER, "alert_smtp_password": password,
@@ -220,7 +225,7 @@ def test_a_drift_episode_gives_one_alert_and_one_resolve_on_every_channel(
     hooks = {name: receiver() for name in ("webhook", "slack", "teams")}
     mailbox, port = smtp()
     urls = {f"alert_{name}_url": hook.url(name) for name, hook in hooks.items()}
-    alerts = AlertManager(settings(**urls, **smtp_settings(port)))
+    alerts = AlertManager(options(**urls, **smtp_settings(port)))
     events = run(alerts, EPISODE)
     assert [e["state"] for e in events] == ["firing", "resolved"]
     assert alerts.close(timeout=30)
@@ -280,7 +285,7 @@ def test_a_dead_channel_delays_neither_the_others_nor_the_checks(
     hanging, teams = receiver(hold=True), receiver()
     mailbox, port = smtp()
     alerts = AlertManager(
-        settings(
+        options(
             alert_webhook_url=f"http://127.0.0.1:{free_port()}/hooks/{TOKEN}",  # nothing listens
             alert_slack_url=hanging.url("slack"),
             alert_teams_url=teams.url("teams"),
@@ -322,7 +327,7 @@ def test_failed_attempts_are_retried_with_growing_waits(
 ) -> None:
     flaky, gone = receiver(statuses=(503, 503, 500)), receiver(statuses=(404,))
     alerts = AlertManager(
-        settings(
+        options(
             alert_webhook_url=flaky.url("webhook"),
             alert_teams_url=gone.url("teams"),
             alert_backoff="100ms",
@@ -350,7 +355,7 @@ def test_failed_attempts_are_retried_with_growing_waits(
 def test_a_full_queue_drops_for_that_channel_only(receiver: Callable[..., Receiver]) -> None:
     hanging, fine = receiver(hold=True), receiver()
     alerts = AlertManager(
-        settings(alert_slack_url=hanging.url("slack"), alert_teams_url=fine.url("teams"),
+        options(alert_slack_url=hanging.url("slack"), alert_teams_url=fine.url("teams"),
                  alert_for=1, alert_cooldown=0),
         queue_size=1,
     )  # fmt: skip
@@ -374,7 +379,7 @@ def test_email_over_tls_with_login(
         "127.0.0.1", port, tls=tls, user=USER, password=PASSWORD, recipients=RECIPIENTS,
         ssl_context=ssl.create_default_context(cafile=str(certificate[0])),
     )  # fmt: skip
-    alerts = AlertManager(settings(), channels=[channel])
+    alerts = AlertManager(options(), channels=[channel])
     run(alerts, EPISODE)
     assert alerts.close(timeout=30)
     assert [(m["tls"], m["authenticated"]) for m in mailbox.messages] == [(True, True)] * 2
@@ -401,7 +406,7 @@ def test_secrets_stay_out_of_logs_answers_and_errors(
         **smtp_settings(port, password=f"file:{tmp_path / 'password'}"),
     )  # fmt: skip
     refused = settings(**smtp_settings(port, password=WRONG_PASSWORD))
-    managers = [AlertManager(configured), AlertManager(refused)]
+    managers = [AlertManager(AlertOptions.from_settings(s)) for s in (configured, refused)]
     for alerts in managers:
         run(alerts, EPISODE)
         alerts.close(timeout=30)
@@ -419,6 +424,7 @@ def test_secrets_stay_out_of_logs_answers_and_errors(
         *(record.getMessage() + (record.exc_text or "") for record in caplog.records),
         *(json.dumps([m.history(), m.active(), m.channels()]) for m in managers),
         repr(configured), repr(refused), json.dumps(configured.public()),
+        *(repr(AlertOptions.from_settings(s)) for s in (configured, refused)),
         generate_latest(registry).decode(),
     ]  # fmt: skip
     secrets = [TOKEN, "secretquery", PASSWORD, WRONG_PASSWORD, "xoxTopSecret"]
@@ -438,7 +444,7 @@ def test_a_delivery_error_and_its_traceback_hold_no_secret(
 ) -> None:
     refused = f"http://127.0.0.1:{free_port()}/hooks/{TOKEN}?sig=sq-secretquery"
     failing = receiver(statuses=(502,))
-    alerts = AlertManager(settings(alert_for=1), channels=[])
+    alerts = AlertManager(options(alert_for=1), channels=[])
     event = {k: v for k, v in run(alerts, ("alert",))[0].items() if k != "deliveries"}
     for url in (refused, failing.url("webhook")):
         channel = WebhookChannel("webhook", url, render_webhook, timeout=5)
@@ -451,7 +457,8 @@ def test_a_delivery_error_and_its_traceback_hold_no_secret(
 
 
 def test_without_a_base_url_messages_name_the_paths() -> None:
-    alerts = AlertManager(Settings.load({"alert_for": 1}, environ={}), channels=[])
+    chosen = AlertOptions.from_settings(Settings.load({"alert_for": 1}, environ={}))
+    alerts = AlertManager(chosen, channels=[])
     event = {k: v for k, v in run(alerts, ("alert",))[0].items() if k != "deliveries"}
     assert "Drift report: GET /drift on the monitor API" in render_text(event)
     card = render_teams(event)["attachments"][0]["content"]
