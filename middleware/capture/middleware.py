@@ -9,6 +9,7 @@ the engine runs in this process instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -20,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..baseline.model_scope import baseline_files
 from ..collector import ApiForwarder, CollectorChannel
+from ..collector.election import spawn_collector
+from ..collector.options import ChannelOptions
 from ..drift.checks import BaselineFile
 from ..engine.engine import Engine
 from ..errors import MonitorError
@@ -86,7 +89,11 @@ class MonitorMiddleware:
         self.channel: CollectorChannel | None = None
         self._forward: ApiForwarder | None = None
         if engine is None and settings.db != ":memory:":
-            self.channel = CollectorChannel(settings)
+            start = functools.partial(spawn_collector, settings)
+            self.channel = CollectorChannel(
+                ChannelOptions.from_settings(settings),
+                start=start if settings.collector_autostart else None,
+            )
             self._sink: _Sink = self.channel
         else:
             self.engine = engine

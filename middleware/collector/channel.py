@@ -29,11 +29,11 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from ..settings import Settings
 from . import wire
-from .election import spawn_collector
+from .options import ChannelOptions
 from .paths import CollectorPaths
 
 __all__ = ["CollectorChannel"]
@@ -85,11 +85,18 @@ class CollectorChannel:
     tuple ``(method, route, status, latency_s, ttfb_s)`` or a capture tuple in
     :class:`~inferwatch.middleware.payload.exchange.Capture`'s field order, which carries the same
     figures.
+
+    It reads only its :class:`ChannelOptions`. ``start`` starts a collector for these paths when
+    none answers (see :func:`~inferwatch.middleware.collector.election.spawn_collector`); without
+    it the channel waits for one started elsewhere.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.paths = CollectorPaths.for_db(settings.db)
+    def __init__(
+        self, options: ChannelOptions, *, start: Callable[[CollectorPaths], bool] | None = None
+    ) -> None:
+        self.options = options
+        self.paths = CollectorPaths.for_db(options.db)
+        self._start = start
         self.pending: list[tuple[Any, ...]] = []
         self.put = self.pending.append
         self.in_flight = 0
@@ -259,7 +266,7 @@ class CollectorChannel:
         size, requests = len(frame.data), frame.requests
         if requests and (
             self._buffered + size > _BUFFER_BYTES
-            or self._buffered_requests + requests > self.settings.queue_size
+            or self._buffered_requests + requests > self.options.queue_size
         ):
             self._drop(requests, frame.captures)
             return
@@ -332,7 +339,7 @@ class CollectorChannel:
         self._kept += len(frame.data)
         self._kept_requests += frame.requests
         for old in self._unconfirmed:
-            if self._kept <= _BUFFER_BYTES and self._kept_requests <= self.settings.queue_size:
+            if self._kept <= _BUFFER_BYTES and self._kept_requests <= self.options.queue_size:
                 break
             if old.data is not None:
                 # Still counted once the collector is lost before confirming it.
@@ -357,7 +364,7 @@ class CollectorChannel:
                         merged[status] = merged.get(status, 0) + count
                 else:
                     history.append((frame.second, dict(frame.statuses)))
-        horizon = time.time() - self.settings.health_window
+        horizon = time.time() - self.options.health_window
         while self._history and self._history[0][0] < horizon:
             self._history.popleft()
 
@@ -381,10 +388,10 @@ class CollectorChannel:
         except OSError:
             sock.close()
             self._next_connect = time.monotonic() + _RECONNECT_EVERY_S
-            if spawn and self.settings.collector_autostart:
+            if spawn and self._start is not None:
                 self._next_spawn = time.monotonic() + _SPAWN_EVERY_S
                 try:
-                    spawn_collector(self.settings, self.paths)
+                    self._start(self.paths)
                 except Exception as exc:  # never into the worker: said in /readyz and the log
                     problem = f"the collector cannot start: {exc}"
                     if problem != self.problem:

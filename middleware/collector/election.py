@@ -121,6 +121,8 @@ def collector_running(paths: CollectorPaths) -> bool:
 def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
     """Start a collector for this store unless one runs or another worker is starting one.
 
+    The collector gets the worker's whole ``settings``: it runs the engine, which reads them all.
+
     Returns True when this call started one; raises :class:`MonitorError` saying why when the
     one it started did not come up. Blocks (in the worker's sender thread, never on the
     request path) until the new collector holds its lock, at most 15 s.
