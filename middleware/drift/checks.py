@@ -121,7 +121,7 @@ class DriftChecks:
     ) -> None:
         self._engine = engine
         self.model = model  # None: every request; else the requests whose path named it
-        self.baseline = BaselineFile(baseline if model else engine.settings.baseline)
+        self.baseline = BaselineFile(baseline if model else engine.check_options.baseline)
         self.latest: dict[str, Any] | None = None
         self.checks = 0
         self.failures = 0
@@ -137,7 +137,7 @@ class DriftChecks:
         if store is None:
             raise MonitorError(f"The log store is unavailable: {engine.writer.last_error}")
         baseline = self.baseline.refresh()
-        settings = engine.settings
+        options = engine.check_options
         now = datetime.now(UTC)
         cursors = self.cursors()
         try:
@@ -145,11 +145,11 @@ class DriftChecks:
             try:
                 # summaries cost the same at any traffic; rows are read newest first, up to a cap
                 asked = window_s is not None or against is not None
-                requested = window_s = window_s or settings.window
+                requested = window_s = window_s or options.window
                 capped = False
                 if not covered(cursor, self.model, baseline, window_s, now):
                     window_s, capped = capped_window(
-                        cursor, now.replace(tzinfo=None), window_s, settings.max_window_rows
+                        cursor, now.replace(tzinfo=None), window_s, options.max_window_rows
                     )
             finally:
                 cursor.close()
@@ -160,12 +160,12 @@ class DriftChecks:
                 window_s=window_s,
                 now=now,
                 against=against,
-                min_rows=settings.min_rows,
+                min_rows=options.min_rows,
                 baseline_path=self.baseline.path,
-                prediction_output=settings.prediction_output,
+                prediction_output=options.prediction_output,
                 naming=engine.writer.naming_report(self.model),
                 metadata=engine.served_metadata(self.model),
-                attributions_field=settings.attributions_field,
+                attributions_field=options.attributions_field,
             )
         except duckdb.Error as exc:  # the store failed under the check (a full disk, say)
             self.failures += 1

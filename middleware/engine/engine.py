@@ -23,6 +23,7 @@ from ..alerts.options import AlertOptions
 from ..baseline.file import Baseline
 from ..baseline.model_scope import baseline_files
 from ..drift.checks import DriftChecks, drift_metrics
+from ..drift.options import CheckOptions
 from ..errors import MonitorError
 from ..evaluation.prometheus import evaluation_metrics
 from ..evaluation.quality import evaluate
@@ -74,6 +75,7 @@ class Engine:
         self._last_tick = time.monotonic()
         self._last_status: str | None = None
         self.db_memory_bytes: int | None = None  # DuckDB's own memory, read each resource tick
+        self.check_options = CheckOptions.from_settings(settings)  # what each drift check reads
         self.drift = DriftChecks(self)
         # a check of its own for each model named in the baselines setting
         self.models = {
