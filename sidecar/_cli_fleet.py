@@ -127,7 +127,7 @@ def export_to(
     try:
         cursor = store.cursor()
         try:
-            for table in fleet_tables(settings):
+            for table in fleet_tables(settings.fleet_raw):
                 count = 0
                 for path, data in table_files(
                     cursor, table, start, end, settings.fleet_raw, replica

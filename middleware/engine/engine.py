@@ -27,6 +27,7 @@ from ..drift.options import CheckOptions
 from ..errors import MonitorError
 from ..evaluation.prometheus import evaluation_metrics
 from ..evaluation.quality import evaluate
+from ..fleet.options import FleetOptions
 from ..fleet.shipping import FleetShipper
 from ..payload.exchange import CaptureCounters, CaptureQueue
 from ..payload.models import ModelMetadata
@@ -91,7 +92,11 @@ class Engine:
         )
         # its own thread: a slow object store must delay neither the checks nor the samples
         self.shipping = Periodic("inferwatch-fleet")
-        self.fleet = FleetShipper(settings, self._reader) if settings.fleet_url else None
+        self.fleet = (
+            FleetShipper(FleetOptions.from_settings(settings), self._reader)
+            if settings.fleet_url
+            else None
+        )
         self._lifecycle = threading.Lock()
         self.running = False
         self._stopped = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +24,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..errors import MonitorError
-from ..settings import Settings
 from .layout import FleetStorage, file_path, storage_options
+from .options import FleetOptions
 
 __all__ = ["FleetShipper", "FleetTable", "fleet_tables", "hour_file", "table_files"]
 
@@ -87,9 +86,9 @@ RAW = FleetTable(
 )
 
 
-def fleet_tables(settings: Settings) -> tuple[FleetTable, ...]:
+def fleet_tables(raw: float) -> tuple[FleetTable, ...]:
     """The tables a replica ships: summaries, and raw rows when ``fleet_raw`` is above zero."""
-    return (SUMMARIES, RAW) if settings.fleet_raw > 0 else (SUMMARIES,)
+    return (SUMMARIES, RAW) if raw > 0 else (SUMMARIES,)
 
 
 def hour_file(
@@ -148,15 +147,15 @@ def table_files(
 class FleetShipper:
     """Ships one store's closed minutes to ``fleet_url``; run :meth:`ship` periodically."""
 
-    def __init__(self, settings: Settings, cursors: Callable[[], Any]) -> None:
-        if settings.fleet_url is None:
+    def __init__(self, options: FleetOptions, cursors: Callable[[], Any]) -> None:
+        if not options.url:
             raise MonitorError("Missing setting fleet_url.")
-        self.settings = settings
-        self.replica = settings.replica or socket.gethostname()
-        self._options = storage_options(settings.fleet_storage_options)
+        self.options = options
+        self.replica = options.replica
+        self._storage_options = storage_options(options.storage_options)
         self._cursors = cursors
         self._storage: FleetStorage | None = None
-        self._tables = fleet_tables(settings)
+        self._tables = fleet_tables(options.raw)
         # what each file shipped holds: its rows' growth measure, and whether its hour was closed
         self._shipped: dict[tuple[str, str, datetime], tuple[int, bool]] = {}
         self._lock = threading.Lock()  # one shipment at a time (the periodic one, the last one)
@@ -191,11 +190,11 @@ class FleetShipper:
 
     def _ship(self, final: bool, now: datetime | None) -> int:
         now = now or datetime.now(UTC).replace(tzinfo=None)
-        settle = timedelta(seconds=self.settings.flush_interval + _SETTLE_S)
+        settle = timedelta(seconds=self.options.flush_interval + _SETTLE_S)
         closed = _minute(now) + timedelta(minutes=1) if final else _minute(now - settle)
-        since = _hour(closed - timedelta(seconds=self.settings.fleet_lookback))
+        since = _hour(closed - timedelta(seconds=self.options.lookback))
         if self._storage is None:
-            self._storage = FleetStorage.open(self.settings.fleet_url or "", self._options)
+            self._storage = FleetStorage.open(self.options.url, self._storage_options)
         written = 0
         cursor = self._cursors()
         try:
@@ -219,7 +218,7 @@ class FleetShipper:
             before, was_whole = self._shipped.get(key, (-1, False))
             if measure < before or (measure == before and whole == was_whole):
                 continue
-            data = hour_file(cursor, table, model, hour, end, self.settings.fleet_raw, closed=whole)
+            data = hour_file(cursor, table, model, hour, end, self.options.raw, closed=whole)
             if data is None:
                 continue
             path = file_path(table.name, model, hour, self.replica)
@@ -237,7 +236,7 @@ class FleetShipper:
         """The /health ``fleet`` object."""
         through = self.shipped_through
         return {
-            "url": _shown(self.settings.fleet_url),
+            "url": _shown(self.options.url),
             "replica": self.replica,
             "shipments": self.shipments,
             "failures": self.failures,

@@ -21,6 +21,8 @@ class StoreOptions:
     max_db_bytes: int
     max_features: int
     max_fields_per_row: int
+    summary_retention: float
+    summary_rollup_after: float
     redact: tuple[str, ...] = ()
 
     @classmethod
@@ -35,5 +37,7 @@ class StoreOptions:
             max_db_bytes=settings.max_db_bytes,
             max_features=settings.max_features,
             max_fields_per_row=settings.max_fields_per_row,
+            summary_retention=settings.summary_retention,
+            summary_rollup_after=settings.summary_rollup_after,
             redact=settings.redact,
         )

@@ -349,8 +349,8 @@ class StoreWriter:
             maintain_summaries(
                 store.writer,
                 datetime.now(UTC).replace(tzinfo=None),
-                retention_s=settings.summary_retention,
-                rollup_after_s=settings.summary_rollup_after,
+                retention_s=options.summary_retention,
+                rollup_after_s=options.summary_rollup_after,
             )
             self.db_bytes = store.file_bytes()
         except duckdb.Error as exc:
