@@ -27,6 +27,7 @@ from .labels import (
     _received,
     _transaction,
 )
+from .tallies import fold_label_tallies
 
 __all__ = ["import_label_file"]
 
@@ -54,7 +55,9 @@ def import_label_file(
         rows = _stage(cursor, path, name)
         say(f"read {rows:,} rows from {name}")
         with _transaction(cursor):
+            fold_label_tallies(cursor, "iw_labels", -1)
             cursor.execute(_UPSERT.format(source="iw_labels"), [_received(received_at)])
+            fold_label_tallies(cursor, "iw_labels", 1)
             matched = _count(cursor, _MATCHED.format(source="iw_labels"))
         accepted = _count(cursor, "SELECT count(*) FROM iw_labels")
         say(f"wrote {accepted:,} labels, {matched:,} of them for captured predictions")

@@ -2,8 +2,10 @@
 
 Labels live in the ``labels`` table, one per (request_id, row_index): a later label for the same
 row replaces the earlier one, so sending a batch twice changes nothing. They are joined with the
-captured predictions only when evaluated (``evaluation.quality``), so a label may arrive before,
-long after, or without its prediction. Writes run on the writer thread (``StoreWriter.call``).
+captured predictions when evaluated (``evaluation.quality``), so a label may arrive before,
+long after, or without its prediction; a label written after its prediction is also folded into
+the summaries' tallies (``evaluation.tallies``). Writes run on the writer thread
+(``StoreWriter.call``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 from ..errors import MonitorError
 from ..store.database import Store
+from .tallies import fold_label_tallies
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -169,7 +172,9 @@ def write_labels(
         with _transaction(cursor):
             cursor.register("label_batch", batch)
             try:
+                fold_label_tallies(cursor, "label_batch", -1)
                 cursor.execute(_UPSERT.format(source="label_batch"), [_received(received_at)])
+                fold_label_tallies(cursor, "label_batch", 1)
                 matched = _count(cursor, _MATCHED.format(source="label_batch"))
             finally:
                 cursor.unregister("label_batch")

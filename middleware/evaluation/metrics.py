@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EPS", "classification_metrics", "regression_metrics"]
+__all__ = ["EPS", "classification_metrics", "count_metrics", "regression_metrics"]
 
 EPS = float(np.finfo(np.float64).eps)  # scikit-learn's clip for log loss and MAPE
 _MAX_PER_CLASS = 100  # per-class figures listed, by support
@@ -35,24 +35,41 @@ def classification_metrics(
     support = np.bincount(y, minlength=width)
     predicted = np.bincount(p, minlength=width)
     hits = np.bincount(y[y == p], minlength=width)
+    out = count_metrics(support, predicted, hits, classes, per_class=per_class)
+    if proba is not None:
+        known = ~np.isnan(proba).any(axis=1)
+        out.update(_probability_metrics(y[known], proba[known], support[support > 0].size))
+    return out
+
+
+def count_metrics(
+    support: np.ndarray,
+    predicted: np.ndarray,
+    hits: np.ndarray,
+    classes: list[str],
+    *,
+    per_class: bool = True,
+) -> dict[str, Any]:
+    """The figures of :func:`classification_metrics` that a confusion matrix gives: from the
+    labels per class (``support``), predictions per class and hits per class (its diagonal).
+    ``log_loss`` and ``roc_auc`` need each row's probabilities and are None here."""
+    width = len(classes)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, hits / predicted, 0.0)
         recall = np.where(support > 0, hits / support, 0.0)
         total = precision + recall
         f1 = np.where(total > 0, 2 * precision * recall / total, 0.0)
     present = (support > 0) | (predicted > 0)
+    labels = int(support.sum())
     out: dict[str, Any] = {
-        "labels": int(y.size),
-        "accuracy": float(hits.sum() / y.size),
+        "labels": labels,
+        "accuracy": float(hits.sum() / labels),
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
         "log_loss": None,
         "roc_auc": None,
     }
-    if proba is not None:
-        known = ~np.isnan(proba).any(axis=1)
-        out.update(_probability_metrics(y[known], proba[known], support[support > 0].size))
     if per_class:
         top = np.argsort(-support, kind="stable")[: min(width, _MAX_PER_CLASS)]
         out["per_class"] = {

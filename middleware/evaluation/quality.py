@@ -20,6 +20,7 @@ from .changes import page_hinkley, rank_scores
 from .class_codes import JoinedRows, class_rows
 from .metrics import EPS, classification_metrics, regression_metrics
 from .prediction_fields import OUTPUT_WINDOW, FieldChoice, choose_fields, output_fields
+from .tally_report import tallies_beside, tallies_instead
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_REGRESSION_MARGIN", "evaluate"]
 
@@ -80,13 +81,20 @@ def evaluate(
         "reasons": [],
         "notes": [],
         "change": {"detected": False},
+        "metrics_source": None,
+        "tallies": None,
     }
     try:
         fields = output_fields(cursor, span, buckets)
-        if not fields:
-            report["reasons"].append("No predictions were captured in the window.")
-            return report
         name, dtype = expected or (None, None)
+        if not fields:
+            prior = _prior_task(baseline_quality, None)
+            tallied = tallies_instead(cursor, span, prediction or name, task or prior, report)
+            if tallied is None:
+                report["reasons"].append("No predictions were captured in the window.")
+                return report
+            spreads = tallied.spreads() if report["task"] == "regression" else {}
+            return _judged(report, spreads, baseline_quality, min_labels, margin, regression_margin)
         declared = {o["name"]: o["datatype"] for o in (metadata or {}).get("outputs", [])}
         choice = choose_fields(fields, prediction, probability, name, dtype, declared)
         report["notes"] = choice.notes
@@ -97,7 +105,10 @@ def evaluate(
         report["prediction_field"] = choice.prediction + ("[*]" if choice.argmax else "")
         report["prediction_reason"] = choice.reason
         prior = _prior_task(baseline_quality, fields.get(choice.prediction))
-        rows = _joined(cursor, span, choice, task, prior, report)
+        rows, threshold = _joined(cursor, span, choice, task, prior, report)
+        if not choice.argmax and len(rows.t):
+            beside = tallies_beside(cursor, span, choice.prediction, report["task"], threshold)
+            report["tallies"] = beside
         base = choice.vector[0] if choice.argmax else choice.prediction
         counts = fields[base]["buckets"] if base in fields else np.zeros(buckets, np.int64)
     except duckdb.Error as exc:
@@ -111,6 +122,7 @@ def evaluate(
     if labels == 0:
         report["reasons"].append("No labels have arrived for the window's predictions.")
         return report
+    report["metrics_source"] = "rows"
     if labels < min_labels:
         report["status"] = "insufficient_labels"
         report["reasons"].append(f"{labels} labelled predictions; {min_labels} are needed.")
@@ -119,9 +131,33 @@ def evaluate(
     if errors is None:
         errors = np.abs(rows.p - rows.y)
     report["change"] = _change(errors, rows.t, report["task"])
+    spreads = {"mae": float(errors.std()), "rmse": float((errors**2).std())}
+    return _judged(report, spreads, baseline_quality, min_labels, margin, regression_margin)
+
+
+def _judged(
+    report: dict[str, Any],
+    spreads: dict[str, float],
+    baseline_quality: dict[str, Any] | None,
+    min_labels: int,
+    margin: float,
+    regression_margin: float,
+) -> dict[str, Any]:
+    """The status: enough labels, and quality within the baseline's limits."""
+    labels = report["metrics"]["labels"]
+    if labels < min_labels:
+        report["status"] = "insufficient_labels"
+        report["reasons"].append(f"{labels} labelled predictions; {min_labels} are needed.")
+        return report
     if baseline_quality:
         report["baseline"], reasons = _degradation(
-            report["task"], report["metrics"], errors, baseline_quality, margin, regression_margin
+            report["task"],
+            report["metrics"],
+            labels,
+            spreads,
+            baseline_quality,
+            margin,
+            regression_margin,
         )
         report["reasons"] += reasons
         report["degraded"] = bool(reasons)
@@ -136,8 +172,9 @@ def _joined(
     task: str | None,
     prior: str | None,
     report: dict[str, Any],
-) -> JoinedRows:
-    """Join labels with the window's predictions (temp table ``iw_eval``); fetch the rows."""
+) -> tuple[JoinedRows, bool]:
+    """Join labels with the window's predictions (temp table ``iw_eval``); fetch the rows, and
+    whether the prediction is a probability cut at 0.5."""
     params: dict[str, Any] = {
         **span,
         "name": choice.vector[0] if choice.argmax else choice.prediction,
@@ -184,7 +221,7 @@ def _joined(
     rows.delay_s = (rows.delay_s[order] - rows.t) / 1e6
     if rows.proba is not None:
         rows.proba = rows.proba[order]
-    return rows
+    return rows, threshold
 
 
 def _prior_task(quality: dict[str, Any] | None, served: dict | None) -> str | None:
@@ -284,7 +321,8 @@ def _change(errors: np.ndarray, t: np.ndarray, task: str) -> dict[str, Any]:
 def _degradation(
     task: str,
     metrics: dict[str, Any],
-    errors: np.ndarray,
+    n: int,
+    spreads: dict[str, float],
     quality: dict[str, Any],
     margin: float = DEFAULT_MARGIN,
     regression_margin: float = DEFAULT_REGRESSION_MARGIN,
@@ -293,14 +331,14 @@ def _degradation(
 
     Accuracy is degraded below ``base - margin - Z * se``, MAE or RMSE above
     ``base * (1 + regression_margin) + Z * se``, where ``se`` is the standard error of the
-    difference between the window's figure (n labels) and the baseline's (its rows).
+    difference between the window's figure (n labels) and the baseline's (its rows), from
+    ``spreads``: the standard deviations of the absolute (``mae``) and squared (``rmse``) errors.
     """
     base_rows = quality.get("rows") or 0
     shared = {k: v for k, v in quality.items() if isinstance(v, int | float) and k in metrics}
     out: dict[str, Any] = {"task": quality.get("task"), "rows": base_rows, **shared, "limits": {}}
     if quality.get("task") not in (None, task):
         return out, []
-    n = errors.size
     inverse = 1.0 / n + (1.0 / base_rows if base_rows else 0.0)
     reasons: list[str] = []
     checks: list[tuple[str, float, float, bool]] = []
@@ -312,7 +350,7 @@ def _degradation(
     for key, squared in (("mae", False), ("rmse", True)):
         if task != "regression" or not isinstance(quality.get(key), int | float):
             continue
-        base, spread = float(quality[key]), float((errors**2 if squared else errors).std())
+        base, spread = float(quality[key]), spreads[key]
         se = spread * math.sqrt(inverse)
         if squared:  # delta method: sd(sqrt(mean)) = sd(mean) / (2 sqrt(mean))
             se /= 2 * max(metrics["rmse"], EPS)
