@@ -25,6 +25,7 @@ from inferwatch.middleware.evaluation.tallies import TALLY_FIGURES, read_tallies
 from inferwatch.middleware.store.database import Store
 from inferwatch.middleware.summaries.retention import maintain_summaries
 from tests.middleware.evaluation.conftest import HOUR, NOW, insert
+from tests.middleware.evaluation.test_evaluation import KINDS, scenario
 
 
 @pytest.fixture
@@ -163,3 +164,15 @@ def test_a_label_before_its_prediction_is_not_tallied(store: Store) -> None:
     insert(store, {"prediction": [1, 0]})
     report = run(store, min_labels=1)
     assert report["metrics"]["labels"] == 2 and report["tallies"] is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tallies_agree_in_every_scenario_of_the_raw_tests(store: Store, kind: str) -> None:
+    outputs, labels, _ = scenario(kind, 600, seed=KINDS.index(kind))
+    label(store, insert(store, outputs), labels)
+    report = run(store)
+    if kind == "multiclass, argmax of the vector":  # an argmax per row: raw rows only
+        assert report["tallies"] is None and report["metrics_source"] == "rows"
+        return
+    assert report["tallies"]["labels"] == 600
+    assert_same(report["tallies"]["metrics"], report["metrics"], report["task"])
