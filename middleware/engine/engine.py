@@ -274,6 +274,7 @@ class Engine:
                 expected=_expected(baseline),
                 metadata=self.served_metadata(model),
                 min_labels=settings.min_labels,
+                model=model,
             )
         finally:
             cursor.close()

@@ -48,6 +48,7 @@ def evaluate(
     margin: float = DEFAULT_MARGIN,
     regression_margin: float = DEFAULT_REGRESSION_MARGIN,
     min_labels: int = 30,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """The /evaluation report over the predictions of the last ``window_s`` seconds.
 
@@ -59,7 +60,8 @@ def evaluate(
     ``quality`` section and ``expected`` its prediction column's (name, dtype), which picks the
     output to read, as the outputs' datatypes in the model's ``metadata`` do. ``cursor`` is the
     caller's own; the temporary table made on it is dropped before returning. A store that
-    cannot be read raises :class:`MonitorError`.
+    cannot be read raises :class:`MonitorError`. ``model`` names the model whose requests
+    ``cursor`` is scoped to, for the label tallies of that model (``docs/evaluation.md``).
     """
     moment = now or datetime.now(UTC)
     end = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
@@ -89,7 +91,9 @@ def evaluate(
         name, dtype = expected or (None, None)
         if not fields:
             prior = _prior_task(baseline_quality, None)
-            tallied = tallies_instead(cursor, span, prediction or name, task or prior, report)
+            tallied = tallies_instead(
+                cursor, span, prediction or name, task or prior, report, model or ""
+            )
             if tallied is None:
                 report["reasons"].append("No predictions were captured in the window.")
                 return report
@@ -107,8 +111,9 @@ def evaluate(
         prior = _prior_task(baseline_quality, fields.get(choice.prediction))
         rows, threshold = _joined(cursor, span, choice, task, prior, report)
         if not choice.argmax and len(rows.t):
-            beside = tallies_beside(cursor, span, choice.prediction, report["task"], threshold)
-            report["tallies"] = beside
+            report["tallies"] = tallies_beside(
+                cursor, span, choice.prediction, report["task"], threshold, model or ""
+            )
         base = choice.vector[0] if choice.argmax else choice.prediction
         counts = fields[base]["buckets"] if base in fields else np.zeros(buckets, np.int64)
     except duckdb.Error as exc:

@@ -2,7 +2,8 @@
 
 When labels are written (``labels.write_labels``, ``label_files.import_label_file``), every
 captured output value of a labelled row is joined with its label and counted in the
-``summaries`` table (role ``label``, the output's name, model and baseline ``''``): pairs of
+``summaries`` table (role ``label``, the output's name, baseline ``''``; model ``''`` and,
+for a request that named one, its model too): pairs of
 (label class, predicted class) for classification, sums of labels and errors for regression.
 A window's quality figures then follow from adding the tallies of its minutes, long after raw
 rows have expired. A label written again or changed is first taken out (its old tally counted
@@ -43,6 +44,7 @@ def _key(kind: str, num: str, text: str) -> str:
 _JOINED = f"""
 WITH joined AS (
     SELECT date_trunc('minute', p.ts) AS minute, p.name,
+           unnest(CASE WHEN p.model IS NULL THEN [''] ELSE ['', p.model] END) AS scope,
            {_key("p.type", "p.num", "p.str")} AS pkey,
            CASE WHEN p.type IN ('number', 'boolean') AND isfinite(p.num) THEN p.num END AS pn,
            {_key("l.type", "l.num", "l.str")} AS lkey,
@@ -53,10 +55,12 @@ WITH joined AS (
       ON b.request_id = l.request_id AND b.row_index = l.row_index
     WHERE p.role = 'output' AND NOT p.name LIKE '%]'),
 fractional AS (SELECT *, pn IS NOT NULL AND pn <> trunc(pn) AS frac FROM joined),
-errors AS (SELECT minute, name, ln, pn - ln AS e FROM joined
+errors AS (SELECT minute, name, scope, ln, pn - ln AS e FROM joined
            WHERE pn IS NOT NULL AND ln IS NOT NULL)
 """  # noqa: S608 (fixed SQL; its source is a table name of ours)
-_ROW = "SELECT minute, 60, '', '', 'label', name, {what}, {key} AS key, {sign} * count(*), {sums}"
+_ROW = (
+    "SELECT minute, 60, scope, '', 'label', name, {what}, {key} AS key, {sign} * count(*), {sums}"
+)
 _SUMS = "{sign} * sum({x}), {sign} * sum(({x}) * ({x})), NULL, NULL"
 _NONE = "NULL, NULL, NULL, NULL"
 _PAIR = "to_json([lkey, {pkey}])::VARCHAR"
@@ -77,9 +81,9 @@ _PARTS = (
 def _fold_sql(source: str, sign: int) -> str:
     selects = []
     for what, origin, value in _PARTS:
-        key, sums, group = "''", _NONE, "minute, name"
+        key, sums, group = "''", _NONE, "minute, scope, name"
         if what.startswith("'pairs"):
-            key, group = _PAIR.format(pkey=value), "minute, name, key"
+            key, group = _PAIR.format(pkey=value), "minute, scope, name, key"
         elif value is not None:
             sums = _SUMS.format(sign=sign, x=value)
         row = _ROW.format(what=what, key=key, sign=sign, sums=sums)
@@ -190,20 +194,25 @@ def _fractional(key: str) -> bool:
 
 
 def read_tallies(
-    cursor: duckdb.DuckDBPyConnection, start: datetime, end: datetime, name: str | None = None
+    cursor: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    name: str | None = None,
+    model: str = "",
 ) -> tuple[dict[str, Tallies], datetime]:
-    """The tallies per output name (or of ``name``) over the whole steps in [start, end), and
-    the first whole minute they start at (naive UTC)."""
+    """The tallies per output name (or of ``name``) over the whole steps in [start, end), of
+    ``model``'s requests (``''``: every request), and the first whole minute they start at
+    (naive UTC)."""
     first = start.replace(second=0, microsecond=0)
     if first < start:
         first += timedelta(minutes=1)
-    params: dict[str, Any] = {"lo": first, "hi": end}
+    params: dict[str, Any] = {"lo": first, "hi": end, "model": model}
     only = ""
     if name is not None:
         params["name"], only = name, "AND name = $name "
     rows = cursor.execute(
         "SELECT name, what, key, sum(n)::BIGINT, sum(total), sum(squares) FROM summaries "  # noqa: S608
-        "WHERE role = 'label' AND model = '' AND baseline = '' AND minute >= $lo "
+        "WHERE role = 'label' AND model = $model AND baseline = '' AND minute >= $lo "
         f"AND minute + to_seconds(step_s) <= $hi {only}GROUP BY name, what, key",
         params,
     ).fetchall()

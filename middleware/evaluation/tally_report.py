@@ -31,10 +31,11 @@ def tallies_beside(
     name: str,
     task: str,
     threshold: bool,
+    model: str = "",
 ) -> dict[str, Any] | None:
     """The tallies' figures of output ``name`` over the window's whole minutes, or None where
     tallies do not give this task's figures (no label tallied, a prediction read from a vector)."""
-    found, first = read_tallies(cursor, span["start"], span["end"], name)
+    found, first = read_tallies(cursor, span["start"], span["end"], name, model)
     tallies = found.get(name)
     if tallies is None or not tallies.answers(task, threshold):
         return None
@@ -47,11 +48,12 @@ def tallies_instead(
     prediction: str | None,
     task: str | None,
     report: dict[str, Any],
+    model: str = "",
 ) -> Tallies | None:
     """Fill ``report`` from the tallies when the raw rows give no label (they expired): the
     output is ``prediction``, else the only one tallied; the task is ``task``, else the one the
     tallies show. Returns the tallies used, or None (``report`` untouched)."""
-    found, first = read_tallies(cursor, span["start"], span["end"])
+    found, first = read_tallies(cursor, span["start"], span["end"], model=model)
     if prediction is None and len(found) == 1:
         prediction = next(iter(found))
     tallies = found.get(prediction) if prediction is not None else None

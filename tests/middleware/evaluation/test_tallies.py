@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from inferwatch.middleware.baseline.model_scope import scoped_cursors
 from inferwatch.middleware.evaluation.label_files import import_label_file
 from inferwatch.middleware.evaluation.labels import Label, write_labels
 from inferwatch.middleware.evaluation.quality import evaluate
@@ -176,3 +177,27 @@ def test_tallies_agree_in_every_scenario_of_the_raw_tests(store: Store, kind: st
         return
     assert report["tallies"]["labels"] == 600
     assert_same(report["tallies"]["metrics"], report["metrics"], report["task"])
+
+
+def test_a_models_evaluation_reads_its_own_tallies(store: Store) -> None:
+    outputs, truth = wine()
+    ids = insert(store, outputs)
+    for table in ("feature_columns", "requests"):  # every request named model m1
+        store.writer.execute(f"UPDATE {table} SET model = 'm1'")
+    label(store, ids, truth)
+
+    def scoped(model: str, **kw: Any) -> dict[str, Any]:
+        cursor = scoped_cursors(store.cursor, model)()
+        try:
+            return evaluate(cursor, **{"window_s": HOUR, "now": NOW, "model": model, **kw})
+        finally:
+            cursor.close()
+
+    raw = scoped("m1")
+    assert raw["tallies"]["labels"] == truth.size
+    assert_same(raw["tallies"]["metrics"], raw["metrics"], "classification")
+    store.delete_older_than(NOW + timedelta(hours=1))
+    assert_same(scoped("m1")["metrics"], raw["metrics"], "classification")
+    assert_same(run(store)["metrics"], raw["metrics"], "classification")  # every request
+    other = scoped("m2", prediction="prediction")
+    assert other["status"] == "no_labels" and other["metrics"] is None
