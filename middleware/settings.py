@@ -46,6 +46,11 @@ _SIZE_UNITS = {
 }
 
 
+MAX_DURATION_S = 100 * 365.25 * 86400.0
+"""The longest duration a setting or a query takes: beyond it, times before or after now
+overflow what a datetime holds."""
+
+
 def parse_duration(value: str | float | int) -> float:
     """Seconds from ``90s``, ``5m``, ``1h``, ``7d``, ``250ms`` or a plain number of seconds."""
     if isinstance(value, bool):
@@ -59,6 +64,8 @@ def parse_duration(value: str | float | int) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{value!r} is not a duration of zero or more seconds")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is longer than 100 years")
     return seconds
 
 

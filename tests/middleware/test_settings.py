@@ -31,6 +31,13 @@ def test_durations(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.parametrize("text", ["999999999999999999999999999999", "36525.1d", 4e9])
+def test_durations_beyond_a_datetime_are_refused(text: str | float) -> None:
+    # now minus such a window overflows a datetime: a query's 400, never a 500
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_duration(text)
+
+
 @pytest.mark.parametrize(
     ("text", "size"),
     [
