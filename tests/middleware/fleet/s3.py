@@ -104,7 +104,7 @@ def s3_server(folder: Path) -> Iterator[S3Server]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(20)
+            process.wait(3)  # weed drains for 20 s on SIGTERM; nothing of it is under test
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
