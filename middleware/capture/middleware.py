@@ -193,6 +193,8 @@ class MonitorMiddleware:
 
         await self.app(scope, lifespan_receive, lifespan_send)
 
+    # Inlining this into __call__ (one frame fewer on each resumption of a sync route) saved
+    # 2.8k of the 36k instructions it adds per request: not measurable in time, not kept.
     async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = self._sink
         sink.in_flight += 1
