@@ -29,7 +29,10 @@ __all__ = [
     "RANGE_MARGIN",
     "CategoricalWindow",
     "NumericWindow",
+    "bin_code_sql",
     "categorical_counts",
+    "edge_columns",
+    "edge_params",
     "numeric_counts",
     "parse_failures",
     "range_margin",
@@ -119,6 +122,42 @@ def range_margin(f: FeatureBaseline) -> float:
     return RANGE_MARGIN * (spread if spread > 0 else max(abs(f.edges[0]), 1e-9))
 
 
+def edge_params(
+    features: Sequence[FeatureBaseline], width: int, prefix: str = ""
+) -> dict[str, list[float]]:
+    """Bound lists of each feature's range margins (``lo_m``, ``hi_m``) and edges (``e0``..)
+    that :func:`bin_code_sql` tests against, ``width`` the most bins of any feature."""
+    params = {
+        f"{prefix}lo_m": [f.edges[0] - range_margin(f) for f in features],
+        f"{prefix}hi_m": [f.edges[-1] + range_margin(f) for f in features],
+    }
+    # e0 = min, e1.. inner edges, then max repeated: a feature with fewer bins than the widest
+    # ends in "x < max" tests, and its values equal to max land past its last bin (clamped below)
+    for j in range(width + 1):
+        params[f"{prefix}e{j}"] = [f.edges[min(j, len(f.edges) - 1)] for f in features]
+    return params
+
+
+def edge_columns(width: int, prefix: str = "") -> str:
+    """The edge lists of :func:`edge_params` unnested as columns ``e0``.. of a spec table."""
+    return "".join(f", unnest(${prefix}e{j}::DOUBLE[]) AS e{j}" for j in range(width + 1))
+
+
+def bin_code_sql(value: str, width: int) -> str:
+    """SQL for the bin code of ``value`` against the spec table ``s`` (docs/summaries.md): 0..
+    the bins, -1 below the range (-2 by more than its margin), -3 above (-4), -5 NaN, -6 +inf,
+    -7 -inf."""
+    tests = [f"{value} < s.e{j}" for j in range(width)] + [f"{value} <= s.e{width}"]
+    below = f"CASE WHEN {value} = '-inf'::DOUBLE THEN -7 WHEN {value} < s.lo_m THEN -2 ELSE -1 END"
+    above = (
+        f"CASE WHEN isnan({value}) THEN -5 WHEN {value} = 'inf'::DOUBLE THEN -6 "
+        f"WHEN {value} > s.hi_m THEN -4 ELSE -3 END"
+    )
+    # leaves: 0 is below min, j is bin j - 1, width + 1 is above max (or NaN)
+    leaves = {0: below, width + 1: above}
+    return bin_tree_sql(tests, lambda r: leaves.get(r, str(r - 1)))
+
+
 def numeric_counts(
     cursor: Any,
     role: str,
@@ -134,22 +173,9 @@ def numeric_counts(
     params: dict[str, Any] = {"start": start, "end": end, "role": role}
     params["names"] = [f.name for f in features]
     params["ids"] = list(range(len(features)))
-    params["lo_m"] = [f.edges[0] - range_margin(f) for f in features]
-    params["hi_m"] = [f.edges[-1] + range_margin(f) for f in features]
-    # e0 = min, e1.. inner edges, then max repeated: a feature with fewer bins than the widest
-    # ends in "x < max" tests, and its values equal to max land past its last bin (clamped below)
-    for j in range(width + 1):
-        params[f"e{j}"] = [f.edges[min(j, len(f.edges) - 1)] for f in features]
-    columns = "".join(f", unnest($e{j}::DOUBLE[]) AS e{j}" for j in range(width + 1))
-    tests = [f"f.num < s.e{j}" for j in range(width)] + [f"f.num <= s.e{width}"]
-    below = "CASE WHEN f.num = '-inf'::DOUBLE THEN -7 WHEN f.num < s.lo_m THEN -2 ELSE -1 END"
-    above = (
-        "CASE WHEN isnan(f.num) THEN -5 WHEN f.num = 'inf'::DOUBLE THEN -6 "
-        "WHEN f.num > s.hi_m THEN -4 ELSE -3 END"
-    )
-    # leaves: 0 is below min, j is bin j - 1, width + 1 is above max (or NaN)
-    leaves = {0: below, width + 1: above}
-    tree = bin_tree_sql(tests, lambda r: leaves.get(r, str(r - 1)))
+    params |= edge_params(features, width)
+    columns = edge_columns(width)
+    tree = bin_code_sql("f.num", width)
     # "id % n" is id itself (ids run from 0 to n - 1), but it tells DuckDB the range of the
     # group keys: it then counts in a perfect hash table, in half the time of hashing names.
     sql = f"""

@@ -22,8 +22,14 @@ from typing import Any
 import orjson
 
 from ..baseline.file import Baseline, FeatureBaseline
-from ..baseline.window import NON_FINITE_KEYS, PARSE_FAILURES, range_margin
-from ..stats.summary_sql import VALUE_TYPES, bin_tree_sql, number_key_sql
+from ..baseline.window import (
+    NON_FINITE_KEYS,
+    PARSE_FAILURES,
+    bin_code_sql,
+    edge_columns,
+    edge_params,
+)
+from ..stats.summary_sql import VALUE_TYPES, number_key_sql
 
 __all__ = [
     "GROUP_COLUMNS",
@@ -183,24 +189,14 @@ def _bins(
     values, columns, scope = where
     width = max(len(f.edges) for f in features) - 1
     p[f"{prefix}_names"] = [f.name for f in features]
-    p[f"{prefix}_lo"] = [f.edges[0] - range_margin(f) for f in features]
-    p[f"{prefix}_hi"] = [f.edges[-1] + range_margin(f) for f in features]
-    for j in range(width + 1):
-        p[f"{prefix}_e{j}"] = [f.edges[min(j, len(f.edges) - 1)] for f in features]
-    edges = "".join(f", unnest(${prefix}_e{j}::DOUBLE[]) AS e{j}" for j in range(width + 1))
-    tests = [f"v.num < s.e{j}" for j in range(width)] + [f"v.num <= s.e{width}"]
-    below = "CASE WHEN v.num = '-inf'::DOUBLE THEN -7 WHEN v.num < s.lo_m THEN -2 ELSE -1 END"
-    above = (
-        "CASE WHEN isnan(v.num) THEN -5 WHEN v.num = 'inf'::DOUBLE THEN -6 "
-        "WHEN v.num > s.hi_m THEN -4 ELSE -3 END"
-    )
-    leaves = {0: below, width + 1: above}
-    tree = bin_tree_sql(tests, lambda r: leaves.get(r, str(r - 1)))
+    p |= edge_params(features, width, f"{prefix}_")
+    edges = edge_columns(width, f"{prefix}_")
+    tree = bin_code_sql("v.num", width)
     named = "c.name = s.name AND " if role == "input" else ""
     return f"""
         WITH spec AS (SELECT unnest(${prefix}_names::VARCHAR[]) AS name,
-                             unnest(${prefix}_lo::DOUBLE[]) AS lo_m,
-                             unnest(${prefix}_hi::DOUBLE[]) AS hi_m {edges}),
+                             unnest(${prefix}_lo_m::DOUBLE[]) AS lo_m,
+                             unnest(${prefix}_hi_m::DOUBLE[]) AS hi_m {edges}),
         ids AS (SELECT c.id, s.* EXCLUDE (name) FROM spec s JOIN {columns} c
                 ON {named}c.role = '{role}' AND c.type = 'number'),
         agg AS (SELECT date_trunc('minute', v.ts) AS minute, s.id, {tree} AS code,
