@@ -10,6 +10,8 @@ loads the proxy:
 
 - ``direct``: wrk talks to the model server itself;
 - ``sidecar-1.0`` / ``sidecar-0.1``: ``inferwatch sidecar`` at that sample rate, real DuckDB file;
+- ``collector-1.0`` / ``collector-0.1``: the same with ``--sidecar-collector true``: the engine in
+  a collector process beside the proxy (its CPU reported apart from the proxy's);
 - ``nginx``: Debian's nginx, one worker, ``proxy_pass`` to a keepalive upstream block.
 
 ``--candidates`` measures the upstream clients the sidecar could be built on instead, each in
@@ -357,6 +359,11 @@ http {
 """
 
 
+def is_sidecar(variant: str) -> bool:
+    """``sidecar-<rate>``: the engine in the proxy's process; ``collector-<rate>``: beside it."""
+    return variant.startswith(("sidecar-", "collector-"))
+
+
 def python_server(args: argparse.Namespace, factory: str, port: int, core: int) -> list[str]:
     return uvicorn_command(factory, port, core, BENCH_DIR, workers=None, lifespan="off")
 
@@ -365,7 +372,7 @@ def proxy_command(
     args: argparse.Namespace, variant: str, port: int, admin: int, upstream: int, workdir: Path
 ) -> tuple[list[str], dict[str, str]]:
     url = f"http://127.0.0.1:{upstream}"
-    if variant.startswith("sidecar-"):
+    if is_sidecar(variant):
         db = workdir / f"{variant}-{port}.duckdb"
         cmd = [
             sys.executable,
@@ -388,6 +395,8 @@ def proxy_command(
             variant.split("-", 1)[1],
             "--upstream-health-path",
             args.health_path,
+            "--sidecar-collector",
+            "true" if variant.startswith("collector-") else "false",
         ]
         return taskset(args.proxy_core, cmd), {"BENCH_DB": str(db)}
     if variant == "nginx":
@@ -474,9 +483,11 @@ def run_variant(
         url = f"http://127.0.0.1:{port}{args.predict_path}"
         wrk(args, url, lua, args.warmup, args.connections)
         pids = process_tree(proc.pid) if proc is not None else []
-        if variant.startswith("sidecar-"):
-            collector = find_collector(Path(env["BENCH_DB"]), set(pids))
+        if is_sidecar(variant):
+            # The collector a sidecar started is its child: its CPU is reported on its own.
+            collector = find_collector(Path(env["BENCH_DB"]), {proc.pid})
         collectors = process_tree(collector) if collector is not None else []
+        pids = [pid for pid in pids if pid not in collectors]
         upstream_pids = process_tree(upstream_pid)
         cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
         ours = [*pids, *upstream_pids, *collectors]
@@ -497,7 +508,7 @@ def run_variant(
             paced = wrk(args, url, lua.with_name("paced.lua"), args.paced, args.paced_connections)
         capture: dict[str, Any] = {}
         stored, complete = None, None
-        if variant.startswith("sidecar-"):
+        if is_sidecar(variant):
             capture = httpx.get(f"http://127.0.0.1:{admin}/health", timeout=10).json()["capture"]
             stop(proc)
             if proc.returncode != 0:
@@ -549,7 +560,7 @@ def targets_table(
 
     nginx = med.get("nginx")
     figures, leads = [], []
-    for v in (v for v in variants if v.startswith("sidecar-")):
+    for v in (v for v in variants if is_sidecar(v)):
         m = med[v]
         figures += [
             Figure(
@@ -745,10 +756,10 @@ def main(argv: list[str] | None = None) -> int:
         args.predict_path, args.health_path = "/predict", "/health"
     variants = CANDIDATES if args.candidates else MAIN_VARIANTS
     if args.variants:
-        # Any mix of the variants above, plus sidecar-<rate> for other sample rates.
+        # Any mix of the variants above, plus sidecar-<rate> or collector-<rate> for other rates.
         chosen = ["direct", *(v.strip() for v in args.variants.split(",") if v.strip())]
         known = set(MAIN_VARIANTS) | set(CANDIDATES)
-        bad = [v for v in chosen if v not in known and not v.startswith("sidecar-")]
+        bad = [v for v in chosen if v not in known and not is_sidecar(v)]
         if bad:
             parser.error(f"unknown variant {bad[0]!r}")
         variants = tuple(dict.fromkeys(chosen))

@@ -487,6 +487,14 @@ class Settings:
     admin_port: int = _setting(
         8001, "port", "Port of the sidecar's monitor API.", modes="sidecar", common=True
     )
+    sidecar_collector: bool = _setting(
+        True,
+        "bool",
+        "Run the sidecar's engine in a collector process beside the proxy (as the middleware's "
+        "workers do), so that parsing, writing and checks never take the proxy's CPU; off, the "
+        "engine runs in the proxy's process.",
+        modes="sidecar",
+    )
     model_metadata: bool = _setting(
         True,
         "bool",

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import errno
 import gc
 import logging
 import signal
 import socket
+import sys
+import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -28,8 +31,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from inferwatch.middleware import Engine, MonitorError, MonitorMiddleware, Settings
 from inferwatch.middleware.api.access import is_loopback
 from inferwatch.middleware.api.app import build_api
+from inferwatch.middleware.collector import ApiForwarder
+from inferwatch.middleware.collector.election import collector_running
 
 from ._admin import AdminApp, UpstreamFigures, UpstreamProbe
+from ._collector_admin import CollectorAdmin
 from ._connection import UpstreamError
 from ._held_head import HeldHeadTransport
 from ._proxy import Proxy, RequestIds, UpstreamStats
@@ -39,6 +45,8 @@ __all__ = ["CLIENT_TIMEOUT", "MAX_HEAD_BYTES", "TimedHttpProtocol", "serve"]
 
 logger = logging.getLogger("inferwatch")
 
+_COLLECTOR_LINGER_S = 0.5  # with sidecar_collector: the collector's wait for a proxy to return
+_COLLECTOR_EXIT_S = 5.0  # and its time to write what it holds and let the store go
 _CLIENT_KEEPALIVE = 75.0  # above the idle timeouts of the load balancers that usually front us
 
 CLIENT_TIMEOUT = 60.0
@@ -325,20 +333,36 @@ async def _main(
     )
     stats = UpstreamStats()
     probe = UpstreamProbe(upstream, settings.upstream_health_path)
-    engine = Engine(settings)
     figures = UpstreamFigures(probe, pool, stats)
-    engine.register(figures)
-    proxy = _Server(
-        _config(
-            RequestIds(MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)),
-            proxy=True,
-            drain=settings.drain_timeout,
-            settings=settings,
+    engine: Engine | None = None
+    admin_app: ASGIApp
+    if settings.sidecar_collector and settings.db != ":memory:":
+        # The collector is this pod's and goes with the proxy: it lingers a moment, not the
+        # seconds that let a server replace its workers.
+        collector_settings = dataclasses.replace(
+            settings, collector_linger=_COLLECTOR_LINGER_S, collector_autostart=True
         )
+        monitor = MonitorMiddleware(
+            Proxy(pool, stats),
+            settings=collector_settings,
+            serve_api=False,
+            collector_output=sys.stderr.fileno(),  # its log is the sidecar's
+        )
+        if monitor.off is not None:
+            raise MonitorError(monitor.off.reason)
+        channel = monitor.channel
+        assert channel is not None
+        forward = ApiForwarder(channel.paths.api, lambda: channel.problem)
+        admin_app = CollectorAdmin(forward, probe, figures)
+    else:
+        engine = Engine(settings)
+        engine.register(figures)
+        monitor = MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)
+        admin_app = AdminApp(build_api(engine), probe)
+    proxy = _Server(
+        _config(RequestIds(monitor), proxy=True, drain=settings.drain_timeout, settings=settings)
     )
-    admin = _Server(
-        _config(AdminApp(build_api(engine), probe), proxy=False, drain=1.0, settings=settings)
-    )
+    admin = _Server(_config(admin_app, proxy=False, drain=1.0, settings=settings))
     logging.getLogger("uvicorn.error").addFilter(_QuietUpstreamErrors())
 
     def on_signal(signum: int) -> None:
@@ -362,7 +386,10 @@ async def _main(
             "/alerts, exports, labels and checks only over loopback (403 from beyond it; probes, "
             "/health and /metrics stay open): set admin_token to reach them from the network"
         )
-    engine.start()
+    if engine is not None:
+        engine.start()
+    elif not await monitor.start():
+        raise MonitorError(monitor.off.reason if monitor.off else "the monitor did not start")
     _settle_gc()
     try:
         logger.info(
@@ -388,5 +415,19 @@ async def _main(
             loop.remove_signal_handler(signum)
         await pool.close()
         await probe.close()
-        engine.stop()
+        if engine is not None:
+            engine.stop()
+        else:
+            await loop.run_in_executor(None, monitor.stop)
+            # Exit once the collector has let the store go, so that what follows may open it.
+            await _collector_gone(monitor)
     return 0
+
+
+async def _collector_gone(monitor: MonitorMiddleware) -> None:
+    """Wait (a few seconds at most) until the collector this proxy fed has exited."""
+    assert monitor.channel is not None
+    paths = monitor.channel.paths
+    deadline = time.monotonic() + _COLLECTOR_LINGER_S + _COLLECTOR_EXIT_S
+    while collector_running(paths) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

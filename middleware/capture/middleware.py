@@ -55,6 +55,8 @@ class MonitorMiddleware:
     monitor API under ``api_prefix`` through it, so every worker gives the same figures. Pass
     ``engine=Engine(settings)`` to run the engine in this process instead (as the sidecar does);
     ``db=":memory:"`` always does. The hand-off starts and stops with the app's lifespan.
+    A collector this process starts logs to its file beside the store, or to the file descriptor
+    ``collector_output``.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class MonitorMiddleware:
         settings: Settings | None = None,
         engine: Engine | None = None,
         serve_api: bool = True,
+        collector_output: int | None = None,
         **values: Any,
     ) -> None:
         self.app = app
@@ -89,7 +92,7 @@ class MonitorMiddleware:
         self.channel: CollectorChannel | None = None
         self._forward: ApiForwarder | None = None
         if engine is None and settings.db != ":memory:":
-            start = functools.partial(spawn_collector, settings)
+            start = functools.partial(spawn_collector, settings, output=collector_output)
             self.channel = CollectorChannel(
                 ChannelOptions.from_settings(settings),
                 start=start if settings.collector_autostart else None,
@@ -167,6 +170,27 @@ class MonitorMiddleware:
             return False
         return True
 
+    async def start(self) -> bool:
+        """Start monitoring now, as the lifespan's start-up does (for a server run without
+        lifespan events): the engine or the hand-off, and, where this process starts the
+        collector, wait until it answers. False when monitoring is off (said in the log)."""
+        if self.off is not None:
+            return False
+        if not self._start(logged=True):
+            return False
+        channel = self.channel
+        if channel is not None and (
+            self.settings.collector_autostart or os.path.exists(channel.paths.ingest)
+        ):
+            # The first worker starts the collector: the app is ready once it answers.
+            await channel.wait_connected(_CONNECT_WAIT_S)
+        return True
+
+    def stop(self) -> None:
+        """Write everything captured, or have the collector confirm it written (blocks)."""
+        if self.off is None:
+            self._sink.stop()
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = self._sink
 
@@ -174,14 +198,7 @@ class MonitorMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 # Start-up goes on when the monitor cannot start: the model serves unmonitored.
-                channel = self.channel
-                if (
-                    self._start(logged=True)
-                    and channel is not None
-                    and (self.settings.collector_autostart or os.path.exists(channel.paths.ingest))
-                ):
-                    # The first worker starts the collector: the app is ready once it answers.
-                    await channel.wait_connected(_CONNECT_WAIT_S)
+                await self.start()
             return message
 
         async def lifespan_send(message: Message) -> None:

@@ -28,6 +28,7 @@ def _load_collector() -> Callable[..., int]:
 def main(argv: list[str]) -> int:
     if argv in (["--auto"], ["--standby"]):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per metadata lookup
         settings = Settings.load(json.loads(os.environ.pop(SETTINGS_ENV, "{}")))
         if argv == ["--standby"]:
             from .standby import stand_by

@@ -195,25 +195,37 @@ class CollectorChannel:
     # The sender thread.
 
     def _run(self) -> None:
-        try:
-            while True:
-                stopping = self._stopping.is_set()
-                self._take()
-                if stopping and self._bye_token is not None:
-                    self._queue_frame(_Frame(wire.encode((wire.BYE, self._bye_token)), wire.BYE))
-                    self._bye_token = None
-                    self._finish()
+        failed: str | None = None
+        while True:
+            try:
+                if self._tick():
                     return
-                # One batch per tick, however often the collector writes to us meanwhile: taking
-                # whatever was pending at every wake-up made frames of one or two requests.
-                next_take = time.monotonic() + _SEND_EVERY_S
-                while not self._stopping.is_set():
-                    left = next_take - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._pump(left)
-        except Exception:  # never let the monitor's thread die silently
-            logger.exception("inferwatch: the sender thread failed")
+                failed = None
+            except Exception as exc:  # the hand-off goes on: a failure is logged, then retried
+                if repr(exc) != failed:
+                    logger.exception("inferwatch: the sender thread failed; retrying")
+                failed = repr(exc)
+                self._stopping.wait(_RECONNECT_EVERY_S)
+
+    def _tick(self) -> bool:
+        """Send one batch and pump until the next is due; True once the goodbye is done."""
+        stopping = self._stopping.is_set()
+        self._take()
+        if stopping:
+            if self._bye_token is not None:  # else it was sent, and failed on the way
+                self._queue_frame(_Frame(wire.encode((wire.BYE, self._bye_token)), wire.BYE))
+                self._bye_token = None
+                self._finish()
+            return True
+        # One batch per tick, however often the collector writes to us meanwhile: taking
+        # whatever was pending at every wake-up made frames of one or two requests.
+        next_take = time.monotonic() + _SEND_EVERY_S
+        while not self._stopping.is_set():
+            left = next_take - time.monotonic()
+            if left <= 0:
+                break
+            self._pump(left)
+        return False
 
     def _finish(self) -> None:
         """Deliver the last frames and wait for the collector's ACK of the goodbye."""
@@ -287,7 +299,7 @@ class CollectorChannel:
                 self._connect(spawn=now >= self._next_spawn)
                 sock = self._sock
             if sock is None:
-                time.sleep(wait)
+                self._stopping.wait(wait)
                 return
         try:
             if self._frames and not self._blocked:

@@ -118,10 +118,11 @@ def collector_running(paths: CollectorPaths) -> bool:
     return False
 
 
-def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
+def spawn_collector(settings: Settings, paths: CollectorPaths, output: int | None = None) -> bool:
     """Start a collector for this store unless one runs or another worker is starting one.
 
     The collector gets the worker's whole ``settings``: it runs the engine, which reads them all.
+    It logs to ``output`` (a file descriptor) where given, else to its log file beside the store.
 
     Returns True when this call started one; raises :class:`MonitorError` saying why when the
     one it started did not come up. Blocks (in the worker's sender thread, never on the
@@ -133,7 +134,7 @@ def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
     try:
         if collector_running(paths) or _standby_waiting(paths):
             return False  # a standby takes the lock the moment it is free
-        process = _start(settings, paths)
+        process = _start(settings, paths, output=output)
         # Reap it when it exits while this worker lives, so that it leaves no zombie.
         threading.Thread(
             target=process.wait, name="inferwatch-collector-reaper", daemon=True
@@ -141,9 +142,11 @@ def spawn_collector(settings: Settings, paths: CollectorPaths) -> bool:
         deadline = time.monotonic() + _START_WAIT_S
         while not collector_running(paths):
             if process.poll() is not None:
-                raise MonitorError(f"the collector exited at start: {_last_line(paths.log)}")
+                said = _last_line(paths.log) if output is None else "its log is above"
+                raise MonitorError(f"the collector exited at start: {said}")
             if time.monotonic() > deadline:
-                raise MonitorError(f"the collector did not start in 15 s; its log is {paths.log}")
+                where = paths.log if output is None else "above"
+                raise MonitorError(f"the collector did not start in 15 s; its log is {where}")
             time.sleep(0.01)
         return True
     finally:
@@ -170,7 +173,7 @@ def _standby_waiting(paths: CollectorPaths) -> bool:
 
 
 def _start(
-    settings: Settings, paths: CollectorPaths, mode: str = "--auto"
+    settings: Settings, paths: CollectorPaths, mode: str = "--auto", output: int | None = None
 ) -> subprocess.Popen[bytes]:
     values = {
         spec.name: list(value) if isinstance(value, tuple) else value
@@ -185,13 +188,13 @@ def _start(
         SETTINGS_ENV: json.dumps(values),
         "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
     }
-    with open(paths.log, "ab") as log:
+    with open(paths.log, "ab") if output is None else contextlib.nullcontext() as log:
         if mode == "--auto":
             logger.info("inferwatch: starting the collector for %s", paths.db)
         return subprocess.Popen(
             [sys.executable, "-m", __package__, mode],
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=log if output is None else output,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,

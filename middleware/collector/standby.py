@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -40,7 +41,8 @@ def start_standby(settings: Settings, paths: CollectorPaths) -> None:
         return
     os.close(free)
     try:
-        _child = _start(settings, paths, "--standby")
+        # It logs where this collector does (its log file, or the sidecar's output).
+        _child = _start(settings, paths, "--standby", output=sys.stdout.fileno())
     except OSError as exc:
         logger.warning("inferwatch: no standby collector: %s", exc)
 

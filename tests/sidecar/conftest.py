@@ -19,6 +19,8 @@ import duckdb
 import httpx
 import pytest
 
+from inferwatch.middleware.collector import CollectorPaths
+from inferwatch.middleware.collector.election import collector_running
 from tests.conftest import ROOT, free_port
 
 
@@ -108,6 +110,9 @@ class Sidecar:
 
     def rows(self, sql: str = "SELECT * FROM requests ORDER BY ts") -> list[dict[str, Any]]:
         """Query the log store; the sidecar must have stopped."""
+        # A proxy killed with SIGKILL leaves its collector to write what it holds and exit.
+        paths = CollectorPaths.for_db(self.db)
+        wait_until(lambda: not collector_running(paths), what="the collector to let go")
         con = duckdb.connect(self.db, read_only=True)
         try:
             cursor = con.execute(sql)
