@@ -98,7 +98,11 @@ def run_demo(
     On Ctrl-C, SIGTERM or the end of ``duration`` it stops its model server and sidecar and
     removes its folder, unless ``keep``.
     """
-    previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
+    # Ctrl-C stops it even where it was started with SIGINT ignored (a shell's background job).
+    previous = (
+        signal.signal(signal.SIGTERM, _stop),
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     folder = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
     children: list[subprocess.Popen[bytes]] = []
     try:
