@@ -1,10 +1,16 @@
 """Run the sidecar: the proxy and the monitor API as two uvicorn servers in one event loop.
 
-Start: check settings, bind both ports (a taken port is one clear line), start the engine once,
-serve. SIGTERM or SIGINT: /readyz turns 503, the proxy stops accepting and lets in-flight requests
-finish for up to ``drain_timeout``, the admin server stops, then the engine writes everything
-captured and the process exits 0. A second signal cuts the drain short. Both servers speak
-HTTP/1.1 through :class:`TimedHttpProtocol`, which bounds how long and how much a client may send.
+The engine runs in a collector process that the proxy starts beside itself and hands its
+captures to, as a worker does (``sidecar_collector``); the monitor API is the collector's, with
+the upstream's figures added here. With ``sidecar_collector`` off (or ``db=":memory:"``) the
+engine runs in this process instead.
+
+Start: check settings, bind both ports (a taken port is one clear line), start the engine or the
+collector once, serve. SIGTERM or SIGINT: /readyz turns 503, the proxy stops accepting and lets
+in-flight requests finish for up to ``drain_timeout``, the admin server stops, then everything
+captured is written (by the collector, which then exits) and the process exits 0. A second
+signal cuts the drain short. Both servers speak HTTP/1.1 through :class:`TimedHttpProtocol`,
+which bounds how long and how much a client may send.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The request path only measures, keeps references to body chunks and appends one tuple to a list.
 By default a sender thread hands those to the pod's collector process, which owns the store and
-does everything slow (``inferwatch.middleware.collector``); with ``engine=`` (the sidecar, tests)
-the engine runs in this process instead.
+does everything slow (``inferwatch.middleware.collector``); with ``engine=`` (tests, a sidecar
+with ``sidecar_collector`` off) the engine runs in this process instead.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class MonitorMiddleware:
     takes every setting of :class:`Settings` as a keyword. Each worker process hands its requests
     to the one collector of ``db`` (started by the first worker that finds none) and answers the
     monitor API under ``api_prefix`` through it, so every worker gives the same figures. Pass
-    ``engine=Engine(settings)`` to run the engine in this process instead (as the sidecar does);
+    ``engine=Engine(settings)`` to run the engine in this process instead (as the sidecar does
+    with ``sidecar_collector`` off);
     ``db=":memory:"`` always does. The hand-off starts and stops with the app's lifespan.
     A collector this process starts logs to its file beside the store, or to the file descriptor
     ``collector_output``.
