@@ -94,7 +94,7 @@ from _lib.store import accounted, collector_done, count_db, find_collector
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-MAIN_VARIANTS = ("direct", "sidecar-1.0", "sidecar-0.1", "nginx")
+MAIN_VARIANTS = ("direct", "collector-1.0", "collector-0.1", "sidecar-1.0", "nginx")
 CANDIDATES = ("direct", "nginx", "lean", "aiohttp", "httpx", "httpx-tuned")
 
 # --------------------------------------------------------------------------- servers (factories)
