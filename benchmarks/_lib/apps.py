@@ -19,7 +19,7 @@ def instrument(
     ``db`` (its log on stderr, kept in the server log), the peer, or bare. With ``engine_here``
     the engine runs in this process instead of the collector the worker would start."""
     if variant in sample_rates:
-        from inferwatch import Engine, MonitorMiddleware, Settings
+        from inferwatch import MonitorMiddleware
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -29,6 +29,8 @@ def instrument(
         log.setLevel(logging.INFO)
         values = {"db": db, "sample_rate": sample_rates[variant]}
         if engine_here:
+            from inferwatch import Engine, Settings  # else a worker never loads the engine
+
             app.add_middleware(MonitorMiddleware, engine=Engine(Settings.load(values)))
         else:
             app.add_middleware(MonitorMiddleware, **values)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from ..errors import MonitorError
+
+if TYPE_CHECKING:  # a worker reads its baselines setting without loading DuckDB
+    import duckdb
 
 __all__ = ["baseline_files", "scoped_cursors"]
 

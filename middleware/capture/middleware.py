@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,12 +23,13 @@ from ..baseline.model_scope import baseline_files
 from ..collector import ApiForwarder, CollectorChannel
 from ..collector.election import spawn_collector
 from ..collector.options import ChannelOptions
-from ..drift.checks import BaselineFile
-from ..engine.engine import Engine
 from ..errors import MonitorError
 from ..settings import Settings
 from .monitor_off import MonitoringOff, fallback_prefix
 from .request_ids import new_request_id
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
 
 __all__ = ["MonitorMiddleware"]
 
@@ -82,6 +83,10 @@ class MonitorMiddleware:
             if settings is None:
                 settings = engine.settings if engine is not None else Settings.load(values)
             if engine is None and settings.db == ":memory:":
+                # Imported only here: a worker that hands over never loads the engine (DuckDB,
+                # NumPy and their objects, which every full garbage collection would walk).
+                from ..engine.engine import Engine
+
                 engine = Engine(settings)
             elif engine is None:
                 _readable_baselines(settings)  # the collector would refuse them: say so here
@@ -418,9 +423,12 @@ class _InProcess:
 
 def _readable_baselines(settings: Settings) -> None:
     """Raise :class:`MonitorError` when a baseline given in ``settings`` cannot be read."""
-    BaselineFile(settings.baseline)
-    for path in baseline_files(settings.baselines).values():
-        BaselineFile(path)
+    paths = [settings.baseline, *baseline_files(settings.baselines).values()]
+    if any(paths):
+        from ..baseline.watched import BaselineFile  # NumPy, only where a baseline is set
+
+        for path in paths:
+            BaselineFile(path)
 
 
 def _text(value: bytes | None) -> str | None:

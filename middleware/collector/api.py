@@ -21,14 +21,9 @@ from ..evaluation.label_files import import_label_file
 from ..store.database import Store
 from .ingest import IngestServer
 from .pod import PodEngine
+from .wire import CLIENT_HEADER, ROOT_PATH_HEADER
 
 __all__ = ["CLIENT_HEADER", "ROOT_PATH_HEADER", "collector_api"]
-
-ROOT_PATH_HEADER = b"x-inferwatch-root-path"
-"""Where a worker tells the collector under which path it serves the API (for links)."""
-CLIENT_HEADER = b"x-inferwatch-client"
-"""The address of the worker's own client (``host:port``), which decides who may read payloads
-(``middleware/api/access.py``) as it would in the worker."""
 
 # Reads that promise to see every response already sent before the call.
 _BARRIER = {

@@ -15,7 +15,7 @@ import httpx
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from .api import CLIENT_HEADER, ROOT_PATH_HEADER
+from .wire import CLIENT_HEADER, ROOT_PATH_HEADER
 
 __all__ = ["ApiForwarder"]
 

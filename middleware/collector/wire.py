@@ -16,10 +16,12 @@ __all__ = [
     "ACK",
     "BATCH",
     "BYE",
+    "CLIENT_HEADER",
     "FLUSH",
     "HELLO",
     "MARKER",
     "RESENT",
+    "ROOT_PATH_HEADER",
     "WRITTEN",
     "FrameReader",
     "encode",
@@ -41,6 +43,12 @@ RESENT = 4
 FLUSH = 10  # (FLUSH, token): send what you hold, then MARKER token
 ACK = 11  # (ACK, token)
 WRITTEN = 12  # (WRITTEN, seq): every batch up to seq is written (or counted lost) in the store
+
+# Over the API socket, set by the worker only (a client's own copies are dropped): the path
+# under which it serves the API (for links), and its client's address (``host:port``), which
+# decides who may read payloads (``middleware/api/access.py``) as it would in the worker.
+ROOT_PATH_HEADER = b"x-inferwatch-root-path"
+CLIENT_HEADER = b"x-inferwatch-client"
 
 _LENGTH = struct.Struct("<I")
 _MAX_FRAME = 256 * 2**20
