@@ -12,9 +12,6 @@ import asyncio
 import functools
 import logging
 import os
-import random
-import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +22,7 @@ from ..collector.election import spawn_collector
 from ..collector.options import ChannelOptions
 from ..errors import MonitorError
 from ..settings import Settings
+from .exchange import Exchange
 from .monitor_off import MonitoringOff, fallback_prefix
 from .request_ids import new_request_id
 
@@ -37,13 +35,10 @@ logger = logging.getLogger("inferwatch")
 
 _REQUEST_ID = b"x-request-id"
 _CONTENT_TYPE = b"content-type"
-_ERROR = b"x-inferwatch-error"
 _MAX_REQUEST_ID = 128
 _UNMATCHED = "<unmatched>"
 _OTHER = "<other>"
 _CONNECT_WAIT_S = 15.0
-_perf_counter = time.perf_counter
-_random = random.random
 _PROBES = frozenset({"/healthz", "/readyz"})  # answered at once, whatever the collector's state
 
 
@@ -108,10 +103,8 @@ class MonitorMiddleware:
             self.engine = engine
             self._sink = _InProcess(engine)
         self._sample_rate = settings.sample_rate
-        # Decided without random() at the two ends, where no draw can change the answer.
-        self._sample_all = settings.sample_rate >= 1.0
-        self._sample_some = 0.0 < settings.sample_rate < 1.0
         self._max_body = settings.max_body_bytes
+        self._label = self._route_label  # bound once, not per request
         self._max_routes = settings.max_routes
         self._routes: set[str] = set()
         self._prefix = settings.api_prefix
@@ -221,8 +214,6 @@ class MonitorMiddleware:
     async def _monitor(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = self._sink
         sink.in_flight += 1
-        started = _perf_counter()
-        max_body = self._max_body
         request_id = b""
         request_type: bytes | None = None
         for key, value in scope["headers"]:
@@ -232,125 +223,29 @@ class MonitorMiddleware:
                 request_type = value
         if not request_id or len(request_id) > _MAX_REQUEST_ID or not request_id.isascii():
             request_id = new_request_id()
-        request_id_header = (_REQUEST_ID, request_id)
-
-        request_chunks: list[bytes] = []
-        request_size = 0
-        request_truncated = False
-        response_chunks: list[bytes] = []
-        response_size = 0
-        response_truncated = False
-        response_type: bytes | None = None
-        status = 0
-        first_byte: float | None = None
-        reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
-        recorded = False
-
-        def record(error: str | None) -> None:
-            # One tuple per request: a capture when sampled (it carries the timing too), else
-            # the timing alone. Appending it is atomic; the sink's thread does the rest.
-            nonlocal recorded
-            recorded = True
-            latency = _perf_counter() - started
-            if error is None and reported_error is not None:
-                error = reported_error.decode("latin-1")[:200]
-            try:
-                route = self._route_label(scope, status)
-            except Exception:  # the model's response is on its way; the monitor never breaks it
-                logger.exception("inferwatch failed to label a request")
-                return
-            if (
-                error is not None
-                or status >= 500
-                or self._sample_all
-                or (self._sample_some and _random() < self._sample_rate)
-            ):
-                sink.put(
-                    (
-                        # When it started, on the wall clock: read only for what is captured.
-                        time.time() - latency,
-                        request_id.decode("ascii", "replace"),
-                        scope["method"],
-                        scope["path"],
-                        route,
-                        status,
-                        latency,
-                        first_byte,
-                        tuple(request_chunks),
-                        request_size,
-                        request_truncated,
-                        _text(request_type),
-                        tuple(response_chunks),
-                        response_size,
-                        response_truncated,
-                        _text(response_type),
-                        error,
-                    )
-                )
-            else:
-                sink.put((scope["method"], route, status, latency, first_byte))
-
-        async def capture_receive() -> Message:
-            nonlocal request_size, request_truncated
-            message = await receive()
-            body = message.get("body")
-            if body:
-                request_size += len(body)
-                if request_size <= max_body:
-                    request_chunks.append(body)
-                else:
-                    request_truncated = True
-            return message
-
-        def capture_send(message: Message) -> Awaitable[None]:
-            # A plain function returning send's awaitable: one coroutine less per message, and
-            # the capture is still handed over before the last message is sent.
-            nonlocal status, response_type, response_size, response_truncated, first_byte
-            nonlocal reported_error
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                headers = []
-                for item in message.get("headers", ()):
-                    key = item[0].lower()
-                    if key == _REQUEST_ID:
-                        continue
-                    if key == _CONTENT_TYPE:
-                        response_type = item[1]
-                    elif key == _ERROR:
-                        reported_error = item[1]
-                    headers.append(item)
-                headers.append(request_id_header)
-                message["headers"] = headers
-            elif kind == "http.response.body":
-                body = message.get("body")
-                if body:
-                    if first_byte is None:
-                        first_byte = _perf_counter() - started
-                    response_size += len(body)
-                    if response_size <= max_body:
-                        response_chunks.append(body)
-                    else:
-                        response_truncated = True
-                if not message.get("more_body", False) and status < 500 and not recorded:
-                    # Before the last byte leaves: a client that has its response knows that
-                    # the capture is handed over, which is what a read-your-writes read needs.
-                    # A 5xx waits for the app to return: an exception may follow to name it.
-                    record(None)
-            return send(message)
-
+        exchange = Exchange(
+            scope,
+            receive,
+            send,
+            request_id,
+            request_type,
+            put=sink.put,
+            route=self._label,
+            rate=self._sample_rate,
+            max_body=self._max_body,
+        )
         try:
-            await self.app(scope, capture_receive, capture_send)
+            await self.app(scope, exchange.receive, exchange.send)
         except BaseException as exc:
-            if not recorded:
-                if status == 0:
-                    status = 500
-                record(type(exc).__name__)
+            if not exchange.recorded:
+                if exchange.status == 0:
+                    exchange.status = 500
+                exchange.record(type(exc).__name__)
             raise
         finally:
             sink.in_flight -= 1
-            if not recorded:
-                record(None)
+            if not exchange.recorded:
+                exchange.record(None)
 
     def _route_label(self, scope: Scope, status: int) -> str:
         """The route template, so that labels stay few however many paths clients send."""
@@ -429,7 +324,3 @@ def _readable_baselines(settings: Settings) -> None:
 
         for path in paths:
             BaselineFile(path)
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")

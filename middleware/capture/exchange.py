@@ -1,0 +1,164 @@
+"""One request as the middleware sees it: its timing, its body chunks, its response's head.
+
+A single object with slots holds the request's state, and its bound ``receive`` and ``send``
+wrap the server's. Closures over a dozen variables were tried first: each variable is a cell,
+and those twenty-odd objects per request, alive while the request is, made the model process's
+young garbage collections about 40 % more frequent, and its full collections (the p99 of a
+FastAPI app) more frequent with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+__all__ = ["Exchange"]
+
+logger = logging.getLogger("inferwatch")
+
+_REQUEST_ID = b"x-request-id"
+_CONTENT_TYPE = b"content-type"
+_ERROR = b"x-inferwatch-error"
+_perf_counter = time.perf_counter
+_random = random.random
+
+
+class Exchange:
+    """The state of one monitored request; :meth:`record` hands it to ``put`` once."""
+
+    __slots__ = (
+        "_first_byte", "_max_body", "_put", "_rate", "_received", "_reported_error",
+        "_request_chunks", "_request_id", "_request_size", "_request_truncated", "_request_type",
+        "_response_chunks", "_response_size", "_response_truncated", "_response_type", "_route",
+        "_scope", "_send", "_started", "recorded", "status",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: bytes,
+        request_type: bytes | None,
+        *,
+        put: Callable[[tuple[Any, ...]], Any],
+        route: Callable[[Scope, int], str],
+        rate: float,
+        max_body: int,
+    ) -> None:
+        self._started = _perf_counter()
+        self._scope = scope
+        self._received = receive
+        self._send = send
+        self._request_id = request_id
+        self._request_type = request_type
+        self._put = put
+        self._route = route
+        self._rate = rate  # 1.0 and above: every request; 0.0 and below: none but errors
+        self._max_body = max_body
+        self._request_chunks: list[bytes] = []
+        self._request_size = 0
+        self._request_truncated = False
+        self._response_chunks: list[bytes] = []
+        self._response_size = 0
+        self._response_truncated = False
+        self._response_type: bytes | None = None
+        self._first_byte: float | None = None
+        self._reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
+        self.status = 0
+        self.recorded = False
+
+    async def receive(self) -> Message:
+        message = await self._received()
+        body = message.get("body")
+        if body:
+            self._request_size += len(body)
+            if self._request_size <= self._max_body:
+                self._request_chunks.append(body)
+            else:
+                self._request_truncated = True
+        return message
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain method returning send's awaitable: one coroutine less per message, and the
+        # capture is still handed over before the last message is sent.
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            headers = []
+            for item in message.get("headers", ()):
+                key = item[0].lower()
+                if key == _REQUEST_ID:
+                    continue
+                if key == _CONTENT_TYPE:
+                    self._response_type = item[1]
+                elif key == _ERROR:
+                    self._reported_error = item[1]
+                headers.append(item)
+            headers.append((_REQUEST_ID, self._request_id))
+            message["headers"] = headers
+        elif kind == "http.response.body":
+            body = message.get("body")
+            if body:
+                if self._first_byte is None:
+                    self._first_byte = _perf_counter() - self._started
+                self._response_size += len(body)
+                if self._response_size <= self._max_body:
+                    self._response_chunks.append(body)
+                else:
+                    self._response_truncated = True
+            if not message.get("more_body", False) and self.status < 500 and not self.recorded:
+                # Before the last byte leaves: a client that has its response knows that the
+                # capture is handed over, which is what a read-your-writes read needs. A 5xx
+                # waits for the app to return: an exception may follow to name it.
+                self.record(None)
+        return self._send(message)
+
+    def record(self, error: str | None) -> None:
+        """Hand over one tuple: a capture when sampled (it carries the timing too), else the
+        timing alone. Appending it is atomic; the sink's thread does the rest."""
+        self.recorded = True
+        latency = _perf_counter() - self._started
+        scope, status = self._scope, self.status
+        if error is None and self._reported_error is not None:
+            error = self._reported_error.decode("latin-1")[:200]
+        try:
+            route = self._route(scope, status)
+        except Exception:  # the model's response is on its way; the monitor never breaks it
+            logger.exception("inferwatch failed to label a request")
+            return
+        rate = self._rate
+        if error is not None or status >= 500 or rate >= 1.0 or (rate > 0.0 and _random() < rate):
+            self._put(
+                (
+                    # When it started, on the wall clock: read only for what is captured.
+                    time.time() - latency,
+                    self._request_id.decode("ascii", "replace"),
+                    scope["method"],
+                    scope["path"],
+                    route,
+                    status,
+                    latency,
+                    self._first_byte,
+                    tuple(self._request_chunks),
+                    self._request_size,
+                    self._request_truncated,
+                    _text(self._request_type),
+                    tuple(self._response_chunks),
+                    self._response_size,
+                    self._response_truncated,
+                    _text(self._response_type),
+                    error,
+                )
+            )
+        else:
+            self._put((scope["method"], route, status, latency, self._first_byte))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
