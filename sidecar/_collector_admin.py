@@ -30,7 +30,7 @@ class _Upstream:
         self.figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        return iter(list(self.figures.metrics()))
+        yield from self.figures.metrics()
 
 
 class CollectorAdmin:

@@ -23,7 +23,7 @@ from .ingest import IngestServer
 from .pod import PodEngine
 from .wire import CLIENT_HEADER, ROOT_PATH_HEADER
 
-__all__ = ["CLIENT_HEADER", "ROOT_PATH_HEADER", "collector_api"]
+__all__ = ["collector_api"]
 
 # Reads that promise to see every response already sent before the call.
 _BARRIER = {
