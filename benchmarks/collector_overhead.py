@@ -23,11 +23,15 @@ collector there too, ``bare``, ``monitor-0.1`` and ``prometheus`` (each worker i
 
 Every (app, workers, variant) runs once per round in a rotating order, ``--rounds`` rounds, and
 medians are reported: throughput against bare, p99 added, the worker's CPU per request (utime +
-stime from /proc/<pid>/stat of every worker, all threads), and the collector's CPU per captured
-request. After each monitored run the script checks what the store holds: /monitor/health's
-counters (asked several times, so that several workers answer), then SIGTERM, the collector's
-exit, and the DuckDB file counted: stored + dropped + write errors = sampled, every request 1
-instance of 11 values, and ``sampled`` plausible for the rate and wrk's count of responses.
+stime from /proc/<pid>/stat of every worker, all threads), the worker's garbage collections
+during the measured run (how many of each generation, and the total and the longest pause of the
+full, generation-2 ones, which make a FastAPI worker's p99: a ``gc.callbacks`` hook in every
+worker, bare or not, writes its counters to a file the script reads before and after the run),
+and the collector's CPU per captured request. After each monitored run the script checks what
+the store holds: /monitor/health's counters (asked several times, so that several workers
+answer), then SIGTERM, the collector's exit, and the DuckDB file counted: stored + dropped +
+write errors = sampled, every request 1 instance of 11 values, and ``sampled`` plausible for the
+rate and wrk's count of responses.
 
 Then, unless ``--in-process 0``, the worker's CPU without network or wrk, where a few µs show:
 for each app and variant, one process pinned to the worker's core runs the bare app and the
@@ -50,7 +54,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lib.apps import instrument
 from _lib.asgi import asgi_request, find_engine, lifespan, run_async, run_child, say
+from _lib.gcstats import ENV as GC_DIR_ENV
+from _lib.gcstats import Collections, between, snapshots
 from _lib.load import WrkResult, write_lua, wrk
 from _lib.machine import machine_info, machine_markdown, missing_tools, wrk_version
 from _lib.pinning import pin_threads, taskset
@@ -306,6 +312,7 @@ class Run:
     main: WrkResult
     responses: int  # wrk's responses over the warm-up and the measured run
     worker_cpu_us: float  # every worker's CPU per request during the measured run
+    gc: Collections = field(default_factory=Collections)  # every worker's, the measured run
     collector_pid: int | None = None
     collector_cores: str = ""  # the cores its threads may run on during the measured run
     collector_cpu_us: float = math.nan  # the collector's CPU per request
@@ -377,6 +384,8 @@ def run_one(
         "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
     }  # fmt: skip
     log_path = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.log"
+    gc_dir = args.workdir / f"{app}-{workers}w-{variant}-r{rnd}.gc"
+    env[GC_DIR_ENV] = str(gc_dir)  # every worker counts its collections there, one file each
     monitored = variant in SAMPLE_RATES
     connections = args.connections if workers == 1 else args.multi_connections
     wrk_cores = str(args.side_core) if workers == 1 else f"{args.worker_core},{args.side_core}"
@@ -401,15 +410,17 @@ def run_one(
                 pin_threads(pid, {args.side_core})
         collector_cores = allowed_cores(collector)
         before = get_json(port, "/monitor/health")["capture"] if monitored else {}
+        gc_before = snapshots(gc_dir, workers_now)
         worker_before = sum(process_cpu(p) for p in workers_now)
         collector_before = tree_cpu(collector)
         main = wrk(url, lua, args.duration, connections, wrk_cores)
         worker_cpu = sum(process_cpu(p) for p in workers_now) - worker_before
+        gc = between(gc_before, snapshots(gc_dir, workers_now))
         run = Run(
             app=app, workers=workers, variant=variant, round=rnd, main=main,
             responses=warm.requests + main.requests,
-            worker_cpu_us=worker_cpu / max(main.requests, 1) * 1e6, collector_pid=collector,
-            collector_cores=collector_cores,
+            worker_cpu_us=worker_cpu / max(main.requests, 1) * 1e6, gc=gc,
+            collector_pid=collector, collector_cores=collector_cores,
         )  # fmt: skip
         if main.errors or main.status_errors:
             run.problems.append(f"wrk: {main.errors} errors, {main.status_errors} non-2xx")
@@ -450,6 +461,12 @@ FIGURES = {
     "p50": lambda r: r.main.p50_ms,
     "p99": lambda r: r.main.p99_ms,
     "worker": lambda r: r.worker_cpu_us,
+    # None where a run has no counters (or lost its pauses), so that it leaves the median alone
+    "gc0": lambda r: known(r.gc.gen0),
+    "gc1": lambda r: known(r.gc.gen1),
+    "gc2": lambda r: known(r.gc.gen2),
+    "gc2_ms": lambda r: known(r.gc.gen2_ms),
+    "gc2_max_ms": lambda r: known(r.gc.gen2_max_ms),
     "collector": lambda r: r.collector_cpu_us if r.collector_pid else None,
     "per_capture": lambda r: (
         r.collector_cpu_per_capture_us if r.collector_pid and r.captured else None
@@ -457,6 +474,21 @@ FIGURES = {
     "found": lambda r: 1.0 if r.collector_pid else 0.0,
     "ok": lambda r: 0.0 if r.problems else 1.0,
 }
+
+
+def known(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+GC_HEADERS = ("GC gen 0 / 1 / 2", "gen-2 pauses ms", "longest gen-2 ms")
+GC_FIGURES = ("gc0", "gc1", "gc2", "gc2_ms", "gc2_max_ms")  # their medians, in gc_cells' order
+
+
+def gc_cells(gen0: float, gen1: float, gen2: float, total_ms: float, max_ms: float) -> list[str]:
+    """The cells of GC_HEADERS: collections of each generation (a median may end in .5), the
+    generation-2 pauses' total and the longest; dashes where the run kept no counters."""
+    counts = " / ".join(cell(n, ",.0f" if n % 1 == 0 else ",.1f") for n in (gen0, gen1, gen2))
+    return [counts if not math.isnan(gen2) else "—", cell(total_ms, ".1f"), cell(max_ms, ".1f")]
 
 
 def medians(runs: list[Run]) -> dict[str, dict[str, float]]:
@@ -489,6 +521,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 f"{m['p99'] - bare['p99']:+.2f}" if extra else "",
                 f"{m['worker']:.1f}",
                 f"{m['worker'] - bare['worker']:+.1f}" if extra else "",
+                *gc_cells(*(m[k] for k in GC_FIGURES)),
                 cell(m["collector"], ".1f") if variant in SAMPLE_RATES else "",
                 cell(m["per_capture"], ".1f") if variant in SAMPLE_RATES else "",
                 (f"{m['ok']:.0%}" if variant in SAMPLE_RATES else ""),
@@ -497,7 +530,8 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
     summary = markdown_table(
         [
             "variant", "req/s", "vs bare", "p50 ms", "p99 ms", "p99 added ms",
-            "worker CPU µs/req", "added", "collector CPU µs/req", "collector µs/captured req",
+            "worker CPU µs/req", "added", *GC_HEADERS, "collector CPU µs/req",
+            "collector µs/captured req",
             "runs whose store checked out",
         ],
         rows,
@@ -589,6 +623,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             met(share >= MULTI_TARGET),
         )
     multi_rows = [{"variant": v, **m} for v, m in multi.items() if m and multi["bare"]]
+    gc_cell = lambda m, i: gc_cells(*(m[k] for k in GC_FIGURES))[i]  # noqa: E731
     monitored = lambda m, text: text if m["variant"] in SAMPLE_RATES else ""  # noqa: E731
     out = [
         f"### {app} app, one worker on core {args.worker_core}; wrk -c{args.connections} and the "
@@ -614,6 +649,9 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                     "vs bare": lambda m: f"{m['rps'] / multi['bare']['rps']:.3f}",
                     "p99 ms": lambda m: f"{m['p99']:.2f}",
                     "CPU µs/req, all workers": lambda m: f"{m['worker']:.1f}",
+                    "GC gen 0 / 1 / 2, all workers": lambda m: gc_cell(m, 0),
+                    "gen-2 pauses ms, all workers": lambda m: gc_cell(m, 1),
+                    "longest gen-2 ms": lambda m: gc_cell(m, 2),
                     "collector µs/captured req": lambda m: monitored(
                         m, cell(m["per_capture"], ".1f")
                     ),
@@ -633,6 +671,10 @@ def runs_table(runs: list[Run]) -> str:
             "req/s": lambda r: f"{r.main.rps:,.0f}",
             "p99 ms": lambda r: f"{r.main.p99_ms:.2f}",
             "worker CPU µs/req": lambda r: f"{r.worker_cpu_us:.1f}",
+            **{
+                name: (lambda r, i=i: gc_cells(*astuple(r.gc))[i])
+                for i, name in enumerate(GC_HEADERS)
+            },
             "collector pid on cores": lambda r: (
                 f"{r.collector_pid} on {r.collector_cores}" if r.collector_pid else ""
             ),
@@ -709,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"round {rnd} {run.key:26s} {run.main.rps:7,.0f} req/s  p99 {run.main.p99_ms:6.2f} ms"
             f"  worker {run.worker_cpu_us:6.1f} µs/req"
+            f"  GC {' / '.join(gc_cells(*astuple(run.gc)))} ms"
             + (
                 f"  collector {run.collector_cpu_us:.1f} µs/req, "
                 f"{cell(run.collector_cpu_per_capture_us, '.1f')} µs/captured"

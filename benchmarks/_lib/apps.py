@@ -1,5 +1,7 @@
 """The variants the benchmarks compare an app in: bare, monitored at a sample rate (writing to a
-real DuckDB file), or instrumented by the peer, prometheus-fastapi-instrumentator."""
+real DuckDB file), or instrumented by the peer, prometheus-fastapi-instrumentator. Where the
+benchmark sets BENCH_GC_DIR, the process that builds the app also counts its garbage collections
+(``gcstats``), whatever the variant."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import logging
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from .gcstats import watch_gc
 
 PEER = "prometheus"
 """The peer every in-worker benchmark measures beside inferwatch, in the same run."""
@@ -18,6 +22,7 @@ def instrument(
     """``app`` as ``variant``: ``MonitorMiddleware`` at ``sample_rates[variant]`` writing to
     ``db`` (its log on stderr, kept in the server log), the peer, or bare. With ``engine_here``
     the engine runs in this process instead of the collector the worker would start."""
+    watch_gc()  # only where the benchmark asks (BENCH_GC_DIR): bare and monitored alike
     if variant in sample_rates:
         from inferwatch import MonitorMiddleware
 
