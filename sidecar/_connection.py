@@ -1,19 +1,22 @@
 """One keep-alive HTTP/1.1 connection to the upstream: an asyncio protocol fed to httptools.
 
-The parser's callbacks fill a small buffer that the proxy drains; reading pauses when the client
-is slower than the model, so a large response never piles up in memory.
+The parser's callbacks fill a small buffer that the ASGI proxy drains, or tell the direct path's
+exchange (the connection's ``sink``) as they run; reading pauses when the client is slower than
+the model, so a large response never piles up in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Protocol
 
 import httptools
 
 __all__ = [
     "ClientDisconnected",
     "Connection",
+    "Sink",
     "UpstreamClosed",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -58,6 +61,25 @@ class ClientDisconnected(Exception):
     """The client went away; the upstream request is abandoned."""
 
 
+class Sink(Protocol):
+    """What a connection tells, as it happens, to a request that is not reading it with
+    :meth:`Connection.read` (the direct path)."""
+
+    def upstream_head(self) -> None: ...
+
+    def upstream_body(self, data: bytes) -> None: ...
+
+    def upstream_done(self) -> None: ...
+
+    def upstream_failed(self, error: BaseException) -> None: ...
+
+    def upstream_flush(self) -> None: ...
+
+    def upstream_writable(self) -> None: ...
+
+    def upstream_awaited(self) -> bool: ...
+
+
 def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(UpstreamTimeout(f"no data from the upstream within {timeout:g} s"))
@@ -87,6 +109,9 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
         self._due_timeout = 0.0
+        self.sink: Sink | None = None
+        self._chunks: deque[bytes] = deque()
+        self.length_framed = self.chunked = False  # what the response's head said of its body
         self._begin(head_only=False)
         self.active = False
 
@@ -101,10 +126,12 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.error: BaseException | None = None
         self._until_close = False
-        self._chunks: deque[bytes] = deque()
+        self._chunks.clear()
         self._buffered = 0
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self.sink = None
+        self._expecting = False
 
     def begin(self, head_only: bool) -> None:
         """Reset the response state before a request is written."""
@@ -121,12 +148,17 @@ class Connection(asyncio.Protocol):
             self._fail(UpstreamProtocolError("the upstream sent data nobody asked for"))
             return
         self.received = True
+        sink = self.sink
+        if sink is not None and self._expecting:
+            self._due = self._loop.time() + self._due_timeout
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"the upstream sent invalid HTTP: {exc}"))
+        if sink is not None and self.sink is sink:
+            sink.upstream_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -141,6 +173,12 @@ class Connection(asyncio.Protocol):
                 where = "while sending the response" if self.head_done else "before responding"
                 detail = f" ({exc})" if exc else ""
                 self.error = UpstreamClosed(f"the upstream closed the connection {where}{detail}")
+        sink = self.sink
+        if sink is not None:
+            if self.complete:
+                sink.upstream_done()
+            elif self.error is not None:
+                sink.upstream_failed(self.error)
         self._wake()
         drain = self._drain
         if drain is not None and not drain.done():
@@ -151,6 +189,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.sink is not None:
+            self.sink.upstream_writable()
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -159,9 +199,15 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.headers = []
+        self.length_framed = self.chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"content-length":
+            self.length_framed = True
+        elif name == b"transfer-encoding":
+            self.chunked = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -175,11 +221,15 @@ class Connection(asyncio.Protocol):
             self.complete = True
             self.keep_alive = False
         elif status not in (204, 304):
-            framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
-            self._until_close = not framed
+            self._until_close = not (self.length_framed or self.chunked)
+        if self.sink is not None:
+            self.sink.upstream_head()
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.upstream_body(body)
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
@@ -190,6 +240,8 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.head_done:
             self.complete = True
+            if self.sink is not None:
+                self.sink.upstream_done()
             self._wake()
 
     # ------------------------------------------------------------------ the proxy's side
@@ -232,6 +284,11 @@ class Connection(asyncio.Protocol):
             self._waiter = None
 
     @property
+    def write_paused(self) -> bool:
+        """Whether the upstream reads slower than it is sent to."""
+        return self._write_paused
+
+    @property
     def drained(self) -> bool:
         """The whole response was received and handed out."""
         return self.complete and not self._chunks
@@ -267,10 +324,21 @@ class Connection(asyncio.Protocol):
             self.transport.close()
         self.open = False
 
+    def expect(self, timeout: float) -> None:
+        """Fail the request unless the upstream sends something within ``timeout`` of now or of
+        its last data (for a ``sink``, which is not waiting in :meth:`read`)."""
+        self._expecting = True
+        due = self._due = self._loop.time() + timeout
+        self._due_timeout = timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(due, self._on_timer)
+
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
         self.close()
+        if self.sink is not None:
+            self.sink.upstream_failed(self.error)
         self._wake()
 
     async def _wait(self, timeout: float) -> None:
@@ -289,6 +357,16 @@ class Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._expecting and self.sink is not None:
+            now = self._loop.time()
+            if now >= self._due and not self.sink.upstream_awaited():
+                # The client is not reading, so neither is the proxy: not the upstream's fault.
+                self._due = now + self._due_timeout
+            if now < self._due:
+                self._timer = self._loop.call_at(self._due, self._on_timer)
+                return
+            self._fail(UpstreamTimeout(f"no data from the upstream within {self._due_timeout:g} s"))
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return

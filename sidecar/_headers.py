@@ -30,6 +30,7 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+_HOP_AND_LENGTH = _HOP_BY_HOP | {b"content-length"}
 _REQUEST_SPECIAL = _HOP_BY_HOP | {
     b"host",
     b"expect",  # uvicorn already answered 100-continue to the client
@@ -107,14 +108,16 @@ def response_headers(
     headers: list[tuple[bytes, bytes]], status: int = 200
 ) -> list[tuple[bytes, bytes]]:
     """End-to-end response headers; uvicorn frames the body again itself."""
-    named: set[bytes] = set()
+    named: set[bytes] | None = None
     chunked = False
     for name, value in headers:
         if name == b"connection":
-            named |= {t.strip().lower() for t in value.split(b",")}
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            named = tokens if named is None else named | tokens
         elif name == b"transfer-encoding":
             chunked = True
-    drop = _HOP_BY_HOP | named
-    if chunked or status in (204, 304):  # uvicorn would expect a body of that length
-        drop = drop | {b"content-length"}
+    # uvicorn (or the direct path) would expect a body of the length a chunked one names
+    drop = _HOP_AND_LENGTH if chunked or status in (204, 304) else _HOP_BY_HOP
+    if named:
+        drop = drop | named
     return [item for item in headers if item[0] not in drop]

@@ -20,7 +20,7 @@ from ._connection import ClientDisconnected, Connection, UpstreamError
 from ._headers import request_headers, response_headers, upstream_target
 from ._upstream import UpstreamPool
 
-__all__ = ["ERROR_HEADER", "Proxy", "RequestIds", "UpstreamStats"]
+__all__ = ["ERROR_HEADER", "Proxy", "RequestIds", "UpstreamStats", "error_reply"]
 
 logger = logging.getLogger("inferwatch")
 
@@ -245,21 +245,22 @@ class Proxy:
             raise
 
 
-async def _reply(send: Send, status: int, message: str) -> None:
-    """The sidecar's own answer, with the reason in the body and in X-Inferwatch-Error."""
+def error_reply(message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers of the sidecar's own answer: the reason in both."""
     body = orjson.dumps({"error": message})
     reason = message[:300].replace("\r", " ").replace("\n", " ").encode("ascii", "replace")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                (ERROR_HEADER, reason),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (ERROR_HEADER, reason),
+    ]
+    return body, headers
+
+
+async def _reply(send: Send, status: int, message: str) -> None:
+    """The sidecar's own answer, with the reason in the body and in X-Inferwatch-Error."""
+    body, headers = error_reply(message)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

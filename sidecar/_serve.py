@@ -32,7 +32,6 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from inferwatch.middleware import Engine, MonitorError, MonitorMiddleware, Settings
 from inferwatch.middleware.api.access import is_loopback
@@ -41,159 +40,20 @@ from inferwatch.middleware.collector import ApiForwarder
 from inferwatch.middleware.collector.election import collector_running
 
 from ._admin import AdminApp, UpstreamFigures, UpstreamProbe
+from ._client import TimedHttpProtocol
 from ._collector_admin import CollectorAdmin
 from ._connection import UpstreamError
-from ._held_head import HeldHeadTransport
+from ._direct import DirectPath
 from ._proxy import Proxy, RequestIds, UpstreamStats
 from ._upstream import Upstream, UpstreamPool
 
-__all__ = ["CLIENT_TIMEOUT", "MAX_HEAD_BYTES", "TimedHttpProtocol", "serve"]
+__all__ = ["serve"]
 
 logger = logging.getLogger("inferwatch")
 
 _COLLECTOR_LINGER_S = 0.5  # with sidecar_collector: the collector's wait for a proxy to return
 _COLLECTOR_EXIT_S = 5.0  # and its time to write what it holds and let the store go
 _CLIENT_KEEPALIVE = 75.0  # above the idle timeouts of the load balancers that usually front us
-
-CLIENT_TIMEOUT = 60.0
-"""Default of ``client_timeout``: seconds a client has to send a request head, and may fall silent
-within a body or while it is sent a response (nginx's client_header_timeout, client_body_timeout
-and send_timeout)."""
-MAX_HEAD_BYTES = 64 * 1024
-"""Default of ``max_head_bytes``: the largest request head (line and headers) read, else 431."""
-
-
-def _answer(status: bytes, reason: str) -> bytes:
-    body = b'{"error": "%s"}' % reason.encode("ascii")
-    return (
-        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"x-inferwatch-error: %s\r\nconnection: close\r\n\r\n%s"
-        % (status, len(body), reason.encode("ascii"), body)
-    )
-
-
-_TIMEOUT = _answer(b"408 Request Timeout", "the client sent too slowly")
-_TOO_LARGE = _answer(b"431 Request Header Fields Too Large", "the request head is too large")
-
-
-class TimedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits on clients that it lacks.
-
-    uvicorn times only idle keep-alive connections. Without this, a client that connects and
-    says nothing, trickles its head, pauses mid-body or stops reading its response holds a
-    connection for ever (and mid-body or mid-response an upstream connection too, of which there
-    are ``upstream_max_connections``), and a head of any size is buffered whole. Here a head must
-    arrive within :data:`CLIENT_TIMEOUT` of the connection or of its first byte, a body may not
-    pause longer than that, nor may a client stop reading for longer, and a head may hold at most
-    :data:`MAX_HEAD_BYTES` (plus one read): else 408 or 431, and the connection closes.
-    """
-
-    timeout = CLIENT_TIMEOUT
-    max_head = MAX_HEAD_BYTES
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._writes = HeldHeadTransport(transport, self.loop)
-        super().connection_made(self._writes)  # type: ignore[arg-type]
-        # One timer per connection, moved lazily: each request only notes the time, and the
-        # timer, when it fires early, waits out the rest. Setting and cancelling a timer for
-        # each head and body cost about 3 µs per request.
-        self._deadline: asyncio.TimerHandle | None = None
-        self._since = 0.0  # when the wait for the client that the timer guards began
-        self._stalled: asyncio.TimerHandle | None = None
-        self._in_head = True  # waiting for the first request's head
-        self._in_body = False
-        self._head_bytes = 0
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        was_in_head = self._in_head
-        super().data_received(data)
-        if self._in_head and was_in_head:  # every byte of this read belongs to the head
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head:
-                self._refuse(_TOO_LARGE)
-        elif self._in_body:  # its silence starts again
-            self._arm()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head, self._head_bytes = True, 0
-        self._arm()
-
-    def on_headers_complete(self) -> None:
-        self._in_head, self._in_body = False, True
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._in_body = False  # the timer, if it fires, finds nothing to wait for
-        super().on_message_complete()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
-        self._writes.hold_next()  # the response's head waits for its first body bytes
-        super()._start_asgi_task(cycle, app)
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._stalled is None:
-            self._stalled = self.loop.call_later(self.timeout, self._stopped_reading)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._stalled is not None:
-            self._stalled.cancel()
-            self._stalled = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        if self._stalled is not None:
-            self._stalled.cancel()
-            self._stalled = None
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._since = self.loop.time()
-        if self._deadline is None:
-            self._deadline = self.loop.call_at(self._since + self.timeout, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        self._deadline = None
-        if not (self._in_head or self._in_body) or self.transport.is_closing():
-            return
-        due = self._since + self.timeout
-        if due > self.loop.time():  # the client spoke since the timer was set
-            self._deadline = self.loop.call_at(due, self._expired)
-            return
-        if self._in_body and self.flow.read_paused:
-            self._arm()  # the body waits for the upstream, not for the client
-            return
-        self._refuse(_TIMEOUT)
-
-    def _stopped_reading(self) -> None:
-        self._stalled = None
-        # Nothing can be said to a client that does not read, and close() would wait for it to
-        # read what is buffered: abort() drops it, and the proxy sees the client gone.
-        self.transport.abort()
-
-    def _refuse(self, answer: bytes) -> None:
-        """Answer ``answer`` unless a response is under way, and close the connection."""
-        cycle = self.cycle
-        idle = cycle is None or cycle.response_complete
-        if self._in_body and cycle is not None:
-            idle = not cycle.response_started
-            # The app reading this body sees the client gone now, and its answer goes nowhere.
-            cycle.disconnected = True
-            cycle.message_event.set()
-        self._in_head = self._in_body = False
-        self._disarm()
-        if not self.transport.is_closing():
-            if idle:
-                self.transport.write(answer)
-            self.transport.close()
 
 
 class _QuietUpstreamErrors(logging.Filter):
@@ -205,11 +65,21 @@ class _QuietUpstreamErrors(logging.Filter):
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :func:`serve`, which runs two of them."""
+    """A uvicorn server that leaves signals to :func:`serve`, which runs two of them, and ends
+    the direct path's requests where the drain ends the ASGI ones."""
+
+    def __init__(self, config: uvicorn.Config, direct: DirectPath | None = None) -> None:
+        super().__init__(config)
+        self.direct = direct
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.direct is not None:
+            self.direct.cut()
 
 
 def serve(settings: Settings) -> int:
@@ -281,11 +151,18 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-def _config(app: Any, *, proxy: bool, drain: float, settings: Settings) -> uvicorn.Config:
+def _config(
+    app: Any,
+    *,
+    proxy: bool,
+    drain: float,
+    settings: Settings,
+    direct: DirectPath | None = None,
+) -> uvicorn.Config:
     protocol = type(
         "TimedHttpProtocol",
         (TimedHttpProtocol,),
-        {"timeout": settings.client_timeout, "max_head": settings.max_head_bytes},
+        {"timeout": settings.client_timeout, "max_head": settings.max_head_bytes, "direct": direct},
     )
     return uvicorn.Config(
         app,
@@ -340,6 +217,7 @@ async def _main(
     stats = UpstreamStats()
     probe = UpstreamProbe(upstream, settings.upstream_health_path)
     figures = UpstreamFigures(probe, pool, stats)
+    proxy_app = Proxy(pool, stats)
     engine: Engine | None = None
     admin_app: ASGIApp
     if settings.sidecar_collector and settings.db != ":memory:":
@@ -349,7 +227,7 @@ async def _main(
             settings, collector_linger=_COLLECTOR_LINGER_S, collector_autostart=True
         )
         monitor = MonitorMiddleware(
-            Proxy(pool, stats),
+            proxy_app,
             settings=collector_settings,
             serve_api=False,
             collector_output=sys.stderr.fileno(),  # its log is the sidecar's
@@ -363,10 +241,18 @@ async def _main(
     else:
         engine = Engine(settings)
         engine.register(figures)
-        monitor = MonitorMiddleware(Proxy(pool, stats), engine=engine, serve_api=False)
+        monitor = MonitorMiddleware(proxy_app, engine=engine, serve_api=False)
         admin_app = AdminApp(build_api(engine), probe)
+    direct = DirectPath(monitor, proxy_app)
     proxy = _Server(
-        _config(RequestIds(monitor), proxy=True, drain=settings.drain_timeout, settings=settings)
+        _config(
+            RequestIds(monitor),
+            proxy=True,
+            drain=settings.drain_timeout,
+            settings=settings,
+            direct=direct,
+        ),
+        direct,
     )
     admin = _Server(_config(admin_app, proxy=False, drain=1.0, settings=settings))
     logging.getLogger("uvicorn.error").addFilter(_QuietUpstreamErrors())

@@ -29,7 +29,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 NO_BODY = 0
 CHUNKED = -1
-_REPLAY_LIMIT = 64 * 1024  # request bodies kept for one retry on a stale keep-alive connection
+REPLAY_LIMIT = 64 * 1024  # request bodies kept for one retry on a stale keep-alive connection
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,11 @@ class UpstreamPool:
     def idle(self) -> int:
         return len(self._idle)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether requests wait for a connection (all ``limit`` are busy)."""
+        return bool(self._waiters)
+
     async def request(
         self,
         method: str,
@@ -124,7 +129,7 @@ class UpstreamPool:
         replay: list[bytes] | None = [first]
         size = len(first)
         for attempt in (1, 2):
-            conn = await self._acquire()
+            conn = await self.acquire()
             reused = conn.served > 0
             conn.begin(head_only=method == "HEAD")
             pending = more
@@ -139,7 +144,7 @@ class UpstreamPool:
                     data, pending = await _next_chunk(receive)
                     if replay is not None:
                         size += len(data)
-                        if size <= _REPLAY_LIMIT:
+                        if size <= REPLAY_LIMIT:
                             replay.append(data)
                         else:
                             replay = None
@@ -169,6 +174,7 @@ class UpstreamPool:
     def release(self, conn: Connection) -> None:
         """Return a connection whose response was read to the end."""
         conn.active = False
+        conn.sink = None
         if conn.complete and conn.keep_alive and conn.open and not self._closed:
             conn.served += 1
             conn.idle_since = conn.loop.time()
@@ -180,6 +186,7 @@ class UpstreamPool:
     def discard(self, conn: Connection) -> None:
         """Close a connection that must not be reused."""
         conn.active = False
+        conn.sink = None
         conn.close()
         if not conn.discarded:
             conn.discarded = True
@@ -192,15 +199,23 @@ class UpstreamPool:
         while self._idle:
             self.discard(self._idle.pop())
 
-    async def _acquire(self) -> Connection:
+    def take_idle(self) -> Connection | None:
+        """An idle connection, or None when a request would have to connect or wait."""
         idle = self._idle
+        while idle:
+            conn = idle.pop()
+            # Connections carry the loop: asyncio.get_running_loop() is a getpid() syscall.
+            if conn.open and conn.loop.time() - conn.idle_since < self.keepalive:
+                return conn
+            self.discard(conn)
+        return None
+
+    async def acquire(self) -> Connection:
+        """An idle connection, a new one, or the next one released when ``limit`` are open."""
         while True:
-            while idle:
-                conn = idle.pop()
-                # Connections carry the loop: asyncio.get_running_loop() is a getpid() syscall.
-                if conn.open and conn.loop.time() - conn.idle_since < self.keepalive:
-                    return conn
-                self.discard(conn)
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
             loop = asyncio.get_running_loop()
             if self.count < self.limit:
                 return await self._connect(loop)

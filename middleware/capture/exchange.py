@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["Exchange"]
+
+Header = tuple[bytes, bytes]
 
 logger = logging.getLogger("inferwatch")
 
@@ -77,47 +79,59 @@ class Exchange:
         message = await self._received()
         body = message.get("body")
         if body:
-            self._request_size += len(body)
-            if self._request_size <= self._max_body:
-                self._request_chunks.append(body)
-            else:
-                self._request_truncated = True
+            self.took(body)
         return message
+
+    def took(self, body: bytes) -> None:
+        """Note one chunk of the request's body."""
+        self._request_size += len(body)
+        if self._request_size <= self._max_body:
+            self._request_chunks.append(body)
+        else:
+            self._request_truncated = True
 
     def send(self, message: Message) -> Awaitable[None]:
         # A plain method returning send's awaitable: one coroutine less per message, and the
         # capture is still handed over before the last message is sent.
         kind = message["type"]
         if kind == "http.response.start":
-            self.status = message["status"]
-            headers = []
-            for item in message.get("headers", ()):
-                key = item[0].lower()
-                if key == _REQUEST_ID:
-                    continue
-                if key == _CONTENT_TYPE:
-                    self._response_type = item[1]
-                elif key == _ERROR:
-                    self._reported_error = item[1]
-                headers.append(item)
-            headers.append((_REQUEST_ID, self._request_id))
-            message["headers"] = headers
+            message["headers"] = self.started(message["status"], message.get("headers", ()))
         elif kind == "http.response.body":
             body = message.get("body")
             if body:
-                if self._first_byte is None:
-                    self._first_byte = _perf_counter() - self._started
-                self._response_size += len(body)
-                if self._response_size <= self._max_body:
-                    self._response_chunks.append(body)
-                else:
-                    self._response_truncated = True
+                self.gave(body)
             if not message.get("more_body", False) and self.status < 500 and not self.recorded:
                 # Before the last byte leaves: a client that has its response knows that the
                 # capture is handed over, which is what a read-your-writes read needs. A 5xx
                 # waits for the app to return: an exception may follow to name it.
                 self.record(None)
         return self._send(message)
+
+    def started(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> list[Header]:
+        """Note the response's status and head; return its headers with the request's ID."""
+        self.status = status
+        out = []
+        for item in headers:
+            key = item[0].lower()
+            if key == _REQUEST_ID:
+                continue
+            if key == _CONTENT_TYPE:
+                self._response_type = item[1]
+            elif key == _ERROR:
+                self._reported_error = item[1]
+            out.append(item)
+        out.append((_REQUEST_ID, self._request_id))
+        return out
+
+    def gave(self, body: bytes) -> None:
+        """Note one chunk of the response's body."""
+        if self._first_byte is None:
+            self._first_byte = _perf_counter() - self._started
+        self._response_size += len(body)
+        if self._response_size <= self._max_body:
+            self._response_chunks.append(body)
+        else:
+            self._response_truncated = True
 
     def record(self, error: str | None) -> None:
         """Hand over one tuple: a capture when sampled (it carries the timing too), else the

@@ -145,7 +145,7 @@ async def drip(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     """Send part of a body, then reset the TCP connection (RST, not FIN)."""
-    transport = request.scope["extensions"]["inferwatch.transport"]()
+    transport = _transport_of(request)
     transport.write(
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
         b'{"predictions": [0.1, 0.2'
@@ -154,6 +154,14 @@ async def reset(request: Request) -> Response:
     sock: socket.socket = transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+    await asyncio.sleep(0.05)
+    return Response()  # uvicorn drops it: the connection is gone
+
+
+async def hangup(request: Request) -> Response:
+    """Close the connection without a word, as a server does with a keep-alive connection it
+    gives up just as a request arrives on it."""
+    _transport_of(request).close()
     await asyncio.sleep(0.05)
     return Response()  # uvicorn drops it: the connection is gone
 
@@ -211,6 +219,10 @@ class _Recorder:
         await self.app(scope, receive, send)
 
 
+def _transport_of(request: Request) -> Any:
+    return request.scope["extensions"]["inferwatch.transport"]()
+
+
 def _transport(send: Any) -> Any:
     # uvicorn's send is a bound method of its RequestResponseCycle, which holds the transport.
     return send.__self__.transport
@@ -226,6 +238,7 @@ routes = [
     Route("/slow", slow),
     Route("/drip", drip),
     Route("/reset", reset),
+    Route("/hangup", hangup, methods=["GET", "POST"]),
     Route("/upload", upload, methods=["POST", "PUT"]),
     Route("/download", download),
     Route("/echo", echo, methods=["POST", "GET", "PUT", "DELETE", "PATCH", "HEAD"]),

@@ -32,8 +32,10 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from inferwatch import MonitorMiddleware
+from inferwatch.middleware import Engine, Settings
+from inferwatch.sidecar._client import TimedHttpProtocol
+from inferwatch.sidecar._direct import DirectPath
 from inferwatch.sidecar._proxy import Proxy
-from inferwatch.sidecar._serve import TimedHttpProtocol
 from inferwatch.sidecar._upstream import Upstream, UpstreamPool
 from tests.conftest import free_port, uvicorn_process, wait_until
 from tests.middleware.api.test_dashboard import browser, opened  # noqa: F401 - the fixture
@@ -364,18 +366,26 @@ def test_tricklers_get_their_answer_while_others_are_served(
     wait_until(lambda: _own_fds(guarded_sidecar) <= fds)
 
 
-@pytest.fixture
-def short_timeouts(guarded_upstream: ModelServer) -> Iterator[tuple[int, UpstreamPool]]:
-    """The sidecar's proxy and protocol in-process, with 1 s client timeouts and a 1 KiB head."""
+@pytest.fixture(params=["asgi", "direct"])
+def short_timeouts(
+    request: pytest.FixtureRequest, guarded_upstream: ModelServer
+) -> Iterator[tuple[int, UpstreamPool]]:
+    """The sidecar's proxy and protocol in-process, with 1 s client timeouts and a 1 KiB head:
+    through the ASGI cycle, or monitored on the direct path as the sidecar runs it."""
+    pool = UpstreamPool(Upstream.parse(guarded_upstream.url), limit=4)
+    proxy = Proxy(pool)
+    engine = Engine(Settings.load({"db": ":memory:"}))
+    engine.start()
+    monitor = MonitorMiddleware(proxy, engine=engine, serve_api=False)
 
     class Quick(TimedHttpProtocol):
         timeout = 1.0
         max_head = 1024
+        direct = DirectPath(monitor, proxy) if request.param == "direct" else None
 
-    pool = UpstreamPool(Upstream.parse(guarded_upstream.url), limit=4)
     port = free_port()
     config = uvicorn.Config(
-        Proxy(pool),
+        monitor,
         host="127.0.0.1",
         port=port,
         http=Quick,
@@ -391,6 +401,7 @@ def short_timeouts(guarded_upstream: ModelServer) -> Iterator[tuple[int, Upstrea
     yield port, pool
     server.should_exit = True
     thread.join(30)
+    engine.stop()
 
 
 def _answer_of(sock: socket.socket) -> bytes:
