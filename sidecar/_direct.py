@@ -23,7 +23,7 @@ from inferwatch.middleware.capture.request_ids import new_request_id
 
 from ._connection import Connection, UpstreamClosed, UpstreamError
 from ._headers import request_headers, response_headers, upstream_target
-from ._proxy import Proxy, error_reply
+from ._proxy import HEAD_DELAY, Proxy, error_reply
 from ._upstream import CHUNKED, NO_BODY, REPLAY_LIMIT
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ class DirectExchange:
     """
 
     __slots__ = (
-        "_chunked", "_connecting", "_head", "_out", "_replay", "_replay_size", "_retried",
+        "_chunked", "_connecting", "_head", "_head_timer", "_out", "_replay", "_replay_size",
+        "_retried",
         "_reused", "_sent_all", "capture", "conn", "disconnected", "finished", "keep_alive",
         "path", "protocol", "response_complete", "response_started", "transport",
     )  # fmt: skip
@@ -153,6 +154,7 @@ class DirectExchange:
         self._replay_size = 0
         self._retried = self._reused = self._connecting = False
         self._head: bytes | None = None  # the response's head, held for its first body bytes
+        self._head_timer: asyncio.TimerHandle | None = None
         self._chunked = False
         path.in_flight.add(self)
         if conn is not None:
@@ -227,8 +229,8 @@ class DirectExchange:
             self._chunked = conn.chunked or not conn.length_framed
             if self._chunked:
                 headers.append(_CHUNKED)  # re-framed, as uvicorn frames a body of no length
+        # Not started yet for the client: the head waits for the body (``upstream_flush``).
         self._head = _response_head(status, headers, self.keep_alive)
-        self.response_started = True
 
     def upstream_body(self, data: bytes) -> None:
         if self.finished:
@@ -239,13 +241,23 @@ class DirectExchange:
         head = self._head
         if head is not None:
             self._head = None
+            self.response_started = True
             data = head + data
         self.transport.write(data)
 
     def upstream_flush(self) -> None:
+        # A head that came without body bytes waits a moment for them, as the ASGI path's does:
+        # one write instead of two, and an upstream that dies right after its head still gets
+        # the client a clean 502 instead of a head with no body.
+        if self._head is not None and self._head_timer is None and not self.finished:
+            self._head_timer = asyncio.get_running_loop().call_later(HEAD_DELAY, self._send_head)
+
+    def _send_head(self) -> None:
+        self._head_timer = None
         head = self._head
         if head is not None and not self.finished:
             self._head = None
+            self.response_started = True
             self.transport.write(head)
 
     def upstream_done(self) -> None:
@@ -264,6 +276,7 @@ class DirectExchange:
         head = self._head
         if head is not None:
             self._head = None
+            self.response_started = True
             tail = head + tail
         if tail:
             self.transport.write(tail)
@@ -387,6 +400,9 @@ class DirectExchange:
 
     def _finish(self, error: str | None) -> None:
         self.finished = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self.path.in_flight.discard(self)
         self.path.monitor.done(self.capture, error)
         self.protocol.direct_finished(self)

@@ -20,7 +20,7 @@ from ._connection import ClientDisconnected, Connection, UpstreamError
 from ._headers import request_headers, response_headers, upstream_target
 from ._upstream import UpstreamPool
 
-__all__ = ["ERROR_HEADER", "Proxy", "RequestIds", "UpstreamStats", "error_reply"]
+__all__ = ["ERROR_HEADER", "HEAD_DELAY", "Proxy", "RequestIds", "UpstreamStats", "error_reply"]
 
 logger = logging.getLogger("inferwatch")
 
@@ -28,7 +28,8 @@ ERROR_HEADER = b"x-inferwatch-error"
 """Response header that carries the reason when the sidecar answers instead of the upstream."""
 
 _REQUEST_ID = b"x-request-id"
-_HEAD_DELAY = 0.01  # a head arriving alone waits this long to leave with the first body bytes
+HEAD_DELAY = 0.01
+"""Seconds a response head that arrives alone waits to leave with its first body bytes."""
 _WATCH_AFTER = 1.0  # exchanges longer than this watch for the client leaving
 _LOG_EVERY = 10.0
 
@@ -213,7 +214,7 @@ class Proxy:
                 "status": conn.status,
                 "headers": response_headers(conn.headers, conn.status),
             }
-            await conn.settle(_HEAD_DELAY)
+            await conn.settle(HEAD_DELAY)
             while True:
                 data = await conn.read(self._timeout)
                 if conn.drained:

@@ -166,6 +166,18 @@ async def hangup(request: Request) -> Response:
     return Response()  # uvicorn drops it: the connection is gone
 
 
+async def head_only(request: Request) -> Response:
+    """Send a response's head, then close the connection before its body, as a server killed
+    between the two writes does."""
+    transport = _transport_of(request)
+    transport.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 197\r\n\r\n"
+    )
+    transport.close()
+    await asyncio.sleep(0.05)
+    return Response()  # uvicorn drops it: the connection is gone
+
+
 async def upload(request: Request) -> Response:
     """Read a body of any size chunk by chunk; answer its size and digest."""
     digest = hashlib.sha256()
@@ -239,6 +251,7 @@ routes = [
     Route("/drip", drip),
     Route("/reset", reset),
     Route("/hangup", hangup, methods=["GET", "POST"]),
+    Route("/head-only", head_only),
     Route("/upload", upload, methods=["POST", "PUT"]),
     Route("/download", download),
     Route("/echo", echo, methods=["POST", "GET", "PUT", "DELETE", "PATCH", "HEAD"]),

@@ -168,6 +168,10 @@ def test_upstream_failures_answer_with_the_reason(proxy: InProcess, model: Model
         slow = client.get("/slow", params={"s": 5})
         assert slow.status_code == 504
         assert "no data from the upstream within 2 s" in slow.headers["x-inferwatch-error"]
+        # A head without its body: the client gets a whole answer, not a head with no body.
+        headless = client.get("/head-only")
+        assert headless.status_code == 502
+        assert "while sending the response" in headless.headers["x-inferwatch-error"]
         cut = None
         try:
             client.get("/reset")
@@ -180,6 +184,7 @@ def test_upstream_failures_answer_with_the_reason(proxy: InProcess, model: Model
     errors = {r["route"]: (r["status"], r["error"]) for r in rows}
     assert errors["/slow"][0] == 504 and "upstream timeout" in errors["/slow"][1]
     assert errors["/reset"] == (200, "UpstreamClosed")
+    assert errors["/head-only"][0] == 502
 
 
 def test_a_pooled_connection_closed_unanswered_is_retried_once(
