@@ -219,6 +219,7 @@ async def _main(
     figures = UpstreamFigures(probe, pool, stats)
     proxy_app = Proxy(pool, stats)
     engine: Engine | None = None
+    external = False  # a collector this proxy found running, not one it starts
     admin_app: ASGIApp
     if settings.sidecar_collector and settings.db != ":memory:":
         # The collector is this pod's and goes with the proxy: it lingers a moment, not the
@@ -236,6 +237,8 @@ async def _main(
             raise MonitorError(monitor.off.reason)
         channel = monitor.channel
         assert channel is not None
+        # One already running (an `inferwatch collector` container) stays when the proxy goes.
+        external = collector_running(channel.paths)
         forward = ApiForwarder(channel.paths.api, lambda: channel.problem)
         admin_app = CollectorAdmin(forward, probe, figures)
     else:
@@ -290,6 +293,12 @@ async def _main(
             upstream.url,
             _address(admin_socket),
         )
+        if external:
+            logger.info(
+                "a collector already runs for %s: the proxy hands over to it and leaves it "
+                "running when it stops",
+                settings.db,
+            )
         if probe.path is None:
             await probe.check()  # find the route now; the probe says which it found
         if settings.upstream_health_path is not None or (probe.url is None and not probe.tcp):
@@ -311,8 +320,9 @@ async def _main(
             engine.stop()
         else:
             await loop.run_in_executor(None, monitor.stop)
-            # Exit once the collector has let the store go, so that what follows may open it.
-            await _collector_gone(monitor)
+            if not external:
+                # Exit once the collector has let the store go, so that what follows may open it.
+                await _collector_gone(monitor)
     return 0
 
 

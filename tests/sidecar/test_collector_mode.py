@@ -10,14 +10,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import duckdb
 import httpx
 import psutil
 import pytest
 
 from inferwatch.middleware.collector import CollectorPaths
 from inferwatch.middleware.collector.election import collector_running
+from tests.conftest import ROOT
 
 from .conftest import ModelServer, sidecar_process, start_model_server, wait_until
 
@@ -127,3 +131,37 @@ def test_the_engine_can_run_in_the_proxys_own_process(model: ModelServer, tmp_pa
         assert not collector_running(CollectorPaths.for_db(sidecar.db))
         assert sidecar.terminate() == 0
     assert len(sidecar.rows()) == 20
+
+
+def test_a_collector_already_running_is_used_and_left_running(
+    model: ModelServer, tmp_path: Path
+) -> None:
+    """As with a collector container beside the sidecar's: the sidecar hands over to it, and at
+    SIGTERM leaves at once instead of waiting for a collector that runs until its own."""
+    db = tmp_path / "sidecar.duckdb"  # the store sidecar_process names
+    paths = CollectorPaths.for_db(str(db))
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "inferwatch", "collector", "--db", str(db), "--sample-rate", "1.0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: os.path.exists(paths.ingest), what="the collector")
+        with sidecar_process(model.url, tmp_path, *COLLECTOR) as sidecar:
+            assert httpx.post(sidecar.url + "/v1/models/m:predict", json=V1).status_code == 200
+            assert _collector_pid(sidecar.admin) == collector.pid
+            started = time.monotonic()
+            assert sidecar.terminate() == 0
+            # Before: 5.5 s, waiting for a collector to exit that does not.
+            assert time.monotonic() - started < 4
+        assert collector.poll() is None  # there for the next sidecar
+        assert "already runs" in sidecar.output()
+    finally:
+        collector.terminate()
+        collector.wait(30)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM requests").fetchone() == (1,)
+    finally:
+        con.close()
