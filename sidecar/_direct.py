@@ -265,10 +265,8 @@ class DirectExchange:
             return
         conn = self.conn
         assert conn is not None
-        if not self._sent_all:
-            conn.keep_alive = False
         self.conn = None
-        self.path.pool.release(conn)
+        self.path.pool.release(conn)  # not kept where the upload was cut (upstream_head)
         # Handed over before the last byte leaves: a client that has its response knows that the
         # capture is in the collector's hands, which is what a read-your-writes read needs.
         self._finish(None)
@@ -372,11 +370,10 @@ class DirectExchange:
             self.upstream_failed(exc)
             return
         self._connecting = False
-        if self.finished:
-            pool.release(conn)  # the client left meanwhile; the connection is still good
+        if self.finished:  # the client left meanwhile
+            pool.discard(conn)
             return
-        if not self.disconnected:
-            self.protocol.flow.resume_reading()
+        self.protocol.flow.resume_reading()
         self._use(conn)
 
     def cut(self) -> None:
