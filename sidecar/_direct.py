@@ -238,12 +238,7 @@ class DirectExchange:
         self.capture.gave(data)
         if self._chunked:
             data = b"%x\r\n%s\r\n" % (len(data), data)
-        head = self._head
-        if head is not None:
-            self._head = None
-            self.response_started = True
-            data = head + data
-        self.transport.write(data)
+        self.transport.write(self._with_head(data))
 
     def upstream_flush(self) -> None:
         # A head that came without body bytes waits a moment for them, as the ASGI path's does:
@@ -254,11 +249,17 @@ class DirectExchange:
 
     def _send_head(self) -> None:
         self._head_timer = None
+        if self._head is not None and not self.finished:
+            self.transport.write(self._with_head(b""))
+
+    def _with_head(self, data: bytes) -> bytes:
+        """``data`` after the response's head, if that is still held: the response starts."""
         head = self._head
-        if head is not None and not self.finished:
-            self._head = None
-            self.response_started = True
-            self.transport.write(head)
+        if head is None:
+            return data
+        self._head = None
+        self.response_started = True
+        return head + data
 
     def upstream_done(self) -> None:
         if self.finished:
@@ -270,12 +271,7 @@ class DirectExchange:
         # Handed over before the last byte leaves: a client that has its response knows that the
         # capture is in the collector's hands, which is what a read-your-writes read needs.
         self._finish(None)
-        tail = _LAST_CHUNK if self._chunked else b""
-        head = self._head
-        if head is not None:
-            self._head = None
-            self.response_started = True
-            tail = head + tail
+        tail = self._with_head(_LAST_CHUNK if self._chunked else b"")
         if tail:
             self.transport.write(tail)
         self._complete()
@@ -308,10 +304,7 @@ class DirectExchange:
             logger.error("inferwatch: the direct path failed: %r", error)
             message, status = "upstream error: the proxy failed", 502
         if self.response_started:
-            # The client must see a cut-off response, not a complete one.
-            self._finish(type(error).__name__)
-            self.transport.close()
-            self.response_complete = True
+            self._cut_off(type(error).__name__)
             return
         body, headers = error_reply(message)
         headers = self.capture.started(status, headers)
@@ -386,14 +379,18 @@ class DirectExchange:
             self.conn = None
         self.keep_alive = False
         if self.response_started:
-            self._finish("CancelledError")
-            self.transport.close()
-            self.response_complete = True
+            self._cut_off("CancelledError")
             return
         headers = self.capture.started(500, _CUT)
         self._finish("CancelledError")
         self.transport.write(_response_head(500, headers, False) + _CUT_BODY)
         self._complete()
+
+    def _cut_off(self, error: str) -> None:
+        """End a response already under way so that the client sees it cut off, not whole."""
+        self._finish(error)
+        self.transport.close()
+        self.response_complete = True
 
     def _finish(self, error: str | None) -> None:
         self.finished = True
