@@ -1,7 +1,8 @@
-"""A worker that hands over to a collector never loads the engine.
+"""A worker that hands over to a collector never loads the engine, nor an HTTP client library.
 
-DuckDB, NumPy and the engine's modules would only add objects that every full garbage collection
-of the model's process walks (its pauses are the model's p99), and memory in every worker.
+DuckDB, NumPy, the engine's modules and httpx (with the command-line packages its ``__init__``
+imports where they are installed) would only add objects that every full garbage collection of
+the model's process walks (its pauses are the model's p99), and memory in every worker.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def main():
     return said[0]["status"]
 
 status = asyncio.run(main())
-loaded = [m for m in ("duckdb", "numpy", "pyarrow", "inferwatch.middleware.engine.engine",
+loaded = [m for m in ("duckdb", "numpy", "pyarrow", "httpx", "inferwatch.middleware.engine.engine",
                       "inferwatch.middleware.store.writer") if m in sys.modules]
 print(json.dumps({"status": status, "loaded": loaded}))
 """
