@@ -31,13 +31,17 @@ _random = random.random
 
 
 class Exchange:
-    """The state of one monitored request; :meth:`record` hands it to ``put`` once."""
+    """The state of one monitored request; :meth:`record` hands it to ``put`` once.
+
+    A body's chunks are kept while the body's size is within ``max_body``; past it the body
+    counts as cut (its size says so), and what was kept is dropped at :meth:`record`.
+    """
 
     __slots__ = (
         "_first_byte", "_max_body", "_put", "_rate", "_received", "_reported_error",
-        "_request_chunks", "_request_id", "_request_size", "_request_truncated", "_request_type",
-        "_response_chunks", "_response_size", "_response_truncated", "_response_type", "_route",
-        "_scope", "_send", "_started", "recorded", "status",
+        "_request_chunks", "_request_id", "_request_size", "_request_type", "_response_chunks",
+        "_response_size", "_response_type", "_route", "_scope", "_send", "_started", "recorded",
+        "status",
     )  # fmt: skip
 
     def __init__(
@@ -47,7 +51,6 @@ class Exchange:
         send: Send,
         request_id: bytes,
         request_type: bytes | None,
-        *,
         put: Callable[[tuple[Any, ...]], Any],
         route: Callable[[Scope, int], str],
         rate: float,
@@ -65,10 +68,8 @@ class Exchange:
         self._max_body = max_body
         self._request_chunks: list[bytes] = []
         self._request_size = 0
-        self._request_truncated = False
         self._response_chunks: list[bytes] = []
         self._response_size = 0
-        self._response_truncated = False
         self._response_type: bytes | None = None
         self._first_byte: float | None = None
         self._reported_error: bytes | None = None  # the sidecar's reason for a 502 or 504
@@ -79,32 +80,37 @@ class Exchange:
         message = await self._received()
         body = message.get("body")
         if body:
-            self.took(body)
+            size = self._request_size = self._request_size + len(body)
+            if size <= self._max_body:
+                self._request_chunks.append(body)
         return message
 
     def took(self, body: bytes) -> None:
         """Note one chunk of the request's body."""
-        self._request_size += len(body)
-        if self._request_size <= self._max_body:
+        size = self._request_size = self._request_size + len(body)
+        if size <= self._max_body:
             self._request_chunks.append(body)
-        else:
-            self._request_truncated = True
 
     def send(self, message: Message) -> Awaitable[None]:
         # A plain method returning send's awaitable: one coroutine less per message, and the
-        # capture is still handed over before the last message is sent.
+        # capture is still handed over before the last message is sent. gave() is written out
+        # here: one call less on every body message.
         kind = message["type"]
-        if kind == "http.response.start":
-            message["headers"] = self.started(message["status"], message.get("headers", ()))
-        elif kind == "http.response.body":
+        if kind == "http.response.body":
             body = message.get("body")
             if body:
-                self.gave(body)
+                if self._first_byte is None:
+                    self._first_byte = _perf_counter() - self._started
+                size = self._response_size = self._response_size + len(body)
+                if size <= self._max_body:
+                    self._response_chunks.append(body)
             if not message.get("more_body", False) and self.status < 500 and not self.recorded:
                 # Before the last byte leaves: a client that has its response knows that the
                 # capture is handed over, which is what a read-your-writes read needs. A 5xx
                 # waits for the app to return: an exception may follow to name it.
                 self.record(None)
+        elif kind == "http.response.start":
+            message["headers"] = self.started(message["status"], message.get("headers", ()))
         return self._send(message)
 
     def started(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> list[Header]:
@@ -127,11 +133,9 @@ class Exchange:
         """Note one chunk of the response's body."""
         if self._first_byte is None:
             self._first_byte = _perf_counter() - self._started
-        self._response_size += len(body)
-        if self._response_size <= self._max_body:
+        size = self._response_size = self._response_size + len(body)
+        if size <= self._max_body:
             self._response_chunks.append(body)
-        else:
-            self._response_truncated = True
 
     def record(self, error: str | None) -> None:
         """Hand over one tuple: a capture when sampled (it carries the timing too), else the
@@ -148,6 +152,11 @@ class Exchange:
             return
         rate = self._rate
         if error is not None or status >= 500 or rate >= 1.0 or (rate > 0.0 and _random() < rate):
+            most, request_size, response_size = (
+                self._max_body,
+                self._request_size,
+                self._response_size,
+            )
             self._put(
                 (
                     # When it started, on the wall clock: read only for what is captured.
@@ -159,13 +168,13 @@ class Exchange:
                     status,
                     latency,
                     self._first_byte,
-                    tuple(self._request_chunks),
-                    self._request_size,
-                    self._request_truncated,
+                    tuple(self._request_chunks) if request_size <= most else (),
+                    request_size,
+                    request_size > most,
                     _text(self._request_type),
-                    tuple(self._response_chunks),
-                    self._response_size,
-                    self._response_truncated,
+                    tuple(self._response_chunks) if response_size <= most else (),
+                    response_size,
+                    response_size > most,
                     _text(self._response_type),
                     error,
                 )
