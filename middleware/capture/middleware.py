@@ -302,8 +302,12 @@ class MonitorMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None)
         if isinstance(template, str):
-            mount = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
-            label = mount + template if mount and not template.startswith(mount) else template
+            label = template
+            root = scope.get("root_path")
+            if root:
+                mount = root[len(scope.get("app_root_path", "")) :]
+                if mount and not template.startswith(mount):
+                    label = mount + template
         elif status == 404:
             return _UNMATCHED
         else:
