@@ -60,18 +60,23 @@ class Parsed:
 
 
 class _Ctx:
-    """Limits and counters for one body, and the positional names (columns, then ``f{i}``)."""
+    """Limits and counters for one body, and the positional names (columns, then ``f{i}``).
+
+    Counters and notes start as class attributes: one is set on the instance only when it
+    changes, which most bodies never do (the writer makes two of these per capture).
+    """
+
+    capped = redacted = 0
+    keys_ok: KeysView[str] | None = None
+    names: list[str] = []  # never extended in place: add_names sets a new list
+    names_ok = True  # no positional name is redacted or too long
+    naming: str | None = None
+    given = 0  # positional names that came from the caller (the baseline's order)
 
     def __init__(self, limits: ParseLimits, columns: Sequence[object] | None = None) -> None:
         self.max_fields, self.max_name = limits.max_fields_per_row, limits.max_name_length
         self.max_rows, self.redact = limits.max_rows, limits.redact
         self.max_unzipped = limits.max_unzipped
-        self.capped = self.redacted = 0
-        self.keys_ok: KeysView[str] | None = None
-        self.names: list[str] = []
-        self.names_ok = True  # no positional name is redacted or too long
-        self.naming: str | None = None
-        self.given = 0  # positional names that came from the caller (the baseline's order)
         if columns:
             self.add_names(columns)
             self.given = len(self.names)
@@ -83,7 +88,7 @@ class _Ctx:
 
     def add_names(self, names: Iterable[object]) -> None:
         new = [n if n.__class__ is str else str(n) for n in names]
-        self.names += new
+        self.names = self.names + new
         self.names_ok = self.names_ok and self.plain(new)
 
     def plain(self, names: list[str]) -> bool:
@@ -432,6 +437,7 @@ def _sse(body: bytes, cx: _Ctx) -> Parsed:
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of routes; bounded, as paths come from clients
+@functools.lru_cache(maxsize=1024)  # asked twice per capture; paths repeat
 def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
     path = "/" + path.partition("?")[0].rstrip("/")
@@ -500,8 +506,10 @@ def _parse(
     if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows clients send
         body = body[3:]
     start = body.lstrip()[:5]
-    event_stream = "text/event-stream" in (content_type or "").lower()
-    if sse and (start == b"data:" or (event_stream and start[:1] not in (b"{", b"["))):
+    if sse and (
+        start == b"data:"
+        or ("text/event-stream" in (content_type or "").lower() and start[:1] not in (b"{", b"["))
+    ):
         return _sse(body, cx)
     fallback = False
     try:
