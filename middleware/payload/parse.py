@@ -491,7 +491,10 @@ def _parse(
     shape: Callable[[Any], list[_Row] | None],
     cx: _Ctx,
     sse: bool = False,
+    loaded: Any = None,
 ) -> Parsed:
+    if loaded is not None:  # a fast lane below loaded it, and it starts with "{": no prelude
+        return _shaped(loaded, shape, cx, fallback=False)
     if truncated:
         return Parsed("too_large", [], detail="body is over max_body_bytes")
     if not body or body.isspace():
@@ -523,6 +526,12 @@ def _parse(
             if obj is None:
                 status = "parse_error" if start[:1] in (b"{", b"[") else "not_json"
                 return Parsed(status, [], detail=str(exc))
+    return _shaped(obj, shape, cx, fallback)
+
+
+def _shaped(
+    obj: Any, shape: Callable[[Any], list[_Row] | None], cx: _Ctx, fallback: bool
+) -> Parsed:
     rows = shape(obj)
     if rows is None:
         return Parsed("unknown_shape", [], detail=f"no known shape for a JSON {type(obj).__name__}")
@@ -555,6 +564,9 @@ def parse_request(
     ``columns`` names the positions of list-shaped instances and ``tensor_columns`` the columns
     of Open Inference Protocol input tensors; ``path`` picks OpenAI-style rows.
     """
+    loaded = _loaded(body, path, truncated)
+    if loaded is not None and (rows := _flat_instances(loaded, limits)) is not None:
+        return Parsed("ok", rows, names="by_name")
     cx = _Ctx(limits, columns)
 
     def shape(obj: Any) -> list[_Row] | None:
@@ -578,7 +590,7 @@ def parse_request(
         cx.named("by_name")
         return [_record(obj, cx)]
 
-    return _guard(lambda: _parse(body, content_type, truncated, shape, cx))
+    return _guard(lambda: _parse(body, content_type, truncated, shape, cx, loaded=loaded))
 
 
 def parse_response(
@@ -595,6 +607,9 @@ def parse_response(
     An OpenAI-style Server-Sent Events stream is summed into one row. ``tensor_columns`` names
     the columns of Open Inference Protocol output tensors.
     """
+    loaded = _loaded(body, path, truncated)
+    if loaded is not None and (rows := _scalar_predictions(loaded, limits)) is not None:
+        return Parsed("ok", rows)
     cx = _Ctx(limits)
 
     def shape(obj: Any) -> list[_Row] | None:
@@ -614,4 +629,53 @@ def parse_response(
             return scored
         return [_record(obj, cx)]
 
-    return _guard(lambda: _parse(body, content_type, truncated, shape, cx, sse=True))
+    return _guard(lambda: _parse(body, content_type, truncated, shape, cx, True, loaded))
+
+
+# The fast lanes: the commonest bodies, rows exactly as the general path gives them, with a
+# tenth of its calls; anything they do not recognise goes the general way with what they loaded.
+
+
+def _loaded(body: bytes, path: str, truncated: bool) -> Any:
+    """The JSON object ``body`` holds where it starts with ``{`` (so that no prelude of
+    ``_parse`` applies) and the path is not OpenAI-style; else None."""
+    if truncated or body[:1] != b"{" or _openai_kind(path) is not None:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _flat_instances(obj: Any, limits: ParseLimits) -> list[_Row] | None:
+    """The records of ``{"instances": [...]}`` when each one is stored as it is."""
+    if obj.__class__ is not dict or limits.redact or obj.get("dataframe_split").__class__ is dict:
+        return None
+    items = obj.get("instances")
+    if items.__class__ is not list or not items or len(items) > limits.max_rows:
+        return None
+    most, longest = limits.max_fields_per_row, limits.max_name_length
+    for item in items:
+        if (
+            item.__class__ is not dict
+            or len(item) > most
+            or not _clean(item.values())
+            or max(map(len, item), default=0) > longest
+        ):
+            return None
+    return items
+
+
+def _scalar_predictions(obj: Any, limits: ParseLimits) -> list[_Row] | None:
+    """One row per value of ``{"predictions": [scalars]}``."""
+    p = obj.get("predictions") if obj.__class__ is dict else None
+    if (
+        p.__class__ is not list
+        or not p
+        or len(p) > limits.max_rows
+        or "prediction" in limits.redact
+        or limits.max_name_length < len("prediction")
+        or not _clean(p)
+    ):
+        return None
+    return [{"prediction": v} for v in p]
