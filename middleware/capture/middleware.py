@@ -132,7 +132,7 @@ class MonitorMiddleware:
             and (
                 self._serving is None
                 or self._serving not in scope["path"]
-                or not self._is_api(scope)
+                or self._api_path(scope) is None
             )
         ):
             sink = self._sink
@@ -180,17 +180,14 @@ class MonitorMiddleware:
             return
         scope_type = scope["type"]
         if scope_type == "http":
-            if self._serving is not None and self._is_api(scope):
-                root: str = scope.get("root_path", "")
-                path: str = scope["path"]
-                if root and path.startswith(root):
-                    path = path[len(root) :]
+            path = self._api_path(scope) if self._serving is not None else None
+            if path is not None:
                 prefix = self._prefix
                 # Served without lifespan events, the first request starts the hand-off.
                 if not self._sink.running and not self._start():
                     await self.off(scope, receive, send)  # type: ignore[misc]
                     return
-                scope = {**scope, "root_path": root + prefix}
+                scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
                 if self._forward is not None:
                     api_path = path[len(prefix) :] or "/"
                     if api_path not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
@@ -203,20 +200,25 @@ class MonitorMiddleware:
             if not self._sink.running and not self._start():
                 await self.off(scope, receive, send)  # type: ignore[misc]
                 return
-            await self(scope, receive, send)  # now a model request, monitored
+            if self._sink.running:
+                await self(scope, receive, send)  # now a model request, monitored
+            else:  # an engine stopped for good (its lifespan shut down): pass it through
+                await self.app(scope, receive, send)
         elif scope_type == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    def _is_api(self, scope: Scope) -> bool:
-        """Whether ``scope`` asks for the monitor API (under ``api_prefix``)."""
+    def _api_path(self, scope: Scope) -> str | None:
+        """The path below the root that ``scope`` asks for, when it is under ``api_prefix``."""
         root: str = scope.get("root_path", "")
         path: str = scope["path"]
         if root and path.startswith(root):
             path = path[len(root) :]
         prefix = self._prefix
-        return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return path
+        return None
 
     def _start(self, *, logged: bool = False) -> bool:
         """Start the engine or the hand-off; when it cannot start, monitoring is off and this is

@@ -336,6 +336,17 @@ async def test_app_lifespan_still_runs_and_engine_follows_it(db_path: str) -> No
     assert running == [True, False]  # stopped (and flushed) before the server may exit
 
 
+async def test_a_request_after_the_engine_stopped_passes_through(db_path: str) -> None:
+    middleware = in_process(build_app(monitor=False), db=db_path)
+    middleware.engine.start()
+    middleware.engine.stop()  # as at lifespan shutdown: the engine does not start again
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
+        response = await client.post("/predict", json={"instances": [[1.0, 2.0]]})
+    assert response.status_code == 200
+    assert middleware.engine.counters.sampled == 0
+
+
 async def test_websocket_scopes_pass_straight_through(db_path: str) -> None:
     seen: list[str] = []
 
