@@ -23,7 +23,7 @@ from ..collector.options import ChannelOptions
 from ..errors import MonitorError
 from ..settings import Settings
 from .exchange import Exchange
-from .monitor_off import MonitoringOff, fallback_prefix
+from .monitor_off import MonitoringOff, api_path, fallback_prefix
 from .request_ids import new_request_id
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class MonitorMiddleware:
             and (
                 self._serving is None
                 or self._serving not in scope["path"]
-                or self._api_path(scope) is None
+                or api_path(scope, self._prefix) is None
             )
         ):
             sink = self._sink
@@ -180,7 +180,7 @@ class MonitorMiddleware:
             return
         scope_type = scope["type"]
         if scope_type == "http":
-            path = self._api_path(scope) if self._serving is not None else None
+            path = api_path(scope, self._prefix) if self._serving is not None else None
             if path is not None:
                 prefix = self._prefix
                 # Served without lifespan events, the first request starts the hand-off.
@@ -189,11 +189,11 @@ class MonitorMiddleware:
                     return
                 scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
                 if self._forward is not None:
-                    api_path = path[len(prefix) :] or "/"
-                    if api_path not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
+                    below = path[len(prefix) :] or "/"
+                    if below not in _PROBES and not self.channel.connected:  # type: ignore[union-attr]
                         # Being started (no lifespan) or restarted: worth a short wait.
                         await self.channel.wait_connected(_CONNECT_WAIT_S)  # type: ignore[union-attr]
-                    await self._forward(scope, receive, send, api_path)
+                    await self._forward(scope, receive, send, below)
                 else:
                     await self._api(scope, receive, send)  # type: ignore[misc]
                 return
@@ -208,17 +208,6 @@ class MonitorMiddleware:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-    def _api_path(self, scope: Scope) -> str | None:
-        """The path below the root that ``scope`` asks for, when it is under ``api_prefix``."""
-        root: str = scope.get("root_path", "")
-        path: str = scope["path"]
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        prefix = self._prefix
-        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-            return path
-        return None
 
     def _start(self, *, logged: bool = False) -> bool:
         """Start the engine or the hand-off; when it cannot start, monitoring is off and this is

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["MonitoringOff", "fallback_prefix"]
+__all__ = ["MonitoringOff", "api_path", "fallback_prefix"]
 
 logger = logging.getLogger("inferwatch")
 
@@ -26,6 +26,17 @@ def fallback_prefix(values: dict[str, Any]) -> str:
     if isinstance(prefix, str) and prefix.startswith("/") and not prefix.endswith("/"):
         return prefix
     return "/monitor"
+
+
+def api_path(scope: Scope, prefix: str) -> str | None:
+    """The path below the root that ``scope`` asks for, when it is under ``prefix``."""
+    root: str = scope.get("root_path", "")
+    path: str = scope["path"]
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+        return path
+    return None
 
 
 class MonitoringOff:
@@ -48,15 +59,9 @@ class MonitoringOff:
         if not self._logged:
             self._logged = True
             logger.error("inferwatch is off, requests pass through: %s", self.reason)
-        if scope["type"] == "http":
-            root: str = scope.get("root_path", "")
-            path: str = scope["path"]
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            prefix = self.prefix
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                await self._answer(path[len(prefix) :], send)
-                return
+        if scope["type"] == "http" and (path := api_path(scope, self.prefix)) is not None:
+            await self._answer(path[len(self.prefix) :], send)
+            return
         await self.app(scope, receive, send)
 
     async def _answer(self, path: str, send: Send) -> None:
