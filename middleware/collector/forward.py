@@ -100,7 +100,8 @@ class ApiForwarder:
 
     async def _exchange(self, request: bytes) -> tuple[_Stream, int, list[tuple[bytes, bytes]]]:
         """Send ``request`` and read the response's head; a kept connection that the collector
-        closed meanwhile (its keep-alive timeout, a restart) is replaced once."""
+        closed meanwhile (its keep-alive timeout, a restart) is dropped and the next one tried,
+        down to a new connection."""
         while True:
             stream, reused = await self._connection()
             reader, writer = stream

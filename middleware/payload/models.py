@@ -34,7 +34,6 @@ _TENSOR_KEYS = ("name", "datatype", "shape")
 
 
 @functools.lru_cache(maxsize=1024)
-@functools.lru_cache(maxsize=1024)  # the writer asks once per capture; paths repeat
 def model_of(path: str) -> str | None:
     """The model a request path names, or None for a path that names none."""
     path = path.partition("?")[0].rstrip("/")

@@ -437,7 +437,6 @@ def _sse(body: bytes, cx: _Ctx) -> Parsed:
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of routes; bounded, as paths come from clients
-@functools.lru_cache(maxsize=1024)  # asked twice per capture; paths repeat
 def _openai_kind(path: str) -> bool | None:
     """True for chat completions, False for completions, None for any other path."""
     path = "/" + path.partition("?")[0].rstrip("/")
