@@ -112,6 +112,7 @@ class Connection(asyncio.Protocol):
         self.sink: Sink | None = None
         self._chunks: deque[bytes] = deque()
         self.length_framed = self.chunked = False  # what the response's head said of its body
+        self.connection: list[bytes] = []  # its Connection headers' values
         self._begin(head_only=False)
         self.active = False
 
@@ -200,6 +201,8 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers = []
         self.length_framed = self.chunked = False
+        if self.connection:
+            self.connection = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -207,6 +210,8 @@ class Connection(asyncio.Protocol):
             self.length_framed = True
         elif name == b"transfer-encoding":
             self.chunked = True
+        elif name == b"connection":
+            self.connection.append(value)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:

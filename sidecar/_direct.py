@@ -22,8 +22,8 @@ from inferwatch.middleware import MonitorMiddleware
 from inferwatch.middleware.capture.request_ids import new_request_id
 
 from ._connection import Connection, UpstreamClosed, UpstreamError
-from ._headers import request_headers, response_headers, upstream_target
-from ._proxy import HEAD_DELAY, Proxy, error_reply
+from ._headers import request_head, response_drop, upstream_target
+from ._proxy import ERROR_HEADER, HEAD_DELAY, Proxy, error_reply
 from ._upstream import CHUNKED, NO_BODY, REPLAY_LIMIT
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ logger = logging.getLogger("inferwatch")
 
 _REQUEST_ID = b"x-request-id"
 _CONTENT_TYPE = b"content-type"
-_CHUNKED = (b"transfer-encoding", b"chunked")
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CUT_BODY = b"Internal Server Error"
@@ -92,19 +91,25 @@ class DirectPath:
                 headers = scope["headers"] = [item for item in headers if item[0] != _REQUEST_ID]
             request_id = new_request_id()
             headers.append((_REQUEST_ID, request_id))
-        sent, body = request_headers(scope, self._host)
+        line = b"%s %s HTTP/1.1\r\n" % (scope["method"].encode("ascii"), target)
+        head, body = request_head(scope, self._host, line)
         if body == CHUNKED:
             return None
         capture = self.monitor.exchange(scope, request_id, request_type)
         if capture is None:
             return None
-        lines = [b"%s %s HTTP/1.1\r\n" % (scope["method"].encode("ascii"), target)]
-        for name, value in sent:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
         pool = self.pool
         conn = None if pool.waiting else pool.take_idle()
-        return DirectExchange(self, protocol, capture, conn, b"".join(lines), body, keep_alive)
+        return DirectExchange(
+            self,
+            protocol,
+            capture,
+            conn,
+            head,
+            body,
+            keep_alive,
+            b"x-request-id: %s\r\n" % request_id,
+        )
 
 
 class _NoEvent:
@@ -122,8 +127,8 @@ class DirectExchange:
     """
 
     __slots__ = (
-        "_chunked", "_connecting", "_head", "_head_timer", "_out", "_replay", "_replay_size",
-        "_retried",
+        "_chunked", "_connecting", "_head", "_head_timer", "_id_line", "_out", "_replay",
+        "_replay_size", "_retried",
         "_reused", "_sent_all", "capture", "conn", "disconnected", "finished", "keep_alive",
         "path", "protocol", "response_complete", "response_started", "transport",
     )  # fmt: skip
@@ -139,8 +144,10 @@ class DirectExchange:
         head: bytes,
         length: int,
         keep_alive: bool,
+        id_line: bytes,
     ) -> None:
         self.path = path
+        self._id_line = id_line  # the response's X-Request-ID header
         self.protocol = protocol
         self.transport = protocol.raw_transport
         self.capture = capture
@@ -222,15 +229,34 @@ class DirectExchange:
         if not self._sent_all:
             conn.keep_alive = False  # the upload stops here, so the connection cannot go on
         status = conn.status
-        headers = self.capture.started(status, response_headers(conn.headers, status))
+        # The client's head in one pass over the upstream's headers, noted for the capture as
+        # Exchange.started notes them: three passes (the end-to-end headers, the capture's,
+        # the head's bytes) cost 4 % of the proxy's instructions.
+        drop = response_drop(status, conn.chunked, conn.connection)
+        parts = [STATUS_LINE[status] if status in STATUS_LINE else b"HTTP/1.1 %d \r\n" % status]
+        content_type = error = None
+        for item in conn.headers:
+            name = item[0]
+            if name in drop or name == _REQUEST_ID:
+                continue
+            if name == _CONTENT_TYPE:
+                content_type = item[1]
+            elif name == ERROR_HEADER:
+                error = item[1]
+            parts += (name, b": ", item[1], b"\r\n")
+        self.capture.noted(status, content_type, error)
+        parts.append(self._id_line)
         if status >= 200 and status not in (204, 304):
             # A length passes through; a chunked body, or one that ends with the connection,
             # is chunked again for the client.
             self._chunked = conn.chunked or not conn.length_framed
             if self._chunked:
-                headers.append(_CHUNKED)  # re-framed, as uvicorn frames a body of no length
+                parts.append(b"transfer-encoding: chunked\r\n")  # as uvicorn frames it
+        if not self.keep_alive:
+            parts.append(_CLOSE)
+        parts.append(b"\r\n")
         # Not started yet for the client: the head waits for the body (``upstream_flush``).
-        self._head = _response_head(status, headers, self.keep_alive)
+        self._head = b"".join(parts)
 
     def upstream_body(self, data: bytes) -> None:
         if self.finished:

@@ -14,7 +14,13 @@ from starlette.types import Scope
 
 from ._upstream import CHUNKED, NO_BODY
 
-__all__ = ["request_headers", "response_headers", "upstream_target"]
+__all__ = [
+    "connection_tokens",
+    "request_head",
+    "response_drop",
+    "response_headers",
+    "upstream_target",
+]
 
 # RFC 9110 7.6.1 hop-by-hop headers, plus what the proxy sets itself.
 _HOP_BY_HOP = frozenset(
@@ -56,16 +62,19 @@ def upstream_target(scope: Scope, base: bytes) -> bytes | None:
     return base + raw + b"?" + query if query else base + raw
 
 
-def request_headers(scope: Scope, host: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
-    """End-to-end request headers plus Host, X-Forwarded-*, and the body's framing."""
-    out: list[tuple[bytes, bytes]] = [(b"host", host)]
-    named: set[bytes] | None = None
+def request_head(scope: Scope, host: bytes, request_line: bytes) -> tuple[bytes, int]:
+    """The head sent upstream: ``request_line``, the end-to-end request headers plus Host and
+    X-Forwarded-*; and the body's framing (its length, ``NO_BODY`` or ``CHUNKED``)."""
+    # The head's bytes are gathered in the one pass over the headers: a list of header tuples
+    # joined in a second pass cost a fifth of the direct path's bytecodes.
+    parts = [request_line, b"host: ", host, b"\r\n"]
+    connection: list[bytes] = []
     forwarded_for = proto = forwarded_host = original_host = length = None
     chunked = False
     for item in scope["headers"]:
         name = item[0]
         if name not in _REQUEST_SPECIAL:
-            out.append(item)
+            parts += (name, b": ", item[1], b"\r\n")
             continue
         value = item[1]
         if name == b"content-length":
@@ -81,43 +90,52 @@ def request_headers(scope: Scope, host: bytes) -> tuple[list[tuple[bytes, bytes]
         elif name == b"x-forwarded-host":
             forwarded_host = value
         elif name == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            named = tokens if named is None else named | tokens
+            connection.append(value)
+    # Rare: the client named headers of its own as hop-by-hop (not just keep-alive); they stop.
+    named = connection_tokens(connection) - _REQUEST_SPECIAL if connection else None
     if named:
-        out = [out[0], *(item for item in out[1:] if item[0] not in named)]
+        parts = parts[:4]
+        for name, value in scope["headers"]:
+            if name not in _REQUEST_SPECIAL and name not in named:
+                parts += (name, b": ", value, b"\r\n")
     client = scope.get("client")
     if client:
         address = client[0].encode("ascii")
         forwarded_for = address if forwarded_for is None else forwarded_for + b", " + address
     if forwarded_for is not None:
-        out.append((b"x-forwarded-for", forwarded_for))
+        parts += (b"x-forwarded-for: ", forwarded_for, b"\r\n")
     # A proxy in front of this one knows the original scheme and host better.
-    out.append((b"x-forwarded-proto", proto or scope["scheme"].encode("ascii")))
+    parts += (b"x-forwarded-proto: ", proto or scope["scheme"].encode("ascii"), b"\r\n")
     if forwarded_host or original_host:
-        out.append((b"x-forwarded-host", forwarded_host or original_host))  # type: ignore[arg-type]
+        parts += (b"x-forwarded-host: ", forwarded_host or original_host, b"\r\n")  # type: ignore[list-item]
     if chunked:
-        out.append((b"transfer-encoding", b"chunked"))
-        return out, CHUNKED
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        return b"".join(parts), CHUNKED
     if length is not None:
-        out.append((b"content-length", length))
-        return out, int(length) or NO_BODY
-    return out, NO_BODY
+        parts += (b"content-length: ", length, b"\r\n\r\n")
+        return b"".join(parts), int(length) or NO_BODY
+    parts.append(b"\r\n")
+    return b"".join(parts), NO_BODY
+
+
+def connection_tokens(values: list[bytes]) -> set[bytes]:
+    """The header names that Connection headers with these ``values`` declare hop-by-hop."""
+    return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+def response_drop(status: int, chunked: bool, connection: list[bytes]) -> frozenset[bytes]:
+    """The response headers that stop at the proxy: the hop-by-hop ones, those the Connection
+    headers (``connection``, their values) name, and the length of a body framed again."""
+    # uvicorn (or the direct path) would expect a body of the length a chunked one names
+    drop = _HOP_AND_LENGTH if chunked or status in (204, 304) else _HOP_BY_HOP
+    return drop | connection_tokens(connection) if connection else drop
 
 
 def response_headers(
     headers: list[tuple[bytes, bytes]], status: int = 200
 ) -> list[tuple[bytes, bytes]]:
     """End-to-end response headers; uvicorn frames the body again itself."""
-    named: set[bytes] | None = None
-    chunked = False
-    for name, value in headers:
-        if name == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            named = tokens if named is None else named | tokens
-        elif name == b"transfer-encoding":
-            chunked = True
-    # uvicorn (or the direct path) would expect a body of the length a chunked one names
-    drop = _HOP_AND_LENGTH if chunked or status in (204, 304) else _HOP_BY_HOP
-    if named:
-        drop = drop | named
+    connection = [value for name, value in headers if name == b"connection"]
+    chunked = any(name == b"transfer-encoding" for name, _ in headers)
+    drop = response_drop(status, chunked, connection)
     return [item for item in headers if item[0] not in drop]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inferwatch.middleware.capture.request_ids import new_request_id
 
 from ._connection import ClientDisconnected, Connection, UpstreamError
-from ._headers import request_headers, response_headers, upstream_target
+from ._headers import request_head, response_headers, upstream_target
 from ._upstream import UpstreamPool
 
 __all__ = ["ERROR_HEADER", "HEAD_DELAY", "Proxy", "RequestIds", "UpstreamStats", "error_reply"]
@@ -181,25 +181,25 @@ class Proxy:
         if method == "CONNECT":
             await _reply(send, 405, "CONNECT is not supported: this is a reverse proxy")
             return
-        headers, body = request_headers(scope, self._host)
+        line = b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)
+        head, body = request_head(scope, self._host, line)
         watch = _Watch(receive, self._watches)
         try:
-            await self._exchange(method, target, headers, body, receive, send, watch)
+            await self._exchange(method, head, body, receive, send, watch)
         finally:
             watch.stop()
 
     async def _exchange(
         self,
         method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        head: bytes,
         body: int,
         receive: Receive,
         send: Send,
         watch: _Watch,
     ) -> None:
         try:
-            conn = await self.pool.request(method, target, headers, receive, body, watch.arm)
+            conn = await self.pool.request(method, head, receive, body, watch.arm)
         except UpstreamError as exc:
             self.stats.failed(exc)
             await _reply(send, exc.status, f"{exc.kind}: {exc}")

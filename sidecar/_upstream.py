@@ -106,22 +106,17 @@ class UpstreamPool:
     async def request(
         self,
         method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        head: bytes,
         receive: Receive,
         body: int,
         on_sent: Callable[[Connection], None] | None = None,
     ) -> Connection:
-        """Send one request, streaming its body from ``receive``, and wait for the response head.
+        """Send one request (``head``, then its body streamed from ``receive``), and wait for the
+        response head.
 
         ``body`` is the body's length, ``NO_BODY`` or ``CHUNKED``. The returned connection holds
         the response; read it with :meth:`Connection.read`, then :meth:`release` it.
         """
-        lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
-        for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        head = b"".join(lines)
         chunked = body == CHUNKED
         first, more = b"", False
         if body != NO_BODY:

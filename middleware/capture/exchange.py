@@ -129,6 +129,14 @@ class Exchange:
         out.append((_REQUEST_ID, self._request_id))
         return out
 
+    def noted(self, status: int, content_type: bytes | None, error: bytes | None) -> None:
+        """Note the response's status, content type and ``X-Inferwatch-Error``, for a server that
+        writes the response's head itself (the sidecar's direct path, which adds the request's
+        ID and drops any other); else :meth:`started`."""
+        self.status = status
+        self._response_type = content_type
+        self._reported_error = error
+
     def gave(self, body: bytes) -> None:
         """Note one chunk of the response's body."""
         if self._first_byte is None:

@@ -22,6 +22,11 @@ ANSWERS = {
     b"/silence": b"",  # reads the request, then closes without a word
     b"/chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    # Headers that stop at the proxy: those the Connection header names, Keep-Alive, and an
+    # X-Request-ID other than the request's.
+    b"/named": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close, X-Hop\r\n"
+    b"X-Hop: secret\r\nkeep-alive: timeout=5\r\nx-request-id: upstream-own\r\n"
+    b"Content-Type: text/plain\r\nx-end: 1\r\n\r\nok",
     # Both framings at once is how responses get smuggled; httptools refuses it.
     b"/smuggle": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n"
     b"3\r\nabc\r\n0\r\n\r\n",
@@ -67,6 +72,11 @@ def test_unusual_answers(scripted: ScriptedUpstream, tmp_path: Path) -> None:
         assert until_close.status_code == 200 and until_close.text == "read to the end"
         interim = client.get("/interim", timeout=10)
         assert interim.status_code == 200 and interim.text == "ok"
+        named = client.get("/named", headers={"x-request-id": "mine-1"}, timeout=10)
+        assert named.text == "ok" and named.headers["content-type"] == "text/plain"
+        assert named.headers["x-end"] == "1" and named.headers["x-request-id"] == "mine-1"
+        assert "x-hop" not in named.headers and "keep-alive" not in named.headers
+        assert named.headers.get_list("x-request-id") == ["mine-1"]
         chunked = client.get("/chunked", timeout=10)
         assert chunked.text == "abcde" and chunked.headers["transfer-encoding"] == "chunked"
         assert client.get("/smuggle", timeout=10).status_code == 502

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inferwatch.sidecar._headers import request_headers, response_headers, upstream_target
+from inferwatch.sidecar._headers import request_head, response_headers, upstream_target
 from inferwatch.sidecar._upstream import CHUNKED, NO_BODY, Upstream
 
 
@@ -77,7 +77,19 @@ def test_target_stays_under_the_upstream(
     assert upstream_target(_scope(path, raw, query), UPSTREAM.base_path) == target
 
 
-def test_request_headers() -> None:
+def _sent(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The headers of the head sent upstream, read back, and the body's framing."""
+    head, body = request_head(
+        _scope("/", headers=headers), UPSTREAM.host_header, b"GET / HTTP/1.1\r\n"
+    )
+    line, _, rest = head.partition(b"\r\n")
+    assert line == b"GET / HTTP/1.1"
+    assert rest.endswith(b"\r\n\r\n") and rest.count(b"\r\n\r\n") == 1
+    pairs = [tuple(item.split(b": ", 1)) for item in rest[:-4].split(b"\r\n")]
+    return pairs, body  # type: ignore[return-value]
+
+
+def test_request_head() -> None:
     headers = [
         (b"host", b"public.example"),
         (b"content-type", b"application/json"),
@@ -92,7 +104,7 @@ def test_request_headers() -> None:
         (b"x-forwarded-for", b"1.2.3.4"),
         (b"authorization", b"Bearer t"),
     ]
-    out, body = request_headers(_scope("/", headers=headers), UPSTREAM.host_header)
+    out, body = _sent(headers)
     names = [name for name, _ in out]
     assert out[0] == (b"host", b"127.0.0.1:9000")
     assert names.count(b"host") == 1
@@ -106,15 +118,19 @@ def test_request_headers() -> None:
     assert found[b"authorization"] == b"Bearer t"
     assert found[b"content-length"] == b"12"
     assert body == 12
+    # Without a Connection header, every end-to-end header goes, in the client's order.
+    plain = [(b"accept", b"*/*"), (b"x-a", b"1"), (b"x-b", b"2")]
+    out, body = _sent(plain)
+    assert out[1:4] == plain
+    assert body == NO_BODY
 
 
 def test_chunked_request_and_no_body() -> None:
-    headers = [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")]
-    out, body = request_headers(_scope("/", headers=headers), UPSTREAM.host_header)
+    out, body = _sent([(b"transfer-encoding", b"chunked"), (b"content-length", b"5")])
     assert body == CHUNKED
     assert (b"transfer-encoding", b"chunked") in out
     assert b"content-length" not in dict(out)
-    assert request_headers(_scope("/"), UPSTREAM.host_header)[1] == NO_BODY
+    assert _sent([])[1] == NO_BODY
 
 
 def test_response_headers_drop_hop_by_hop() -> None:
