@@ -18,7 +18,10 @@ loads the proxy:
 the same minimal streaming ASGI proxy without monitoring: ``lean`` (the sidecar's own pool),
 ``aiohttp``, ``httpx`` (one shared AsyncClient, defaults) and ``httpx-tuned`` (a pool of 16,
 since httpcore polls every pooled socket on each request; retries off; sniffio made importable so
-that httpcore stops searching sys.path for it on every request).
+that httpcore stops searching sys.path for it on every request). It also runs ``floor``
+(``_lib/floor_proxy.py``): the least a proxy in Python does per request (uvloop and httptools, one
+upstream connection per client, heads rebuilt, no pool, timeouts or monitoring), the floor under
+any sidecar built in Python; ``--variants floor,...`` sets it beside the sidecar.
 
 Variants run interleaved for ``--rounds`` rounds; medians are reported. The upstream's and the
 proxy's cores are swapped every other round (``--no-swap-cores`` keeps them): on this kind of
@@ -95,7 +98,7 @@ from _lib.store import accounted, collector_done, count_db, find_collector
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 MAIN_VARIANTS = ("direct", "collector-1.0", "collector-0.1", "sidecar-1.0", "nginx")
-CANDIDATES = ("direct", "nginx", "lean", "aiohttp", "httpx", "httpx-tuned")
+CANDIDATES = ("direct", "nginx", "floor", "lean", "aiohttp", "httpx", "httpx-tuned")
 
 # --------------------------------------------------------------------------- servers (factories)
 
@@ -399,6 +402,9 @@ def proxy_command(
             "true" if variant.startswith("collector-") else "false",
         ]
         return taskset(args.proxy_core, cmd), {"BENCH_DB": str(db)}
+    if variant == "floor":
+        floor = BENCH_DIR / "_lib" / "floor_proxy.py"
+        return taskset(args.proxy_core, [sys.executable, str(floor), str(port), url]), {}
     if variant == "nginx":
         conf_dir = workdir / f"nginx-{port}"
         conf_dir.mkdir()
