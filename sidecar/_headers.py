@@ -45,6 +45,8 @@ _REQUEST_SPECIAL = _HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
+# Connection tokens that name no header of the request's own (``close``, or one dropped anyway).
+_NOT_OWN = _REQUEST_SPECIAL | {b"close"}
 _DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\;]|$)")
 
 
@@ -65,8 +67,8 @@ def upstream_target(scope: Scope, base: bytes) -> bytes | None:
 def request_head(scope: Scope, host: bytes, request_line: bytes) -> tuple[bytes, int]:
     """The head sent upstream: ``request_line``, the end-to-end request headers plus Host and
     X-Forwarded-*; and the body's framing (its length, ``NO_BODY`` or ``CHUNKED``)."""
-    # The head's bytes are gathered in the one pass over the headers: a list of header tuples
-    # joined in a second pass cost a fifth of the direct path's bytecodes.
+    # The head's bytes are gathered in the one pass over the headers: a list of header tuples,
+    # then the head from it in a second pass, cost 3 % more of the proxy's instructions.
     parts = [request_line, b"host: ", host, b"\r\n"]
     connection: list[bytes] = []
     forwarded_for = proto = forwarded_host = original_host = length = None
@@ -91,8 +93,8 @@ def request_head(scope: Scope, host: bytes, request_line: bytes) -> tuple[bytes,
             forwarded_host = value
         elif name == b"connection":
             connection.append(value)
-    # Rare: the client named headers of its own as hop-by-hop (not just keep-alive); they stop.
-    named = connection_tokens(connection) - _REQUEST_SPECIAL if connection else None
+    # Rare: the client named headers of its own as hop-by-hop; they stop here too.
+    named = connection_tokens(connection) - _NOT_OWN if connection else None
     if named:
         parts = parts[:4]
         for name, value in scope["headers"]:

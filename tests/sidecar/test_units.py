@@ -123,6 +123,8 @@ def test_request_head() -> None:
     out, body = _sent(plain)
     assert out[1:4] == plain
     assert body == NO_BODY
+    out, _ = _sent([(b"connection", b"close"), *plain, (b"connection", b"X-B")])
+    assert out[1:3] == plain[:2] and b"connection" not in dict(out) and b"x-b" not in dict(out)
 
 
 def test_chunked_request_and_no_body() -> None:
