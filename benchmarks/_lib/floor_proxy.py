@@ -41,7 +41,7 @@ class Upstream(asyncio.Protocol):
         self.client.transport.close()
 
     def on_message_begin(self) -> None:
-        self.parts = [b"HTTP/1.1 %d \r\n" % 0]
+        self.parts = [b""]  # the status line, once the head is complete
         self.chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
