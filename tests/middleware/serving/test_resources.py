@@ -48,8 +48,15 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
             if args
             else ["sleep", "30"]
         )
-        child = subprocess.Popen(cmd)  # returns once exec'd, so the command line is already set
+        child = subprocess.Popen(cmd)
         children.append(child)
+        # Popen returns once the child has exec'd, but the kernel sets the new command line a
+        # moment later: under load a lookup right away read it empty.
+        deadline = time.monotonic() + 10
+        while args and time.monotonic() < deadline:
+            if args[-1] in psutil.Process(child.pid).cmdline():
+                break
+            time.sleep(0.005)
         return child
 
     yield start
