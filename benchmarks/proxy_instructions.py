@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lib.callgrind import total_instructions
 from _lib.servers import free_port, start, stop, wait_for_http
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,10 +116,10 @@ def count(variant: str, requests: int, upstream: int, workdir: Path) -> float:
     finally:
         stop(proxy, timeout=120)
     dumps = sorted(workdir.glob(f"{variant}.callgrind.*"))
-    totals = re.search(r"^(?:summary|totals): (\d+)", dumps[0].read_text(), re.MULTILINE)
-    if totals is None:
+    total = total_instructions(dumps[0])
+    if total is None:
         raise SystemExit(f"callgrind gave no total for {variant}")
-    return int(totals.group(1)) / requests
+    return total / requests
 
 
 def main() -> int:

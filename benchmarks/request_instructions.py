@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lib.callgrind import total_instructions
 from _lib.report import Figure, figures_table
 
 _VARIANTS = ("bare", "monitor-0.0", "monitor-1.0", "prometheus")
@@ -84,10 +84,10 @@ def count(app_kind: str, variant: str, calls: int, workdir: Path) -> int:
         str(workdir / "monitor.duckdb"),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-    if totals is None:
+    total = total_instructions(out)
+    if total is None:
         raise SystemExit(f"callgrind gave no total for {variant}: {done.stderr[-2000:]}")
-    return int(totals.group(1))
+    return total
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httptools
 import uvloop
 
-_SKIP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+_SKIP = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # hop by hop
 
 
 class Upstream(asyncio.Protocol):
@@ -48,7 +48,7 @@ class Upstream(asyncio.Protocol):
         name = name.lower()
         if name == b"transfer-encoding":
             self.chunked = True
-        elif name == b"content-length" or name not in _SKIP:
+        elif name not in _SKIP:
             self.parts += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -116,7 +116,7 @@ class Client(asyncio.Protocol):
         name = name.lower()
         if name == b"host":
             value = self.upstream[2]
-        if name == b"content-length" or name not in _SKIP:
+        if name not in _SKIP:
             self.parts += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
