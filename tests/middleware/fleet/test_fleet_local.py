@@ -129,7 +129,7 @@ def test_shipping_again_writes_the_same_bytes_and_late_rows_replace_their_hour(
     counted = duckdb.sql(
         f"""SELECT hour, sum(n) FROM read_parquet('{root}/summaries/*/*/*/*/*.parquet',
                                                   hive_partitioning = true)
-            WHERE what = 'requests' GROUP BY hour ORDER BY hour"""
+            WHERE what = 'requests' GROUP BY date, hour ORDER BY date, hour"""
     ).fetchall()
     assert [n for _, n in counted] == [101, 100]
     raw = duckdb.sql(f"SELECT count(DISTINCT request_id) FROM '{root}/raw/*/*/*/*/*.parquet'")
@@ -217,7 +217,7 @@ def test_a_window_ending_within_an_hour_counts_its_minutes_only(
     steps = duckdb.sql(
         f"""SELECT hour, min(step_s), max(step_s)
             FROM read_parquet('{root}/summaries/*/*/*/*/*.parquet', hive_partitioning = true)
-            GROUP BY hour ORDER BY hour"""
+            GROUP BY date, hour ORDER BY date, hour"""
     ).fetchall()
     assert [s[1:] for s in steps] == [(3600, 3600), (60, 60)]
     until = (hours_ago(1) + timedelta(minutes=20)).isoformat()
