@@ -11,7 +11,9 @@ Two FastAPI apps, each served by uvicorn (``--no-access-log``, uvloop and httpto
 Each app runs in these variants: ``bare``; ``monitor-0.0``, ``monitor-0.1`` and ``monitor-1.0``
 (the documented one line, ``app.add_middleware(MonitorMiddleware, db=...)`` at that
 ``sample_rate``, a real DuckDB file); and ``prometheus`` (prometheus-fastapi-instrumentator,
-``Instrumentator().instrument(app).expose(app)``), the peer measured in the same run.
+``Instrumentator().instrument(app).expose(app)``), the peer measured in the same run. Named in
+``--variants``, ``floor`` runs too: the least a middleware does to hand each request's timing to
+another process (``_lib/floor_middleware.py``), what any monitor written in Python costs.
 
 One worker: uvicorn pinned to ``--worker-core`` (0); wrk and the collector on ``--side-core`` (1).
 The collector is found after the warm-up (its pid file beside the store, else a process whose
@@ -22,16 +24,17 @@ Four workers (``--workers``; 0 skips): ``uvicorn --workers 4`` on both cores, wr
 collector there too, ``bare``, ``monitor-0.1`` and ``prometheus`` (each worker its own registry).
 
 Every (app, workers, variant) runs once per round in a rotating order, ``--rounds`` rounds, and
-medians are reported: throughput against bare, p99 added, the worker's CPU per request (utime +
-stime from /proc/<pid>/stat of every worker, all threads), the worker's garbage collections
-during the measured run (how many of each generation, and the total and the longest pause of the
-full, generation-2 ones, which make a FastAPI worker's p99: a ``gc.callbacks`` hook in every
-worker, bare or not, writes its counters to a file the script reads before and after the run),
-and the collector's CPU per captured request. After each monitored run the script checks what
-the store holds: /monitor/health's counters (asked several times, so that several workers
-answer), then SIGTERM, the collector's exit, and the DuckDB file counted: stored + dropped +
-write errors = sampled, every request 1 instance of 11 values, and ``sampled`` plausible for the
-rate and wrk's count of responses.
+medians are reported (a figure against bare: the median over the rounds of its ratio, or its
+difference, to bare's run in the same round): throughput against bare, p99 added, the worker's
+CPU per request (utime + stime from /proc/<pid>/stat of every worker, all threads), the
+worker's garbage collections during the measured run (how many of each generation, and the
+total and the longest pause of the full, generation-2 ones, which make a FastAPI worker's p99:
+a ``gc.callbacks`` hook in every worker, bare or not, writes its counters to a file the script
+reads before and after the run), and the collector's CPU per captured request. After each
+monitored run the script checks what the store holds: /monitor/health's counters (asked several
+times, so that several workers answer), then SIGTERM, the collector's exit, and the DuckDB file
+counted: stored + dropped + write errors = sampled, every request 1 instance of 11 values, and
+``sampled`` plausible for the rate and wrk's count of responses.
 
 Then, unless ``--in-process 0``, the worker's CPU without network or wrk, where a few µs show:
 for each app and variant, one process pinned to the worker's core runs the bare app and the
@@ -108,6 +111,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 APPS = ("light", "model")
 VARIANTS = ("bare", "monitor-0.0", "monitor-0.1", "monitor-1.0", "prometheus")
+CANDIDATES = (*VARIANTS, "floor")  # run when named in --variants
 MULTI_VARIANTS = ("bare", "monitor-0.1", "prometheus")
 SAMPLE_RATES = {"monitor-0.0": 0.0, "monitor-0.1": 0.1, "monitor-1.0": 1.0}
 RECORDS = 1  # records per request
@@ -131,7 +135,7 @@ def create_app(kind: str | None = None, variant: str | None = None, db: str | No
 
     kind = kind or os.environ.get("BENCH_APP", "model")
     variant = variant or os.environ.get("BENCH_VARIANT", "bare")
-    if kind not in APPS or variant not in VARIANTS:
+    if kind not in APPS or variant not in CANDIDATES:
         raise SystemExit(f"unknown BENCH_APP {kind!r} or BENCH_VARIANT {variant!r}")
     app = FastAPI(title=f"{kind} app")
     if kind == "model":
@@ -494,10 +498,18 @@ def gc_cells(gen0: float, gen1: float, gen2: float, total_ms: float, max_ms: flo
 def medians(runs: list[Run]) -> dict[str, dict[str, float]]:
     """Per run key, the median of each figure; ``found`` and ``ok`` as shares of the runs."""
     med = medians_by(runs, lambda r: r.key, FIGURES)
+    bare_in = {(r.app, r.workers, r.round): r for r in runs if r.variant == "bare"}
     for key, m in med.items():
         rs = [r for r in runs if r.key == key]
         m["found"] = sum(1 for r in rs if r.collector_pid) / len(rs)
         m["ok"] = sum(1 for r in rs if not r.problems) / len(rs)
+        # Against bare's run of the same round: the machine's speed drifts between rounds more
+        # than a monitor costs, and a pair's two runs are seconds apart.
+        pairs = [(r, bare_in.get((r.app, r.workers, r.round))) for r in rs]
+        pairs = [(r, b) for r, b in pairs if b is not None]
+        m["vs_bare"] = median([r.main.rps / b.main.rps for r, b in pairs])
+        m["p99_added"] = median([r.main.p99_ms - b.main.p99_ms for r, b in pairs])
+        m["worker_added"] = median([r.worker_cpu_us - b.worker_cpu_us for r, b in pairs])
     return med
 
 
@@ -506,7 +518,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
     if bare is None:
         return ""
     rows = []
-    for variant in VARIANTS:
+    for variant in CANDIDATES:
         m = med.get(f"{app} 1w {variant}")
         if m is None:
             continue
@@ -515,12 +527,12 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
             [
                 variant,
                 f"{m['rps']:,.0f}",
-                f"{m['rps'] / bare['rps']:.3f}",
+                f"{m['vs_bare']:.3f}",
                 f"{m['p50']:.2f}",
                 f"{m['p99']:.2f}",
-                f"{m['p99'] - bare['p99']:+.2f}" if extra else "",
+                f"{m['p99_added']:+.2f}" if extra else "",
                 f"{m['worker']:.1f}",
-                f"{m['worker'] - bare['worker']:+.1f}" if extra else "",
+                f"{m['worker_added']:+.1f}" if extra else "",
                 *gc_cells(*(m[k] for k in GC_FIGURES)),
                 cell(m["collector"], ".1f") if variant in SAMPLE_RATES else "",
                 cell(m["per_capture"], ".1f") if variant in SAMPLE_RATES else "",
@@ -546,38 +558,38 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
         m = med.get(f"{app} 1w {variant}")
         if m is None:
             continue
-        share = m["rps"] / bare["rps"]
+        share = m["vs_bare"]
         goal = THROUGHPUT_TARGETS.get(variant)
         row(
             f"throughput vs bare, sample_rate {rate}",
             f"≥ {goal}" if goal else "—",
             share,
-            peer["rps"] / bare["rps"] if peer else None,
+            peer["vs_bare"] if peer else None,
             ".3f",
             met(share >= goal) if goal else "",
         )
     for variant, goal in P99_TARGETS_MS.items():
         m = med.get(f"{app} 1w {variant}")
         if m is not None:
-            added = m["p99"] - bare["p99"]
+            added = m["p99_added"]
             row(
                 f"p99 added, sample_rate {SAMPLE_RATES[variant]}, ms",
                 f"≤ {goal:g}",
                 added,
-                peer["p99"] - bare["p99"] if peer else None,
+                peer["p99_added"] if peer else None,
                 "+.2f",
                 met(added <= goal),
             )
     for variant, rate in SAMPLE_RATES.items():
         m = med.get(f"{app} 1w {variant}")
         if m is not None:
-            added = m["worker"] - bare["worker"]
+            added = m["worker_added"]
             goal = WORKER_CPU_TARGETS_US.get(variant)
             row(
                 f"worker CPU added per request, sample_rate {rate}, µs",
                 f"≤ {goal:g}" if goal else "—",
                 added,
-                peer["worker"] - bare["worker"] if peer else None,
+                peer["worker_added"] if peer else None,
                 "+.1f",
                 met(added <= goal) if goal else "",
             )
@@ -609,10 +621,8 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
         )
     multi = {v: med.get(f"{app} {args.workers}w {v}") for v in MULTI_VARIANTS}
     if multi["bare"] and multi["monitor-0.1"]:
-        share = multi["monitor-0.1"]["rps"] / multi["bare"]["rps"]
-        peer_share = (
-            multi["prometheus"]["rps"] / multi["bare"]["rps"] if multi["prometheus"] else None
-        )
+        share = multi["monitor-0.1"]["vs_bare"]
+        peer_share = multi["prometheus"]["vs_bare"] if multi["prometheus"] else None
         row(
             f"{args.workers} workers on 2 cores, throughput vs bare {args.workers} workers, "
             "sample_rate 0.1",
@@ -646,7 +656,7 @@ def app_report(app: str, med: dict[str, dict[str, float]], args: argparse.Namesp
                 {
                     "variant": lambda m: m["variant"],
                     "req/s": lambda m: f"{m['rps']:,.0f}",
-                    "vs bare": lambda m: f"{m['rps'] / multi['bare']['rps']:.3f}",
+                    "vs bare": lambda m: f"{m['vs_bare']:.3f}",
                     "p99 ms": lambda m: f"{m['p99']:.2f}",
                     "CPU µs/req, all workers": lambda m: f"{m['worker']:.1f}",
                     "GC gen 0 / 1 / 2, all workers": lambda m: gc_cell(m, 0),
@@ -696,7 +706,11 @@ def runs_table(runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--apps", default=",".join(APPS))
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="bare always runs")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"from {', '.join(CANDIDATES)}; bare always runs",
+    )
     quick = "1 round of 1 s, 1 s warm-up; several workers and in-process blocks (3 of 200) "
     add_run_args(parser, 5, 10.0, 16, quick=quick + "with the last app only")
     parser.add_argument("--workers", type=int, default=4, help="the multi-worker runs; 0 skips")
@@ -730,8 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         args.in_process, args.blocks = min(args.in_process, 200), min(args.blocks, 3)
     apps = [a for a in args.apps.split(",") if a]
     variants = ["bare", *(v for v in args.variants.split(",") if v and v != "bare")]
-    if set(apps) - set(APPS) or set(variants) - set(VARIANTS):
-        parser.error(f"--apps from {APPS}, --variants from {VARIANTS}")
+    if set(apps) - set(APPS) or set(variants) - set(CANDIDATES):
+        parser.error(f"--apps from {APPS}, --variants from {CANDIDATES}")
     if missing := missing_tools(("wrk", "taskset")):
         parser.error(missing)
     args.workdir = make_workdir(args.workdir, "inferwatch-collector-")

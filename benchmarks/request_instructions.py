@@ -1,16 +1,20 @@
 """Instructions the middleware adds to one request of the FastAPI apps, counted by callgrind.
 
 CPU time per request moves by several µs between two runs of the same worker on a shared virtual
-machine; an instruction count does not (the same total run after run, whatever else the machine
-does). So this script runs ``collector_overhead.py``'s app (``model``: pydantic models and a sync
-route; or ``light``) straight through ASGI, bare and monitored, under
-``valgrind --tool=callgrind``, each twice: once with ``--calls`` requests and once with none
-after the same warm-up. The difference over ``--calls`` is each variant's instructions per
-request, and a variant's figure less bare's is what the middleware adds: its request path, the
-extra coroutine resumptions and the garbage collections its objects cause; the peer,
-prometheus-fastapi-instrumentator, is counted the same way. The hand-off's
-sender thread does not run (its records are discarded), as no collector does: the request path
-is what is counted.
+machine; an instruction count moves far less, whatever else the machine does. The model app's sync
+route runs in a thread, and how many turns the event loop takes while it waits depends on how
+valgrind interleaves the two threads: a variant's figure moves by up to 10,000 a request from run to
+run, while the monitored variants less the floor moved by under 4,000 in three runs. So this script
+runs ``collector_overhead.py``'s app (``model``: pydantic models and a sync route; or ``light``)
+straight through ASGI, bare and monitored, under ``valgrind --tool=callgrind``, each twice: once
+with ``--calls`` requests and once with none after the same warm-up. The difference over ``--calls``
+is each variant's instructions per request, and a variant's figure less bare's is what the
+middleware adds: its request path, the extra coroutine resumptions and the garbage collections its
+objects cause (each variant's collections among the counted requests are printed); the peer,
+prometheus-fastapi-instrumentator, is counted the same way, and so is the floor
+(``_lib/floor_middleware.py``: a middleware that only times each request and hands the timings over
+in batches), what any monitor written in Python adds at least. The hand-off's sender thread does not
+run (its records are discarded), as no collector does: the request path is what is counted.
 
     python benchmarks/request_instructions.py                 # model app, about 10 minutes
     python benchmarks/request_instructions.py --app light --calls 500
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import json
 import os
 import shutil
 import subprocess
@@ -34,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _lib.callgrind import total_instructions
 from _lib.report import Figure, figures_table
 
-_VARIANTS = ("bare", "monitor-0.0", "monitor-1.0", "prometheus")
+_VARIANTS = ("bare", "floor", "monitor-0.0", "monitor-1.0", "prometheus")
 _WARMUP = 300
 
 
@@ -62,15 +68,21 @@ def child(app_kind: str, variant: str, calls: int, db: str) -> None:
                 monitor = getattr(monitor, "app", None)
             pending = monitor.channel.pending if monitor is not None else []
             for i in range(_WARMUP + calls):
+                if i == _WARMUP:
+                    before = [s["collections"] for s in gc.get_stats()]
                 await asgi_request(app, "POST", "/predict", bodies[i % BODIES])
                 del pending[:]
+            if calls:
+                after = [s["collections"] for s in gc.get_stats()]
+                print(json.dumps([a - b for a, b in zip(after, before, strict=True)]), flush=True)
             os._exit(0)  # the count ends here: no shutdown in it
 
     asyncio.run(main())
 
 
-def count(app_kind: str, variant: str, calls: int, workdir: Path) -> int:
-    """Instructions of one child run under callgrind."""
+def count(app_kind: str, variant: str, calls: int, workdir: Path) -> tuple[int, list[int]]:
+    """Instructions of one child run under callgrind, and the garbage collections of each
+    generation during its counted requests."""
     out = workdir / f"{app_kind}-{variant}-{calls}.callgrind"
     env = {
         **os.environ,
@@ -87,7 +99,7 @@ def count(app_kind: str, variant: str, calls: int, workdir: Path) -> int:
     total = total_instructions(out)
     if total is None:
         raise SystemExit(f"callgrind gave no total for {variant}: {done.stderr[-2000:]}")
-    return total
+    return total, json.loads(done.stdout.strip().splitlines()[-1]) if calls else [0, 0, 0]
 
 
 def main() -> int:
@@ -108,10 +120,13 @@ def main() -> int:
     per_request: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="inferwatch-instructions-") as tmp:
         for variant in _VARIANTS:
-            full = count(args.app, variant, args.calls, Path(tmp))
-            empty = count(args.app, variant, 0, Path(tmp))
+            full, collections = count(args.app, variant, args.calls, Path(tmp))
+            empty, _ = count(args.app, variant, 0, Path(tmp))
             per_request[variant] = (full - empty) / args.calls
-            print(f"{variant:12s} {per_request[variant]:12,.0f} instructions per request")
+            print(
+                f"{variant:12s} {per_request[variant]:12,.0f} instructions per request; "
+                f"garbage collections of generation 0 / 1 / 2: {' / '.join(map(str, collections))}"
+            )
     bare = per_request["bare"]
     peer = per_request["prometheus"] - bare
     figures = [
@@ -127,6 +142,9 @@ def main() -> int:
     print(f"{args.app} app, {args.calls:,} requests through ASGI; bare: {bare:,.0f} per request")
     print()
     print(figures_table(figures, peer="prometheus-fastapi-instrumentator"))
+    print()
+    floor = per_request["floor"] - bare
+    print(f"the floor (times each request, hands the timings over in batches): {floor:+,.0f}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The variants the benchmarks compare an app in: bare, monitored at a sample rate (writing to a
-real DuckDB file), or instrumented by the peer, prometheus-fastapi-instrumentator. Where the
-benchmark sets BENCH_GC_DIR, the process that builds the app also counts its garbage collections
-(``gcstats``), whatever the variant."""
+real DuckDB file), instrumented by the peer, prometheus-fastapi-instrumentator, or behind the
+floor, the least a middleware does to hand each request's timing over (``floor_middleware``).
+Where the benchmark sets BENCH_GC_DIR, the process that builds the app also counts its garbage
+collections (``gcstats``), whatever the variant."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from .gcstats import watch_gc
 
 PEER = "prometheus"
 """The peer every in-worker benchmark measures beside inferwatch, in the same run."""
+FLOOR = "floor"
+"""The least any monitor in Python costs a worker, where a benchmark runs it too."""
 
 
 def instrument(
@@ -43,4 +46,8 @@ def instrument(
         from prometheus_fastapi_instrumentator import Instrumentator
 
         Instrumentator().instrument(app).expose(app)
+    elif variant == FLOOR:
+        from .floor_middleware import FloorMiddleware
+
+        app.add_middleware(FloorMiddleware)
     return app
