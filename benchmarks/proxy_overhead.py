@@ -38,9 +38,12 @@ SIGTERM and its DuckDB file is counted. Each run also reports the model server's
 request, which shows where the limit sits: behind nginx the model server's core is the one
 saturated, behind the sidecar the proxy's core is.
 Where the sidecar hands its captures to a collector process of its own, that process's CPU is
-reported beside the proxy's, and the store is counted once it has exited. A table sets each
-sidecar variant against the targets (p50 added at one connection, p99 added and throughput
-against direct at ``--connections``, proxy CPU per request against nginx's), nginx beside it.
+reported beside the proxy's, and the store is counted once it has exited. The collector runs on the
+proxy's core, where the sidecar starts it, or with ``--collector-on upstream`` on the model
+server's: on the proxy's core its work at ``sample_rate`` 1.0 raises the proxy's own CPU per
+request, which it does not from the other core. A table sets each sidecar variant against the
+targets (p50 added at one connection, p99 added and throughput against direct at ``--connections``,
+proxy CPU per request against nginx's), nginx beside it.
 
 Measured with this script and not kept in the sidecar (each against the code without it, in
 the same minutes): a GIL switch interval of 0.5 ms instead of 5 ms (no gain); a DuckDB
@@ -496,6 +499,9 @@ def run_variant(
             # The collector a sidecar started is its child: its CPU is reported on its own.
             collector = find_collector(Path(env["BENCH_DB"]), {proc.pid})
         collectors = process_tree(collector) if collector is not None else []
+        if args.collector_on == "upstream":
+            for pid in collectors:  # threads it starts later inherit the core
+                pin_threads(pid, {args.upstream_core})
         pids = [pid for pid in pids if pid not in collectors]
         upstream_pids = process_tree(upstream_pid)
         cores = tuple({args.upstream_core, args.proxy_core, args.wrk_core})
@@ -727,6 +733,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-core", type=int, default=0)
     parser.add_argument("--proxy-core", type=int, default=1)
     parser.add_argument("--wrk-core", type=int, default=1)
+    parser.add_argument(
+        "--collector-on",
+        choices=("proxy", "upstream"),
+        default="proxy",
+        help="the core of a sidecar's collector: the proxy's, where the sidecar starts it, or the "
+        "model server's (moved there after the warm-up)",
+    )
     parser.add_argument(
         "--swap-cores",
         action=argparse.BooleanOptionalAction,
