@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from inferwatch import MonitorMiddleware
+from inferwatch.middleware.capture.exchange import Exchange
 from tests.apps.model_app import build_app
 from tests.conftest import in_process, uvicorn_process, wait_collector_gone
 
@@ -435,3 +436,59 @@ def test_a_worker_imports_no_scipy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert found.stdout.strip() == "[]"
+
+
+async def test_response_header_names_are_read_whatever_their_case(db_path: str) -> None:
+    # ASGI asks for lowercase names; apps that send others still get one X-Request-ID, and their
+    # error note is still read.
+    middleware = in_process(build_app(monitor=False), db=db_path)
+    body = b'data: {"predictions": [0.25, 0.75]}\n\n'
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        headers = [
+            (b"X-Request-ID", b"the-app-s-own"),
+            (b"Content-Type", b"text/event-stream"),
+            (b"Content-Length", b"%d" % len(body)),
+            (b"X-Inferwatch-Error", b"upstream_timeout: no answer in 1 s"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    middleware.app = app
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+        "headers": [(b"x-request-id", b"client-given")],
+    }  # fmt: skip
+    await middleware(scope, receive, send)
+    names = [name.lower() for name, _ in messages[0]["headers"]]
+    assert names.count(b"x-request-id") == 1
+    assert (b"x-request-id", b"client-given") in messages[0]["headers"]
+    rows = stored(middleware, "SELECT request_id, error FROM requests")
+    assert rows == [("client-given", "upstream_timeout: no answer in 1 s")]
+    middleware.engine.stop()
+
+
+def test_the_capture_notes_the_content_type_whatever_the_name_s_case() -> None:
+    records: list[tuple[Any, ...]] = []
+    scope = {"type": "http", "method": "POST", "path": "/p", "headers": []}
+    exchange = Exchange(
+        scope, _nothing, _nothing, b"id-1", None, records.append, lambda s, st: "/p", 1.0, 1024
+    )
+    headers = [(b"CONTENT-TYPE", b"text/event-stream"), (b"Content-Length", b"2")]
+    assert exchange.started(200, headers) == [*headers, (b"x-request-id", b"id-1")]
+    exchange.gave(b"{}")
+    exchange.record(None)
+    (record,) = records
+    assert (record[5], record[15], record[16]) == (200, "text/event-stream", None)
+
+
+async def _nothing() -> None:
+    raise AssertionError("not called")
