@@ -40,10 +40,10 @@ saturated, behind the sidecar the proxy's core is.
 Where the sidecar hands its captures to a collector process of its own, that process's CPU is
 reported beside the proxy's, and the store is counted once it has exited. The collector runs on the
 proxy's core, where the sidecar starts it, or with ``--collector-on upstream`` on the model
-server's: on the proxy's core its work at ``sample_rate`` 1.0 raises the proxy's own CPU per
-request, which it does not from the other core. A table sets each sidecar variant against the
-targets (p50 added at one connection, p99 added and throughput against direct at ``--connections``,
-proxy CPU per request against nginx's), nginx beside it.
+server's: on the proxy's core its work at ``sample_rate`` 1.0 shares the core and its caches with
+the proxy. A table sets each sidecar variant against the targets (p50 added at one connection, p99
+added and throughput against direct at ``--connections``, proxy CPU per request against nginx's),
+nginx beside it.
 
 Measured with this script and not kept in the sidecar (each against the code without it, in
 the same minutes): a GIL switch interval of 0.5 ms instead of 5 ms (no gain); a DuckDB
